@@ -1,0 +1,1 @@
+fn main() { println!("the harness lands with its own issue"); }

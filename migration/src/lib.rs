@@ -1,0 +1,20 @@
+//! Schema migrations for home-visits. Each migration is plain SQL so the constraints that guard the
+//! ledger are visible exactly as PostgreSQL enforces them.
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_users;
+mod m20261122_000002_create_sessions;
+mod m20261122_000003_create_balances;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_create_users::Migration),
+            Box::new(m20261122_000002_create_sessions::Migration),
+            Box::new(m20261122_000003_create_balances::Migration),
+        ]
+    }
+}

@@ -1,0 +1,233 @@
+//! Settings: built-in defaults, then `.env` (development only), then the process environment.
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+
+/// Shortest accepted `JWT_SECRET`, in bytes: HS256 is only as strong as its key.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} has an invalid value: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error(
+        "JWT_SECRET must be set to at least {MIN_JWT_SECRET_BYTES} random bytes in production \
+         (e.g. `openssl rand -base64 48`)"
+    )]
+    MissingJwtSecret,
+}
+
+/// Everything the service reads from its environment. Secrets are wrapped so `Debug` never prints them.
+#[derive(Debug)]
+pub struct Config {
+    pub environment: Environment,
+    pub bind_addr: SocketAddr,
+    /// When absent the service provisions a PostgreSQL cluster of its own under `local_postgres_dir`.
+    pub database_url: Option<SecretString>,
+    pub local_postgres_dir: PathBuf,
+    pub local_postgres_port: u16,
+    pub database_pool_size: u32,
+    pub lock_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub idle_in_transaction_timeout: Duration,
+    pub jwt_secret: SecretBox<[u8]>,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub starting_minutes: i32,
+    pub overhead_percent: i32,
+    pub cors_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub graphql_depth_limit: usize,
+    pub graphql_complexity_limit: usize,
+    pub introspection_enabled: bool,
+    pub graphiql_enabled: bool,
+    /// How many Argon2 computations may run at once; each holds ~19 MiB and a core.
+    pub password_hashing_concurrency: usize,
+    /// Login attempts allowed per client address per minute.
+    pub login_attempts_per_address_per_minute: u32,
+    /// Login attempts allowed per (account, client address) pair per minute.
+    pub login_attempts_per_account_per_minute: u32,
+}
+
+impl Config {
+    /// Reads `.env` (development only) and the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let environment = match read::<String>("APP_ENV")?.as_deref() {
+            None | Some("development") => Environment::Development,
+            Some("production") => Environment::Production,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "APP_ENV",
+                    reason: format!("`{other}` is neither `development` nor `production`"),
+                });
+            }
+        };
+        if environment == Environment::Development {
+            // A missing .env is the normal case; a malformed one is worth a warning, not a crash.
+            if let Err(error) = dotenvy::dotenv()
+                && !error.not_found()
+            {
+                tracing::warn!(%error, "ignoring unreadable .env");
+            }
+        }
+        let mut config = Self::defaults(environment);
+
+        if let Some(url) = read::<String>("DATABASE_URL")? {
+            config.database_url = Some(SecretString::from(url));
+        }
+        set(&mut config.bind_addr, "BIND_ADDR")?;
+        set(&mut config.local_postgres_dir, "LOCAL_POSTGRES_DIR")?;
+        set(&mut config.local_postgres_port, "LOCAL_POSTGRES_PORT")?;
+        set(&mut config.database_pool_size, "DATABASE_POOL_SIZE")?;
+        set_millis(&mut config.lock_timeout, "LOCK_TIMEOUT_MS")?;
+        set_millis(&mut config.statement_timeout, "STATEMENT_TIMEOUT_MS")?;
+        set_millis(&mut config.idle_in_transaction_timeout, "IDLE_IN_TRANSACTION_TIMEOUT_MS")?;
+        set(&mut config.jwt_issuer, "JWT_ISSUER")?;
+        set(&mut config.jwt_audience, "JWT_AUDIENCE")?;
+        set(&mut config.starting_minutes, "STARTING_MINUTES")?;
+        set(&mut config.overhead_percent, "OVERHEAD_PERCENT")?;
+        set(&mut config.max_body_bytes, "MAX_BODY_BYTES")?;
+        set(&mut config.graphql_depth_limit, "GRAPHQL_DEPTH_LIMIT")?;
+        set(&mut config.graphql_complexity_limit, "GRAPHQL_COMPLEXITY_LIMIT")?;
+        set(&mut config.introspection_enabled, "GRAPHQL_INTROSPECTION")?;
+        set(&mut config.graphiql_enabled, "GRAPHIQL")?;
+        set(&mut config.password_hashing_concurrency, "PASSWORD_HASHING_CONCURRENCY")?;
+        set(&mut config.login_attempts_per_address_per_minute, "LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE")?;
+        set(&mut config.login_attempts_per_account_per_minute, "LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE")?;
+        if let Some(seconds) = read::<u64>("ACCESS_TOKEN_TTL_SECONDS")? {
+            config.access_token_ttl = Duration::from_secs(seconds);
+        }
+        if let Some(origins) = read::<String>("CORS_ORIGINS")? {
+            config.cors_origins = origins
+                .split(',')
+                .map(str::trim)
+                .filter(|origin| !origin.is_empty())
+                .map(String::from)
+                .collect();
+        }
+
+        match read::<String>("JWT_SECRET")? {
+            Some(secret) => config.jwt_secret = SecretBox::new(secret.into_bytes().into_boxed_slice()),
+            None if environment == Environment::Production => return Err(ConfigError::MissingJwtSecret),
+            None => tracing::warn!(
+                "JWT_SECRET is not set: using a random one for this process, so tokens die with it \
+                 and are not accepted by other instances"
+            ),
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The defaults of an environment, with a fresh random JWT secret.
+    pub fn defaults(environment: Environment) -> Self {
+        let development = environment == Environment::Development;
+        Self {
+            environment,
+            bind_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            local_postgres_dir: PathBuf::from(".data/postgres"),
+            local_postgres_port: 54329,
+            database_pool_size: 10,
+            lock_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(10),
+            idle_in_transaction_timeout: Duration::from_secs(30),
+            jwt_secret: random_secret(),
+            jwt_issuer: "home-visits".into(),
+            jwt_audience: "home-visits".into(),
+            access_token_ttl: Duration::from_secs(15 * 60),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            starting_minutes: 120,
+            overhead_percent: 15,
+            cors_origins: if development {
+                vec!["http://localhost:3000".into(), "http://localhost:5173".into()]
+            } else {
+                Vec::new()
+            },
+            max_body_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+            graphql_depth_limit: 10,
+            graphql_complexity_limit: 1_000,
+            introspection_enabled: development,
+            graphiql_enabled: development,
+            password_hashing_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+            login_attempts_per_address_per_minute: 30,
+            login_attempts_per_account_per_minute: 10,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, reason: &str| {
+            Err(ConfigError::Invalid {
+                name,
+                reason: reason.to_string(),
+            })
+        };
+        if self.jwt_secret.expose_secret().len() < MIN_JWT_SECRET_BYTES {
+            return invalid("JWT_SECRET", "must be at least 32 bytes long");
+        }
+        if self.starting_minutes < 0 {
+            return invalid("STARTING_MINUTES", "must not be negative");
+        }
+        if !(0..=100).contains(&self.overhead_percent) {
+            return invalid("OVERHEAD_PERCENT", "must be between 0 and 100");
+        }
+        if self.database_pool_size == 0 || self.password_hashing_concurrency == 0 {
+            return invalid("DATABASE_POOL_SIZE", "pool sizes must be at least 1");
+        }
+        if self.login_attempts_per_address_per_minute == 0 || self.login_attempts_per_account_per_minute == 0 {
+            return invalid("LOGIN_ATTEMPTS_PER_*_PER_MINUTE", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn random_secret() -> SecretBox<[u8]> {
+    let mut bytes = vec![0_u8; 48];
+    rand::rng().fill_bytes(&mut bytes);
+    SecretBox::new(bytes.into_boxed_slice())
+}
+
+fn read<T: FromStr>(name: &'static str) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(value) if value.trim().is_empty() => Ok(None),
+        Ok(value) => value.trim().parse().map(Some).map_err(|error: T::Err| ConfigError::Invalid {
+            name,
+            reason: error.to_string(),
+        }),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::Invalid {
+            name,
+            reason: "not valid UTF-8".into(),
+        }),
+    }
+}
+
+fn set<T: FromStr>(field: &mut T, name: &'static str) -> Result<(), ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    if let Some(value) = read(name)? {
+        *field = value;
+    }
+    Ok(())
+}
+
+fn set_millis(field: &mut Duration, name: &'static str) -> Result<(), ConfigError> {
+    if let Some(millis) = read::<u64>(name)? {
+        *field = Duration::from_millis(millis);
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! The connection pool, its per-session safety settings, and a project-local PostgreSQL for when no
+//! `DATABASE_URL` is given.
+use std::{
+    fs::{self, File},
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, TransactionTrait};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::Config;
+
+/// Name of the database the service uses inside its self-provisioned cluster.
+pub const LOCAL_DATABASE: &str = "home_visits";
+
+/// Any fixed number works; it only has to be the same for every instance migrating this database.
+const MIGRATION_LOCK_KEY: i64 = 0x686f_6d65_7669_7369;
+
+/// Opens the pool. Every connection carries timeouts so a stuck lock or a forgotten transaction
+/// surfaces as an error instead of a hang.
+pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    let url = match &config.database_url {
+        Some(url) => url.clone(),
+        None => {
+            let admin_url = ensure_local_postgres(&config.local_postgres_dir, config.local_postgres_port).await?;
+            create_database_if_missing(&admin_url, LOCAL_DATABASE).await?;
+            with_database(&admin_url, LOCAL_DATABASE)
+        }
+    };
+    connect_to(&url, config).await
+}
+
+pub async fn connect_to(url: &SecretString, config: &Config) -> anyhow::Result<DatabaseConnection> {
+    let session_settings = [
+        ("lock_timeout", millis(config.lock_timeout)),
+        ("statement_timeout", millis(config.statement_timeout)),
+        ("idle_in_transaction_session_timeout", millis(config.idle_in_transaction_timeout)),
+    ];
+    let mut options = ConnectOptions::new(url.expose_secret());
+    options
+        .max_connections(config.database_pool_size)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false)
+        .map_sqlx_postgres_opts(move |options| options.options(session_settings.clone()));
+    Database::connect(options)
+        .await
+        .context("cannot connect to PostgreSQL (check DATABASE_URL)")
+}
+
+/// Applies pending migrations. The advisory lock lets several instances start at once: the first
+/// migrates, the others wait and then find nothing left to do.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let txn = db.begin().await?;
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
+        .await?;
+    Migrator::up(&txn, None).await?;
+    txn.commit().await
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis())
+}
+
+/// Replaces the database name (the URL path) of a PostgreSQL URL.
+pub fn with_database(url: &SecretString, database: &str) -> SecretString {
+    let url = url.expose_secret();
+    let (without_query, query) = url.split_once('?').map_or((url, None), |(base, query)| (base, Some(query)));
+    let authority_end = without_query
+        .find("://")
+        .map_or(0, |scheme_end| scheme_end + 3);
+    let base = match without_query[authority_end..].find('/') {
+        Some(slash) => &without_query[..authority_end + slash],
+        None => without_query,
+    };
+    let mut result = format!("{base}/{database}");
+    if let Some(query) = query {
+        result.push('?');
+        result.push_str(query);
+    }
+    SecretString::from(result)
+}
+
+/// Creates `database` on the server of `admin_url` unless it exists.
+pub async fn create_database_if_missing(admin_url: &SecretString, database: &str) -> anyhow::Result<()> {
+    let admin = Database::connect(admin_url.expose_secret()).await?;
+    let exists = admin
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            [database.into()],
+        ))
+        .await?
+        .is_some();
+    if !exists {
+        match admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{database}\""))
+            .await
+        {
+            // 42P04 duplicate_database: another process created it between our check and now.
+            Err(error) if !crate::error::sqlstate(&error).is_some_and(|code| code == "42P04") => {
+                return Err(error.into());
+            }
+            _ => {}
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Makes sure the project-local cluster in `data_dir` exists and runs on `port`; returns a URL to
+/// its `postgres` database. Safe to call from several processes at once.
+pub async fn ensure_local_postgres(data_dir: &Path, port: u16) -> anyhow::Result<SecretString> {
+    let data_dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || LocalPostgres::new(data_dir, port)?.ensure_running())
+        .await
+        .context("local PostgreSQL set-up panicked")??;
+    Ok(SecretString::from(format!("postgres://postgres@127.0.0.1:{port}/postgres")))
+}
+
+struct LocalPostgres {
+    bin_dir: PathBuf,
+    data_dir: PathBuf,
+    port: u16,
+    /// PostgreSQL refuses to run as root, so as root its binaries run as the `postgres` user.
+    run_as_postgres: bool,
+}
+
+impl LocalPostgres {
+    fn new(data_dir: PathBuf, port: u16) -> anyhow::Result<Self> {
+        fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+        let data_dir = fs::canonicalize(&data_dir)?;
+        let run_as_postgres = fs::metadata("/proc/self").map(|meta| meta.uid() == 0).unwrap_or(false);
+        Ok(Self {
+            bin_dir: find_postgres_binaries()?,
+            data_dir,
+            port,
+            run_as_postgres,
+        })
+    }
+
+    fn ensure_running(&self) -> anyhow::Result<()> {
+        // Serialises concurrent starters (parallel tests, two instances) across processes.
+        let lock_path = self.data_dir.with_extension("lock");
+        let lock = File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
+        lock.lock()?;
+
+        if self.run_as_postgres {
+            let status = Command::new("chown").arg("postgres:").arg(&self.data_dir).status()?;
+            if !status.success() {
+                bail!(
+                    "cannot hand {} to the `postgres` user; running as root needs an unprivileged \
+                     `postgres` user (Debian's postgresql package creates it)",
+                    self.data_dir.display()
+                );
+            }
+        }
+        if !self.data_dir.join("PG_VERSION").exists() {
+            tracing::info!(dir = %self.data_dir.display(), "creating a local PostgreSQL cluster");
+            self.run("initdb", |command| {
+                command
+                    .arg("-D")
+                    .arg(&self.data_dir)
+                    .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-instructions"]);
+            })?;
+        }
+        if self.run("pg_ctl", |command| {
+            command.arg("status").arg("-D").arg(&self.data_dir);
+        })
+        .is_ok()
+        {
+            return Ok(());
+        }
+        tracing::info!(port = self.port, "starting the local PostgreSQL cluster");
+        let server_options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c max_connections=300",
+            self.port,
+            self.data_dir.display()
+        );
+        self.run("pg_ctl", |command| {
+            command
+                .arg("start")
+                .arg("-D")
+                .arg(&self.data_dir)
+                .arg("-l")
+                .arg(self.data_dir.join("server.log"))
+                .args(["-w", "-t", "60", "-o", &server_options]);
+        })
+        .with_context(|| {
+            format!(
+                "the local PostgreSQL did not start; see {}",
+                self.data_dir.join("server.log").display()
+            )
+        })
+    }
+
+    fn run(&self, program: &str, configure: impl FnOnce(&mut Command)) -> anyhow::Result<()> {
+        let binary = self.bin_dir.join(program);
+        let mut command = if self.run_as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&binary);
+            command
+        } else {
+            Command::new(&binary)
+        };
+        configure(&mut command);
+        let output = command
+            .current_dir(&self.data_dir)
+            .output()
+            .with_context(|| format!("cannot run {}", binary.display()))?;
+        if !output.status.success() {
+            bail!(
+                "{program} failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `POSTGRES_BIN_DIR`, else the newest `/usr/lib/postgresql/<version>/bin`, else `initdb` on `PATH`.
+fn find_postgres_binaries() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("POSTGRES_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let newest_debian = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .max_by_key(|(version, _)| *version)
+        .map(|(_, bin)| bin);
+    if let Some(bin) = newest_debian {
+        return Ok(bin);
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists());
+    on_path.context(
+        "no PostgreSQL server binaries (initdb, pg_ctl) found: install them \
+         (Debian/Ubuntu: `apt-get install postgresql`), set POSTGRES_BIN_DIR, or set DATABASE_URL",
+    )
+}

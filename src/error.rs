@@ -1,0 +1,169 @@
+//! The one error type of the service. Each variant is a code clients can rely on
+//! (`extensions.code` in GraphQL); anything unexpected becomes `Internal` and is only described in logs.
+use std::{collections::BTreeMap, ops::Deref};
+
+use sea_orm::{DbErr, RuntimeErr};
+
+pub type FieldErrors = BTreeMap<String, Vec<String>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// `UNAUTHENTICATED`: no valid access token, or its session has ended.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// `FORBIDDEN`: authenticated, but this caller may not do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// `BAD_USER_INPUT`: the input breaks a rule; `fields` says which and why.
+    #[error("invalid input")]
+    BadUserInput { fields: FieldErrors },
+    /// `INVALID_CREDENTIALS`: the same for an unknown email and a wrong password.
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// `INSUFFICIENT_MINUTES`
+    #[error("not enough minutes: {requested} requested, {available} available")]
+    InsufficientMinutes { requested: i32, available: i32 },
+    /// `NOT_FOUND`
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// `CONFLICT`: the thing is in a state that forbids this.
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// `CONFLICT` with `retryable: true`: a lock wait, deadlock or timeout; the same call may succeed.
+    #[error("the operation collided with a concurrent one; retry it")]
+    Contention,
+    /// `RATE_LIMITED`
+    #[error("too many attempts; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    /// `INTERNAL`: details go to the log only.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AppError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::BadUserInput { .. } => "BAD_USER_INPUT",
+            Self::InvalidCredentials => "INVALID_CREDENTIALS",
+            Self::InsufficientMinutes { .. } => "INSUFFICIENT_MINUTES",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::Conflict(_) | Self::Contention => "CONFLICT",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub fn bad_input(field: &str, message: impl Into<String>) -> Self {
+        Self::BadUserInput {
+            fields: BTreeMap::from([(field.to_string(), vec![message.into()])]),
+        }
+    }
+
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(error.into())
+    }
+}
+
+impl From<DbErr> for AppError {
+    fn from(error: DbErr) -> Self {
+        if is_contention(&error) {
+            return Self::Contention;
+        }
+        Self::Internal(error.into())
+    }
+}
+
+impl From<validator::ValidationErrors> for AppError {
+    fn from(errors: validator::ValidationErrors) -> Self {
+        let mut fields = FieldErrors::new();
+        collect_validation_errors(&errors, "", &mut fields);
+        Self::BadUserInput { fields }
+    }
+}
+
+fn collect_validation_errors(errors: &validator::ValidationErrors, prefix: &str, into: &mut FieldErrors) {
+    use validator::ValidationErrorsKind;
+    for (field, kind) in errors.errors() {
+        let name = to_camel_case(field);
+        let path = if prefix.is_empty() { name } else { format!("{prefix}.{name}") };
+        match kind {
+            ValidationErrorsKind::Field(list) => {
+                let messages = into.entry(path).or_default();
+                messages.extend(list.iter().map(|error| match &error.message {
+                    Some(message) => message.to_string(),
+                    None => error.code.to_string(),
+                }));
+            }
+            ValidationErrorsKind::Struct(nested) => collect_validation_errors(nested, &path, into),
+            ValidationErrorsKind::List(items) => {
+                for (index, nested) in items {
+                    collect_validation_errors(nested, &format!("{path}.{index}"), into);
+                }
+            }
+        }
+    }
+}
+
+/// Field names in errors use the GraphQL spelling the client sent.
+fn to_camel_case(snake: &str) -> String {
+    let mut result = String::with_capacity(snake.len());
+    let mut upper_next = false;
+    for character in snake.chars() {
+        if character == '_' {
+            upper_next = true;
+        } else if upper_next {
+            result.extend(character.to_uppercase());
+            upper_next = false;
+        } else {
+            result.push(character);
+        }
+    }
+    result
+}
+
+/// The SQLSTATE of a database error, if the error came from PostgreSQL.
+pub fn sqlstate(error: &DbErr) -> Option<String> {
+    database_error(error).and_then(|db| db.code().map(|code| code.into_owned()))
+}
+
+/// The name of the constraint a database error violated, if any.
+pub fn violated_constraint(error: &DbErr) -> Option<String> {
+    database_error(error).and_then(|db| db.constraint().map(str::to_owned))
+}
+
+fn database_error(error: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseError + 'static)> {
+    match error {
+        DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner)) => {
+            match inner.deref() {
+                sea_orm::sqlx::Error::Database(db) => Some(db.as_ref()),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Lock timeouts, deadlocks, serialization failures, statement timeouts and an exhausted pool: a
+/// retry may well succeed, so clients get a retryable `CONFLICT` rather than `INTERNAL`.
+pub fn is_contention(error: &DbErr) -> bool {
+    if matches!(error, DbErr::ConnectionAcquire(_)) {
+        return true;
+    }
+    matches!(
+        sqlstate(error).as_deref(),
+        Some("55P03" | "40P01" | "40001" | "57014" | "25P03")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_are_reported_in_camel_case() {
+        assert_eq!(to_camel_case("first_name"), "firstName");
+        assert_eq!(to_camel_case("email"), "email");
+    }
+}

@@ -1,0 +1,18 @@
+//! Identity: users, sessions, passwords and tokens. Knows nothing of minutes or visits.
+pub mod entities;
+pub mod password;
+pub mod service;
+pub mod throttle;
+pub mod tokens;
+
+pub use password::PasswordHasher;
+pub use service::*;
+pub use throttle::LoginThrottle;
+pub use tokens::{AccessClaims, TokenKeys};
+
+/// The authenticated user behind a request, and the session their access token belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: uuid::Uuid,
+    pub session_id: uuid::Uuid,
+}

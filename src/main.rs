@@ -1,0 +1,53 @@
+use std::process::ExitCode;
+
+use home_visits::{api, config::Config, db, startup, telemetry};
+
+const USAGE: &str = "usage: home-visits [serve | migrate | schema]
+
+  serve    run the service (the default); provisions a local PostgreSQL when DATABASE_URL is unset
+  migrate  apply pending database migrations and exit
+  schema   print the GraphQL SDL (the content of schema.graphql)";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let command = std::env::args().nth(1);
+    if command.as_deref() == Some("schema") {
+        print!("{}", api::sdl());
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init();
+    let outcome = match command.as_deref() {
+        None | Some("serve") => serve().await,
+        Some("migrate") => migrate().await,
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("unknown command `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let app = startup::build(config).await?;
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
+async fn migrate() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let db = db::connect(&config).await?;
+    db::migrate(&db).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Bind, then serve: `build` binds the listener (port 0 allowed) so callers know the port before
+//! the first request, with no sleeps.
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+
+use crate::{
+    api::{self, AppState},
+    config::Config,
+    db,
+};
+
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    state: Arc<AppState>,
+}
+
+/// Connects (provisioning a local PostgreSQL when no `DATABASE_URL` is set), migrates and binds.
+pub async fn build(config: Config) -> anyhow::Result<Application> {
+    let db = db::connect(&config).await?;
+    db::migrate(&db).await.context("migrations failed")?;
+    build_with_database(config, db).await
+}
+
+/// Like [`build`], on a pool the caller already opened and migrated.
+pub async fn build_with_database(config: Config, db: DatabaseConnection) -> anyhow::Result<Application> {
+    let listener = TcpListener::bind(config.bind_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.bind_addr))?;
+    let port = listener.local_addr()?.port();
+    let state = AppState::new(config, db)?;
+    Ok(Application { listener, port, state })
+}
+
+impl Application {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn database(&self) -> &DatabaseConnection {
+        &self.state.db
+    }
+
+    /// Serves until SIGINT or SIGTERM, then finishes in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let janitor = tokio::spawn(async move {
+            let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every_minute.tick().await;
+                state.throttle.forget_idle();
+            }
+        });
+        tracing::info!(port = self.port, "listening");
+        let router = api::router(self.state);
+        let served = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+        janitor.abort();
+        served
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
