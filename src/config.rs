@@ -38,6 +38,8 @@ pub struct Config {
     pub statement_timeout: Duration,
     pub idle_in_transaction_timeout: Duration,
     pub jwt_secret: SecretBox<[u8]>,
+    /// True when no `JWT_SECRET` was given (development): tokens die with the process.
+    pub jwt_secret_is_ephemeral: bool,
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub access_token_ttl: Duration,
@@ -62,7 +64,22 @@ pub struct Config {
 impl Config {
     /// Reads `.env` (development only) and the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let environment = match read::<String>("APP_ENV")?.as_deref() {
+        let development = std::env::var("APP_ENV").map_or(true, |env| env.trim() != "production");
+        if development {
+            // A missing .env is the normal case; a malformed one is worth a warning, not a crash.
+            if let Err(error) = dotenvy::dotenv()
+                && !error.not_found()
+            {
+                tracing::warn!(%error, "ignoring unreadable .env");
+            }
+        }
+        Self::from_source(&|name| std::env::var(name).ok())
+    }
+
+    /// Builds the configuration from any source of variables (the environment, or a map in tests).
+    pub fn from_source(source: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let read_string = |name| read::<String>(source, name);
+        let environment = match read_string("APP_ENV")?.as_deref() {
             None | Some("development") => Environment::Development,
             Some("production") => Environment::Production,
             Some(other) => {
@@ -72,42 +89,70 @@ impl Config {
                 });
             }
         };
-        if environment == Environment::Development {
-            // A missing .env is the normal case; a malformed one is worth a warning, not a crash.
-            if let Err(error) = dotenvy::dotenv()
-                && !error.not_found()
-            {
-                tracing::warn!(%error, "ignoring unreadable .env");
-            }
-        }
         let mut config = Self::defaults(environment);
 
-        if let Some(url) = read::<String>("DATABASE_URL")? {
+        if let Some(url) = read_string("DATABASE_URL")? {
             config.database_url = Some(SecretString::from(url));
         }
-        set(&mut config.bind_addr, "BIND_ADDR")?;
-        set(&mut config.local_postgres_dir, "LOCAL_POSTGRES_DIR")?;
-        set(&mut config.local_postgres_port, "LOCAL_POSTGRES_PORT")?;
-        set(&mut config.database_pool_size, "DATABASE_POOL_SIZE")?;
-        set_millis(&mut config.lock_timeout, "LOCK_TIMEOUT_MS")?;
-        set_millis(&mut config.statement_timeout, "STATEMENT_TIMEOUT_MS")?;
-        set_millis(&mut config.idle_in_transaction_timeout, "IDLE_IN_TRANSACTION_TIMEOUT_MS")?;
-        set(&mut config.jwt_issuer, "JWT_ISSUER")?;
-        set(&mut config.jwt_audience, "JWT_AUDIENCE")?;
-        set(&mut config.starting_minutes, "STARTING_MINUTES")?;
-        set(&mut config.overhead_percent, "OVERHEAD_PERCENT")?;
-        set(&mut config.max_body_bytes, "MAX_BODY_BYTES")?;
-        set(&mut config.graphql_depth_limit, "GRAPHQL_DEPTH_LIMIT")?;
-        set(&mut config.graphql_complexity_limit, "GRAPHQL_COMPLEXITY_LIMIT")?;
-        set(&mut config.introspection_enabled, "GRAPHQL_INTROSPECTION")?;
-        set(&mut config.graphiql_enabled, "GRAPHIQL")?;
-        set(&mut config.password_hashing_concurrency, "PASSWORD_HASHING_CONCURRENCY")?;
-        set(&mut config.login_attempts_per_address_per_minute, "LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE")?;
-        set(&mut config.login_attempts_per_account_per_minute, "LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE")?;
-        if let Some(seconds) = read::<u64>("ACCESS_TOKEN_TTL_SECONDS")? {
+        set(source, &mut config.bind_addr, "BIND_ADDR")?;
+        set(source, &mut config.local_postgres_dir, "LOCAL_POSTGRES_DIR")?;
+        set(
+            source,
+            &mut config.local_postgres_port,
+            "LOCAL_POSTGRES_PORT",
+        )?;
+        set(source, &mut config.database_pool_size, "DATABASE_POOL_SIZE")?;
+        set_millis(source, &mut config.lock_timeout, "LOCK_TIMEOUT_MS")?;
+        set_millis(
+            source,
+            &mut config.statement_timeout,
+            "STATEMENT_TIMEOUT_MS",
+        )?;
+        set_millis(
+            source,
+            &mut config.idle_in_transaction_timeout,
+            "IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        )?;
+        set(source, &mut config.jwt_issuer, "JWT_ISSUER")?;
+        set(source, &mut config.jwt_audience, "JWT_AUDIENCE")?;
+        set(source, &mut config.starting_minutes, "STARTING_MINUTES")?;
+        set(source, &mut config.overhead_percent, "OVERHEAD_PERCENT")?;
+        set(source, &mut config.max_body_bytes, "MAX_BODY_BYTES")?;
+        set(
+            source,
+            &mut config.graphql_depth_limit,
+            "GRAPHQL_DEPTH_LIMIT",
+        )?;
+        set(
+            source,
+            &mut config.graphql_complexity_limit,
+            "GRAPHQL_COMPLEXITY_LIMIT",
+        )?;
+        set(
+            source,
+            &mut config.introspection_enabled,
+            "GRAPHQL_INTROSPECTION",
+        )?;
+        set(source, &mut config.graphiql_enabled, "GRAPHIQL")?;
+        set(
+            source,
+            &mut config.password_hashing_concurrency,
+            "PASSWORD_HASHING_CONCURRENCY",
+        )?;
+        set(
+            source,
+            &mut config.login_attempts_per_address_per_minute,
+            "LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
+        )?;
+        set(
+            source,
+            &mut config.login_attempts_per_account_per_minute,
+            "LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE",
+        )?;
+        if let Some(seconds) = read::<u64>(source, "ACCESS_TOKEN_TTL_SECONDS")? {
             config.access_token_ttl = Duration::from_secs(seconds);
         }
-        if let Some(origins) = read::<String>("CORS_ORIGINS")? {
+        if let Some(origins) = read_string("CORS_ORIGINS")? {
             config.cors_origins = origins
                 .split(',')
                 .map(str::trim)
@@ -116,13 +161,14 @@ impl Config {
                 .collect();
         }
 
-        match read::<String>("JWT_SECRET")? {
-            Some(secret) => config.jwt_secret = SecretBox::new(secret.into_bytes().into_boxed_slice()),
-            None if environment == Environment::Production => return Err(ConfigError::MissingJwtSecret),
-            None => tracing::warn!(
-                "JWT_SECRET is not set: using a random one for this process, so tokens die with it \
-                 and are not accepted by other instances"
-            ),
+        match read_string("JWT_SECRET")? {
+            Some(secret) => {
+                config.jwt_secret = SecretBox::new(secret.into_bytes().into_boxed_slice())
+            }
+            None if environment == Environment::Production => {
+                return Err(ConfigError::MissingJwtSecret);
+            }
+            None => config.jwt_secret_is_ephemeral = true,
         }
         config.validate()?;
         Ok(config)
@@ -142,6 +188,7 @@ impl Config {
             statement_timeout: Duration::from_secs(10),
             idle_in_transaction_timeout: Duration::from_secs(30),
             jwt_secret: random_secret(),
+            jwt_secret_is_ephemeral: false,
             jwt_issuer: "home-visits".into(),
             jwt_audience: "home-visits".into(),
             access_token_ttl: Duration::from_secs(15 * 60),
@@ -149,7 +196,10 @@ impl Config {
             starting_minutes: 120,
             overhead_percent: 15,
             cors_origins: if development {
-                vec!["http://localhost:3000".into(), "http://localhost:5173".into()]
+                vec![
+                    "http://localhost:3000".into(),
+                    "http://localhost:5173".into(),
+                ]
             } else {
                 Vec::new()
             },
@@ -159,7 +209,8 @@ impl Config {
             graphql_complexity_limit: 1_000,
             introspection_enabled: development,
             graphiql_enabled: development,
-            password_hashing_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+            password_hashing_concurrency: std::thread::available_parallelism()
+                .map_or(2, usize::from),
             login_attempts_per_address_per_minute: 30,
             login_attempts_per_account_per_minute: 10,
         }
@@ -184,7 +235,9 @@ impl Config {
         if self.database_pool_size == 0 || self.password_hashing_concurrency == 0 {
             return invalid("DATABASE_POOL_SIZE", "pool sizes must be at least 1");
         }
-        if self.login_attempts_per_address_per_minute == 0 || self.login_attempts_per_account_per_minute == 0 {
+        if self.login_attempts_per_address_per_minute == 0
+            || self.login_attempts_per_account_per_minute == 0
+        {
             return invalid("LOGIN_ATTEMPTS_PER_*_PER_MINUTE", "must be at least 1");
         }
         Ok(())
@@ -197,37 +250,121 @@ fn random_secret() -> SecretBox<[u8]> {
     SecretBox::new(bytes.into_boxed_slice())
 }
 
-fn read<T: FromStr>(name: &'static str) -> Result<Option<T>, ConfigError>
+type Source<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn read<T: FromStr>(source: Source<'_>, name: &'static str) -> Result<Option<T>, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
-    match std::env::var(name) {
-        Ok(value) if value.trim().is_empty() => Ok(None),
-        Ok(value) => value.trim().parse().map(Some).map_err(|error: T::Err| ConfigError::Invalid {
-            name,
-            reason: error.to_string(),
-        }),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::Invalid {
-            name,
-            reason: "not valid UTF-8".into(),
-        }),
+    match source(name) {
+        Some(value) if value.trim().is_empty() => Ok(None),
+        Some(value) => {
+            value
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|error: T::Err| ConfigError::Invalid {
+                    name,
+                    reason: error.to_string(),
+                })
+        }
+        None => Ok(None),
     }
 }
 
-fn set<T: FromStr>(field: &mut T, name: &'static str) -> Result<(), ConfigError>
+fn set<T: FromStr>(source: Source<'_>, field: &mut T, name: &'static str) -> Result<(), ConfigError>
 where
     T::Err: std::fmt::Display,
 {
-    if let Some(value) = read(name)? {
+    if let Some(value) = read(source, name)? {
         *field = value;
     }
     Ok(())
 }
 
-fn set_millis(field: &mut Duration, name: &'static str) -> Result<(), ConfigError> {
-    if let Some(millis) = read::<u64>(name)? {
+fn set_millis(
+    source: Source<'_>,
+    field: &mut Duration,
+    name: &'static str,
+) -> Result<(), ConfigError> {
+    if let Some(millis) = read::<u64>(source, name)? {
         *field = Duration::from_millis(millis);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_source(&|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_a_jwt_secret() {
+        assert!(matches!(
+            from(&[("APP_ENV", "production")]),
+            Err(ConfigError::MissingJwtSecret)
+        ));
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused_in_any_environment() {
+        let error = from(&[("JWT_SECRET", "too-short")]).err();
+        assert!(matches!(
+            error,
+            Some(ConfigError::Invalid {
+                name: "JWT_SECRET",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn production_turns_introspection_and_graphiql_off() {
+        let secret = "0123456789abcdef0123456789abcdef!";
+        let config =
+            from(&[("APP_ENV", "production"), ("JWT_SECRET", secret)]).expect("valid config");
+        assert!(!config.introspection_enabled && !config.graphiql_enabled);
+        assert!(config.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn development_defaults_match_the_documented_ones() {
+        let config = from(&[]).expect("valid config");
+        assert_eq!(config.starting_minutes, 120);
+        assert_eq!(config.overhead_percent, 15);
+        assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8080");
+        assert!(config.database_url.is_none());
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let config = from(&[
+            ("JWT_SECRET", "a-very-secret-value-that-is-long-enough"),
+            ("DATABASE_URL", "postgres://user:hunter2@db/app"),
+        ])
+        .expect("valid config");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("a-very-secret-value") && !printed.contains("hunter2"));
+    }
+
+    #[test]
+    fn unparsable_numbers_name_their_variable() {
+        let error = from(&[("STARTING_MINUTES", "lots")]).err();
+        assert!(matches!(
+            error,
+            Some(ConfigError::Invalid {
+                name: "STARTING_MINUTES",
+                ..
+            })
+        ));
+    }
 }

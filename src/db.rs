@@ -10,7 +10,9 @@ use std::{
 
 use anyhow::{Context, bail};
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, TransactionTrait,
+};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::Config;
@@ -27,7 +29,9 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
     let url = match &config.database_url {
         Some(url) => url.clone(),
         None => {
-            let admin_url = ensure_local_postgres(&config.local_postgres_dir, config.local_postgres_port).await?;
+            let admin_url =
+                ensure_local_postgres(&config.local_postgres_dir, config.local_postgres_port)
+                    .await?;
             create_database_if_missing(&admin_url, LOCAL_DATABASE).await?;
             with_database(&admin_url, LOCAL_DATABASE)
         }
@@ -39,7 +43,10 @@ pub async fn connect_to(url: &SecretString, config: &Config) -> anyhow::Result<D
     let session_settings = [
         ("lock_timeout", millis(config.lock_timeout)),
         ("statement_timeout", millis(config.statement_timeout)),
-        ("idle_in_transaction_session_timeout", millis(config.idle_in_transaction_timeout)),
+        (
+            "idle_in_transaction_session_timeout",
+            millis(config.idle_in_transaction_timeout),
+        ),
     ];
     let mut options = ConnectOptions::new(url.expose_secret());
     options
@@ -58,8 +65,10 @@ pub async fn connect_to(url: &SecretString, config: &Config) -> anyhow::Result<D
 /// migrates, the others wait and then find nothing left to do.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     let txn = db.begin().await?;
-    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
-        .await?;
+    txn.execute_unprepared(&format!(
+        "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+    ))
+    .await?;
     Migrator::up(&txn, None).await?;
     txn.commit().await
 }
@@ -71,7 +80,9 @@ fn millis(duration: Duration) -> String {
 /// Replaces the database name (the URL path) of a PostgreSQL URL.
 pub fn with_database(url: &SecretString, database: &str) -> SecretString {
     let url = url.expose_secret();
-    let (without_query, query) = url.split_once('?').map_or((url, None), |(base, query)| (base, Some(query)));
+    let (without_query, query) = url
+        .split_once('?')
+        .map_or((url, None), |(base, query)| (base, Some(query)));
     let authority_end = without_query
         .find("://")
         .map_or(0, |scheme_end| scheme_end + 3);
@@ -88,7 +99,10 @@ pub fn with_database(url: &SecretString, database: &str) -> SecretString {
 }
 
 /// Creates `database` on the server of `admin_url` unless it exists.
-pub async fn create_database_if_missing(admin_url: &SecretString, database: &str) -> anyhow::Result<()> {
+pub async fn create_database_if_missing(
+    admin_url: &SecretString,
+    database: &str,
+) -> anyhow::Result<()> {
     let admin = Database::connect(admin_url.expose_secret()).await?;
     let exists = admin
         .query_one_raw(sea_orm::Statement::from_sql_and_values(
@@ -104,7 +118,7 @@ pub async fn create_database_if_missing(admin_url: &SecretString, database: &str
             .await
         {
             // 42P04 duplicate_database: another process created it between our check and now.
-            Err(error) if !crate::error::sqlstate(&error).is_some_and(|code| code == "42P04") => {
+            Err(error) if crate::error::sqlstate(&error).is_none_or(|code| code != "42P04") => {
                 return Err(error.into());
             }
             _ => {}
@@ -118,10 +132,33 @@ pub async fn create_database_if_missing(admin_url: &SecretString, database: &str
 /// its `postgres` database. Safe to call from several processes at once.
 pub async fn ensure_local_postgres(data_dir: &Path, port: u16) -> anyhow::Result<SecretString> {
     let data_dir = data_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || LocalPostgres::new(data_dir, port)?.ensure_running())
-        .await
-        .context("local PostgreSQL set-up panicked")??;
-    Ok(SecretString::from(format!("postgres://postgres@127.0.0.1:{port}/postgres")))
+    let port =
+        tokio::task::spawn_blocking(move || LocalPostgres::new(data_dir, port)?.ensure_running())
+            .await
+            .context("local PostgreSQL set-up panicked")??;
+    Ok(SecretString::from(format!(
+        "postgres://postgres@127.0.0.1:{port}/postgres"
+    )))
+}
+
+/// Stops the project-local cluster if it runs.
+pub async fn stop_local_postgres(data_dir: &Path) -> anyhow::Result<()> {
+    let data_dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let local = LocalPostgres::new(data_dir, 0)?;
+        if !local.is_running() {
+            return Ok(());
+        }
+        local.run("pg_ctl", |command| {
+            command
+                .arg("stop")
+                .arg("-D")
+                .arg(&local.data_dir)
+                .args(["-m", "fast", "-w"]);
+        })
+    })
+    .await
+    .context("local PostgreSQL shutdown panicked")?
 }
 
 struct LocalPostgres {
@@ -134,9 +171,12 @@ struct LocalPostgres {
 
 impl LocalPostgres {
     fn new(data_dir: PathBuf, port: u16) -> anyhow::Result<Self> {
-        fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+        fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
         let data_dir = fs::canonicalize(&data_dir)?;
-        let run_as_postgres = fs::metadata("/proc/self").map(|meta| meta.uid() == 0).unwrap_or(false);
+        let run_as_postgres = fs::metadata("/proc/self")
+            .map(|meta| meta.uid() == 0)
+            .unwrap_or(false);
         Ok(Self {
             bin_dir: find_postgres_binaries()?,
             data_dir,
@@ -145,14 +185,20 @@ impl LocalPostgres {
         })
     }
 
-    fn ensure_running(&self) -> anyhow::Result<()> {
+    /// Returns the port the cluster listens on: the configured one, or the one an already running
+    /// cluster was started with.
+    fn ensure_running(&self) -> anyhow::Result<u16> {
         // Serialises concurrent starters (parallel tests, two instances) across processes.
         let lock_path = self.data_dir.with_extension("lock");
-        let lock = File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
+        let lock = File::create(&lock_path)
+            .with_context(|| format!("cannot create {}", lock_path.display()))?;
         lock.lock()?;
 
         if self.run_as_postgres {
-            let status = Command::new("chown").arg("postgres:").arg(&self.data_dir).status()?;
+            let status = Command::new("chown")
+                .arg("postgres:")
+                .arg(&self.data_dir)
+                .status()?;
             if !status.success() {
                 bail!(
                     "cannot hand {} to the `postgres` user; running as root needs an unprivileged \
@@ -164,18 +210,19 @@ impl LocalPostgres {
         if !self.data_dir.join("PG_VERSION").exists() {
             tracing::info!(dir = %self.data_dir.display(), "creating a local PostgreSQL cluster");
             self.run("initdb", |command| {
-                command
-                    .arg("-D")
-                    .arg(&self.data_dir)
-                    .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-instructions"]);
+                command.arg("-D").arg(&self.data_dir).args([
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ]);
             })?;
         }
-        if self.run("pg_ctl", |command| {
-            command.arg("status").arg("-D").arg(&self.data_dir);
-        })
-        .is_ok()
-        {
-            return Ok(());
+        if self.is_running() {
+            return Ok(self.running_port().unwrap_or(self.port));
         }
         tracing::info!(port = self.port, "starting the local PostgreSQL cluster");
         let server_options = format!(
@@ -194,10 +241,27 @@ impl LocalPostgres {
         })
         .with_context(|| {
             format!(
-                "the local PostgreSQL did not start; see {}",
+                "the local PostgreSQL did not start (is port {} taken? set LOCAL_POSTGRES_PORT); see {}",
+                self.port,
                 self.data_dir.join("server.log").display()
             )
-        })
+        })?;
+        Ok(self.port)
+    }
+
+    /// The fourth line of `postmaster.pid` is the port the server was started with.
+    fn running_port(&self) -> Option<u16> {
+        let pid_file = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        pid_file.lines().nth(3)?.trim().parse().ok()
+    }
+
+    fn is_running(&self) -> bool {
+        self.data_dir.join("PG_VERSION").exists()
+            && self
+                .run("pg_ctl", |command| {
+                    command.arg("status").arg("-D").arg(&self.data_dir);
+                })
+                .is_ok()
     }
 
     fn run(&self, program: &str, configure: impl FnOnce(&mut Command)) -> anyhow::Result<()> {

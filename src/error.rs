@@ -83,11 +83,19 @@ impl From<validator::ValidationErrors> for AppError {
     }
 }
 
-fn collect_validation_errors(errors: &validator::ValidationErrors, prefix: &str, into: &mut FieldErrors) {
+fn collect_validation_errors(
+    errors: &validator::ValidationErrors,
+    prefix: &str,
+    into: &mut FieldErrors,
+) {
     use validator::ValidationErrorsKind;
     for (field, kind) in errors.errors() {
         let name = to_camel_case(field);
-        let path = if prefix.is_empty() { name } else { format!("{prefix}.{name}") };
+        let path = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}.{name}")
+        };
         match kind {
             ValidationErrorsKind::Field(list) => {
                 let messages = into.entry(path).or_default();

@@ -1,12 +1,16 @@
 use std::process::ExitCode;
 
+use secrecy::ExposeSecret;
+
 use home_visits::{api, config::Config, db, startup, telemetry};
 
 const USAGE: &str = "usage: home-visits [serve | migrate | schema]
 
   serve    run the service (the default); provisions a local PostgreSQL when DATABASE_URL is unset
   migrate  apply pending database migrations and exit
-  schema   print the GraphQL SDL (the content of schema.graphql)";
+  schema   print the GraphQL SDL (the content of schema.graphql)
+  db start start the project-local PostgreSQL (under LOCAL_POSTGRES_DIR) and print its URL
+  db stop  stop it";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -19,6 +23,7 @@ async fn main() -> ExitCode {
     let outcome = match command.as_deref() {
         None | Some("serve") => serve().await,
         Some("migrate") => migrate().await,
+        Some("db") => local_database(std::env::args().nth(2).as_deref()).await,
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -50,4 +55,21 @@ async fn migrate() -> anyhow::Result<()> {
     db::migrate(&db).await?;
     tracing::info!("migrations applied");
     Ok(())
+}
+
+async fn local_database(action: Option<&str>) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    match action {
+        Some("start") => {
+            let admin_url =
+                db::ensure_local_postgres(&config.local_postgres_dir, config.local_postgres_port)
+                    .await?;
+            db::create_database_if_missing(&admin_url, db::LOCAL_DATABASE).await?;
+            let url = db::with_database(&admin_url, db::LOCAL_DATABASE);
+            println!("{}", url.expose_secret());
+            Ok(())
+        }
+        Some("stop") => db::stop_local_postgres(&config.local_postgres_dir).await,
+        _ => anyhow::bail!("usage: home-visits db start|stop"),
+    }
 }

@@ -20,19 +20,32 @@ pub struct Application {
 
 /// Connects (provisioning a local PostgreSQL when no `DATABASE_URL` is set), migrates and binds.
 pub async fn build(config: Config) -> anyhow::Result<Application> {
+    if config.jwt_secret_is_ephemeral {
+        tracing::warn!(
+            "JWT_SECRET is not set: using a random one for this process, so tokens die with it and \
+             are not accepted by other instances"
+        );
+    }
     let db = db::connect(&config).await?;
     db::migrate(&db).await.context("migrations failed")?;
     build_with_database(config, db).await
 }
 
 /// Like [`build`], on a pool the caller already opened and migrated.
-pub async fn build_with_database(config: Config, db: DatabaseConnection) -> anyhow::Result<Application> {
+pub async fn build_with_database(
+    config: Config,
+    db: DatabaseConnection,
+) -> anyhow::Result<Application> {
     let listener = TcpListener::bind(config.bind_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind_addr))?;
     let port = listener.local_addr()?.port();
     let state = AppState::new(config, db)?;
-    Ok(Application { listener, port, state })
+    Ok(Application {
+        listener,
+        port,
+        state,
+    })
 }
 
 impl Application {

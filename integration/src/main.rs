@@ -1,1 +1,3 @@
-fn main() { println!("the harness lands with its own issue"); }
+fn main() {
+    println!("the harness lands with its own issue");
+}

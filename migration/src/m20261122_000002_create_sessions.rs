@@ -37,7 +37,9 @@ CREATE INDEX IF NOT EXISTS refresh_tokens_session_id_idx ON refresh_tokens (sess
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .get_connection()
-            .execute_unprepared("DROP TABLE IF EXISTS refresh_tokens; DROP TABLE IF EXISTS sessions;")
+            .execute_unprepared(
+                "DROP TABLE IF EXISTS refresh_tokens; DROP TABLE IF EXISTS sessions;",
+            )
             .await?;
         Ok(())
     }

@@ -116,31 +116,41 @@ impl From<AppError> for ApiError {
             // The request id is on the enclosing span; the client sees only the generic message.
             tracing::error!(error = ?source, "internal error");
         }
-        Self(async_graphql::Error::new(error.to_string()).extend_with(|_, extensions| {
-            extensions.set("code", error.code());
-            match &error {
-                AppError::BadUserInput { fields } => {
-                    let fields: async_graphql::indexmap::IndexMap<async_graphql::Name, async_graphql::Value> = fields
-                        .iter()
-                        .map(|(field, messages)| {
-                            (
-                                async_graphql::Name::new(field),
-                                async_graphql::Value::List(messages.iter().map(|m| m.as_str().into()).collect()),
-                            )
-                        })
-                        .collect();
-                    extensions.set("fields", async_graphql::Value::Object(fields));
+        Self(
+            async_graphql::Error::new(error.to_string()).extend_with(|_, extensions| {
+                extensions.set("code", error.code());
+                match &error {
+                    AppError::BadUserInput { fields } => {
+                        let fields: async_graphql::indexmap::IndexMap<
+                            async_graphql::Name,
+                            async_graphql::Value,
+                        > = fields
+                            .iter()
+                            .map(|(field, messages)| {
+                                (
+                                    async_graphql::Name::new(field),
+                                    async_graphql::Value::List(
+                                        messages.iter().map(|m| m.as_str().into()).collect(),
+                                    ),
+                                )
+                            })
+                            .collect();
+                        extensions.set("fields", async_graphql::Value::Object(fields));
+                    }
+                    AppError::InsufficientMinutes {
+                        requested,
+                        available,
+                    } => {
+                        extensions.set("requested", *requested);
+                        extensions.set("available", *available);
+                    }
+                    AppError::RateLimited { retry_after_secs } => {
+                        extensions.set("retryAfterSeconds", *retry_after_secs);
+                    }
+                    AppError::Contention => extensions.set("retryable", true),
+                    _ => {}
                 }
-                AppError::InsufficientMinutes { requested, available } => {
-                    extensions.set("requested", *requested);
-                    extensions.set("available", *available);
-                }
-                AppError::RateLimited { retry_after_secs } => {
-                    extensions.set("retryAfterSeconds", *retry_after_secs);
-                }
-                AppError::Contention => extensions.set("retryable", true),
-                _ => {}
-            }
-        }))
+            }),
+        )
     }
 }

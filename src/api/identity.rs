@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::context::{ApiResult, AppState, caller, request, state};
 use crate::{
     error::AppError,
-    identity::{self, Registration, RefreshOutcome, SessionTokens, entities::user},
+    identity::{self, RefreshOutcome, Registration, SessionTokens, entities::user},
     ledger,
 };
 
@@ -61,7 +61,10 @@ pub struct User {
 impl User {
     pub fn new(model: user::Model, viewer: Option<Uuid>) -> Self {
         let viewer_is_self = viewer == Some(model.id);
-        Self { model, viewer_is_self }
+        Self {
+            model,
+            viewer_is_self,
+        }
     }
 }
 
@@ -73,7 +76,9 @@ impl User {
 
     /// Only visible to the user themself; `null` for everyone else and for deleted accounts.
     async fn email(&self) -> Option<&str> {
-        self.viewer_is_self.then_some(self.model.email.as_deref()).flatten()
+        self.viewer_is_self
+            .then_some(self.model.email.as_deref())
+            .flatten()
     }
 
     async fn first_name(&self) -> &str {
@@ -125,7 +130,11 @@ impl IdentityMutation {
     }
 
     /// Exchanges a refresh token for new tokens. Presenting an already-used token ends the session.
-    async fn refresh_session(&self, ctx: &Context<'_>, input: RefreshSessionInput) -> ApiResult<AuthPayload> {
+    async fn refresh_session(
+        &self,
+        ctx: &Context<'_>,
+        input: RefreshSessionInput,
+    ) -> ApiResult<AuthPayload> {
         Ok(refresh_session(state(ctx)?, &input.refresh_token).await?)
     }
 
@@ -137,7 +146,11 @@ impl IdentityMutation {
     }
 
     /// Deactivates the account: personal data is scrubbed and sessions end; ledger history stays.
-    async fn delete_account(&self, ctx: &Context<'_>, input: DeleteAccountInput) -> ApiResult<bool> {
+    async fn delete_account(
+        &self,
+        ctx: &Context<'_>,
+        input: DeleteAccountInput,
+    ) -> ApiResult<bool> {
         let caller = caller(ctx).await?;
         delete_account(state(ctx)?, caller.user_id, input.password).await?;
         Ok(true)
@@ -147,18 +160,28 @@ impl IdentityMutation {
 /// Registration spans two contexts (a user and their balance), so it is orchestrated here, in one
 /// transaction.
 async fn register_account(state: &AppState, input: RegisterInput) -> Result<AuthPayload, AppError> {
-    let (registration, password) =
-        Registration::new(&input.email, input.password, &input.first_name, &input.last_name).into_valid_password()?;
+    let (registration, password) = Registration::new(
+        &input.email,
+        input.password,
+        &input.first_name,
+        &input.last_name,
+    )
+    .into_valid_password()?;
     let password_hash = state.hasher.hash(password).await?;
     let txn = state.db.begin().await?;
     let user = identity::create_user(&txn, &registration, password_hash).await?;
     ledger::open_balance(&txn, user.id, state.config.starting_minutes).await?;
-    let tokens = identity::start_session(&txn, &state.keys, user.id, state.config.refresh_token_ttl).await?;
+    let tokens =
+        identity::start_session(&txn, &state.keys, user.id, state.config.refresh_token_ttl).await?;
     txn.commit().await?;
     Ok(auth_payload(tokens, user))
 }
 
-async fn log_in(state: &AppState, input: LoginInput, client_ip: std::net::IpAddr) -> Result<AuthPayload, AppError> {
+async fn log_in(
+    state: &AppState,
+    input: LoginInput,
+    client_ip: std::net::IpAddr,
+) -> Result<AuthPayload, AppError> {
     let email = identity::normalize_email(&input.email);
     state.throttle.check(&email, client_ip)?;
     let user = identity::find_active_user_by_email(&state.db, &email).await?;
@@ -167,8 +190,16 @@ async fn log_in(state: &AppState, input: LoginInput, client_ip: std::net::IpAddr
         .hasher
         .verify(SecretString::from(input.password), stored_hash)
         .await?;
-    let user = user.filter(|_| password_matches).ok_or(AppError::InvalidCredentials)?;
-    let tokens = identity::start_session(&state.db, &state.keys, user.id, state.config.refresh_token_ttl).await?;
+    let user = user
+        .filter(|_| password_matches)
+        .ok_or(AppError::InvalidCredentials)?;
+    let tokens = identity::start_session(
+        &state.db,
+        &state.keys,
+        user.id,
+        state.config.refresh_token_ttl,
+    )
+    .await?;
     Ok(auth_payload(tokens, user))
 }
 

@@ -29,9 +29,11 @@ use tower_http::{
 pub use context::{AppState, RequestContext};
 
 #[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
 pub struct QueryRoot(identity::IdentityQuery);
 
 #[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
 pub struct MutationRoot(identity::IdentityMutation);
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
@@ -39,10 +41,14 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 /// The schema with its limits and services.
 pub fn schema(state: Arc<AppState>) -> AppSchema {
     let config = &state.config;
-    let mut builder = Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
-        .limit_depth(config.graphql_depth_limit)
-        .limit_complexity(config.graphql_complexity_limit)
-        .limit_recursive_depth(32);
+    let mut builder = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .limit_depth(config.graphql_depth_limit)
+    .limit_complexity(config.graphql_complexity_limit)
+    .limit_recursive_depth(32);
     if !config.introspection_enabled {
         builder = builder.disable_introspection();
     }
@@ -51,9 +57,13 @@ pub fn schema(state: Arc<AppState>) -> AppSchema {
 
 /// The SDL clients code against; `schema.graphql` at the repo root must equal it.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
-        .finish()
-        .sdl()
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .finish()
+    .sdl()
 }
 
 #[derive(Clone)]
@@ -132,11 +142,21 @@ async fn graphql_get(
     RawQuery(query_string): RawQuery,
 ) -> axum::response::Response {
     let query_string = query_string.unwrap_or_default();
-    let mut request = match async_graphql::http::parse_query_string(&query_string) {
-        Ok(request) => request,
-        Err(_) if query_string.is_empty() && state.app.config.graphiql_enabled => {
+    if query_string.is_empty() {
+        let wants_html = headers
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"));
+        if wants_html && state.app.config.graphiql_enabled {
             return Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response();
         }
+        return graphql_error(
+            StatusCode::BAD_REQUEST,
+            "send a `query` parameter, or POST a JSON body",
+        );
+    }
+    let mut request = match async_graphql::http::parse_query_string(&query_string) {
+        Ok(request) => request,
         Err(error) => return graphql_error(StatusCode::BAD_REQUEST, &error.to_string()),
     };
     let operation_name = request.operation_name.clone();
@@ -147,13 +167,19 @@ async fn graphql_get(
                 Some(name) => operations
                     .get(name.as_str())
                     .is_some_and(|operation| operation.node.ty == OperationType::Mutation),
-                None => operations.values().any(|operation| operation.node.ty == OperationType::Mutation),
+                None => operations
+                    .values()
+                    .any(|operation| operation.node.ty == OperationType::Mutation),
             },
         };
         if is_mutation {
-            let mut response =
-                graphql_error(StatusCode::METHOD_NOT_ALLOWED, "mutations are only accepted with POST");
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            let mut response = graphql_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "mutations are only accepted with POST",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
     }

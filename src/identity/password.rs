@@ -34,7 +34,11 @@ impl PasswordHasher {
     }
 
     /// Checks `password` against `stored_hash`, or against the decoy when there is no such user.
-    pub async fn verify(&self, password: SecretString, stored_hash: Option<String>) -> Result<bool, AppError> {
+    pub async fn verify(
+        &self,
+        password: SecretString,
+        stored_hash: Option<String>,
+    ) -> Result<bool, AppError> {
         let user_exists = stored_hash.is_some();
         let hash = stored_hash.unwrap_or_else(|| self.dummy_hash.to_string());
         let matches = self
@@ -51,9 +55,14 @@ impl PasswordHasher {
         Ok(user_exists && matches)
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, AppError> {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AppError> {
         let _permit = self.permits.acquire().await.map_err(AppError::internal)?;
-        tokio::task::spawn_blocking(work).await.map_err(AppError::internal)
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(AppError::internal)
     }
 }
 

@@ -2,7 +2,8 @@
 //! cross-context step such as registration can run inside one transaction owned by the api layer.
 use chrono::{Duration as ChronoDuration, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::Expr,
 };
 use secrecy::SecretString;
 use uuid::Uuid;
@@ -104,7 +105,10 @@ pub async fn create_user(
         })
 }
 
-pub async fn find_active_user(conn: &impl ConnectionTrait, user_id: Uuid) -> Result<Option<user::Model>, AppError> {
+pub async fn find_active_user(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+) -> Result<Option<user::Model>, AppError> {
     Ok(user::Entity::find_by_id(user_id)
         .filter(user::Column::DeactivatedAt.is_null())
         .one(conn)
@@ -122,7 +126,10 @@ pub async fn find_active_user_by_email(
         .await?)
 }
 
-pub async fn find_users(conn: &impl ConnectionTrait, ids: Vec<Uuid>) -> Result<Vec<user::Model>, AppError> {
+pub async fn find_users(
+    conn: &impl ConnectionTrait,
+    ids: Vec<Uuid>,
+) -> Result<Vec<user::Model>, AppError> {
     Ok(user::Entity::find()
         .filter(user::Column::Id.is_in(ids))
         .all(conn)
@@ -156,7 +163,10 @@ pub async fn start_session(
     })
 }
 
-async fn insert_refresh_token(conn: &impl ConnectionTrait, session_id: Uuid) -> Result<String, AppError> {
+async fn insert_refresh_token(
+    conn: &impl ConnectionTrait,
+    session_id: Uuid,
+) -> Result<String, AppError> {
     let token = new_refresh_token();
     refresh_token::Entity::insert(refresh_token::ActiveModel {
         token_hash: Set(hash_refresh_token(&token)),
@@ -192,7 +202,10 @@ pub async fn rotate_refresh_token(
     else {
         return Ok(RefreshOutcome::Refused);
     };
-    let Some(session) = session::Entity::find_by_id(token.session_id).one(conn).await? else {
+    let Some(session) = session::Entity::find_by_id(token.session_id)
+        .one(conn)
+        .await?
+    else {
         return Ok(RefreshOutcome::Refused);
     };
     let now = Utc::now();
@@ -227,7 +240,11 @@ pub async fn revoke_session(conn: &impl ConnectionTrait, session_id: Uuid) -> Re
 }
 
 /// Resolves a bearer token to a caller whose session is still open and whose account is active.
-pub async fn authenticate(conn: &impl ConnectionTrait, keys: &TokenKeys, bearer: &str) -> Result<Caller, AppError> {
+pub async fn authenticate(
+    conn: &impl ConnectionTrait,
+    keys: &TokenKeys,
+    bearer: &str,
+) -> Result<Caller, AppError> {
     let claims = keys.verify_access_token(bearer)?;
     let live = session::Entity::find_by_id(claims.sid)
         .filter(session::Column::UserId.eq(claims.sub))

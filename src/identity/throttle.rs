@@ -21,7 +21,9 @@ pub struct LoginThrottle {
 
 impl LoginThrottle {
     pub fn new(per_address_per_minute: u32, per_account_per_minute: u32) -> Self {
-        let quota = |per_minute: u32| Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
+        let quota = |per_minute: u32| {
+            Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN))
+        };
         Self {
             per_address: RateLimiter::keyed(quota(per_address_per_minute)),
             per_account: RateLimiter::keyed(quota(per_account_per_minute)),

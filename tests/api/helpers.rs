@@ -1,0 +1,285 @@
+use std::{path::Path, time::Duration};
+
+use home_visits::{
+    config::{Config, Environment},
+    db, startup,
+};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+/// The key every test app signs with, so tests can forge tokens the way an attacker would try to.
+pub const TEST_JWT_SECRET: &[u8] = b"test-secret-that-is-at-least-32-bytes-long";
+pub const PASSWORD: &str = "correct horse battery";
+
+const TEST_DATABASE_PREFIX: &str = "hvtest_";
+
+/// URL of a server on which tests may create databases: `DATABASE_URL`'s server, else the
+/// project-local cluster the service itself would provision.
+async fn admin_url() -> SecretString {
+    static ADMIN_URL: OnceCell<SecretString> = OnceCell::const_new();
+    ADMIN_URL
+        .get_or_init(|| async {
+            let url = match std::env::var("DATABASE_URL") {
+                Ok(url) if !url.trim().is_empty() => SecretString::from(url),
+                _ => {
+                    let defaults = Config::defaults(Environment::Development);
+                    db::ensure_local_postgres(
+                        &defaults.local_postgres_dir,
+                        defaults.local_postgres_port,
+                    )
+                    .await
+                    .expect("a PostgreSQL to test against")
+                }
+            };
+            sweep_leftover_databases(&url).await;
+            url
+        })
+        .await
+        .clone()
+}
+
+/// Drops test databases whose creating process is gone (a crashed or interrupted run).
+async fn sweep_leftover_databases(admin_url: &SecretString) {
+    let admin = Database::connect(admin_url.expose_secret())
+        .await
+        .expect("admin connection");
+    let rows = admin
+        .query_all_raw(Statement::from_string(
+            admin.get_database_backend(),
+            format!("SELECT datname FROM pg_database WHERE datname LIKE '{TEST_DATABASE_PREFIX}%'"),
+        ))
+        .await
+        .expect("list test databases");
+    for row in rows {
+        let Ok(name) = row.try_get::<String>("", "datname") else {
+            continue;
+        };
+        let owner_pid = name
+            .trim_start_matches(TEST_DATABASE_PREFIX)
+            .split('_')
+            .next()
+            .unwrap_or_default();
+        if !Path::new("/proc").join(owner_pid).exists() {
+            let _ = admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await;
+        }
+    }
+    let _ = admin.close().await;
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    /// A connection of the test's own, to look at what the service wrote.
+    pub db: DatabaseConnection,
+    database_name: String,
+    admin_url: SecretString,
+}
+
+/// One signed-in user.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: String,
+    pub email: String,
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts the real application on a free port against a database of its own.
+    pub async fn spawn_with(customize: impl FnOnce(&mut Config)) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("warn")
+            .try_init();
+        let admin_url = admin_url().await;
+        let database_name = format!(
+            "{TEST_DATABASE_PREFIX}{}_{}",
+            std::process::id(),
+            Uuid::new_v4().simple()
+        );
+        db::create_database_if_missing(&admin_url, &database_name)
+            .await
+            .expect("create the test database");
+
+        let mut config = Config::defaults(Environment::Development);
+        config.database_url = Some(db::with_database(&admin_url, &database_name));
+        config.bind_addr = "127.0.0.1:0".parse().expect("a socket address");
+        config.jwt_secret = SecretBox::new(TEST_JWT_SECRET.to_vec().into_boxed_slice());
+        config.password_hashing_concurrency = 2;
+        customize(&mut config);
+
+        let database_url = config.database_url.clone().expect("set above");
+        let app = startup::build(config)
+            .await
+            .expect("the application starts");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+
+        let db = Database::connect(database_url.expose_secret())
+            .await
+            .expect("test connection");
+        Self {
+            address,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
+            db,
+            database_name,
+            admin_url,
+        }
+    }
+
+    /// Sends a GraphQL request over POST and returns the whole JSON response.
+    pub async fn graphql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = self
+            .client
+            .post(format!("{}/graphql", self.address))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request sent");
+        response.json().await.expect("a JSON response")
+    }
+
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        first_name: &str,
+        last_name: &str,
+    ) -> Value {
+        self.graphql(
+            None,
+            "mutation($input: RegisterInput!) { register(input: $input) {
+                accessToken refreshToken user { id email firstName lastName minutes } } }",
+            json!({ "input": { "email": email, "password": password, "firstName": first_name, "lastName": last_name } }),
+        )
+        .await
+    }
+
+    /// Registers `name@example.com` with [`PASSWORD`] and returns the signed-in user.
+    pub async fn register_user(&self, name: &str) -> TestUser {
+        let email = format!("{name}@example.com");
+        let response = self.register(&email, PASSWORD, name, "Tester").await;
+        auth_payload(&response, "register", &email)
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Value {
+        self.graphql(
+            None,
+            "mutation($input: LoginInput!) { login(input: $input) { accessToken refreshToken user { id email } } }",
+            json!({ "input": { "email": email, "password": password } }),
+        )
+        .await
+    }
+
+    pub async fn refresh_session(&self, refresh_token: &str) -> Value {
+        self.graphql(
+            None,
+            "mutation($input: RefreshSessionInput!) { refreshSession(input: $input) { accessToken refreshToken user { id } } }",
+            json!({ "input": { "refreshToken": refresh_token } }),
+        )
+        .await
+    }
+
+    pub async fn logout(&self, token: &str) -> Value {
+        self.graphql(Some(token), "mutation { logout }", json!({}))
+            .await
+    }
+
+    pub async fn delete_account(&self, token: &str, password: &str) -> Value {
+        self.graphql(
+            Some(token),
+            "mutation($input: DeleteAccountInput!) { deleteAccount(input: $input) }",
+            json!({ "input": { "password": password } }),
+        )
+        .await
+    }
+
+    pub async fn me(&self, token: &str) -> Value {
+        self.graphql(
+            Some(token),
+            "{ me { id email firstName lastName minutes } }",
+            json!({}),
+        )
+        .await
+    }
+
+    /// Runs one SQL query on the test database and returns the first column of each row.
+    pub async fn query_column<T: sea_orm::TryGetable>(&self, sql: &str) -> Vec<T> {
+        self.db
+            .query_all_raw(Statement::from_string(self.db.get_database_backend(), sql))
+            .await
+            .expect("query")
+            .iter()
+            .map(|row| row.try_get_by_index::<T>(0).expect("column"))
+            .collect()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let database_name = std::mem::take(&mut self.database_name);
+        // Drop runs inside the test's runtime, which cannot block on itself: use a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let admin = Database::connect(admin_url.expose_secret()).await.ok()?;
+                let sql = format!("DROP DATABASE IF EXISTS \"{database_name}\" WITH (FORCE)");
+                admin.execute_unprepared(&sql).await.ok()?;
+                admin.close().await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("could not drop a test database; the next run sweeps it");
+        }
+    }
+}
+
+/// The `extensions.code` of the first error, if any.
+pub fn error_code(response: &Value) -> Option<&str> {
+    response["errors"][0]["extensions"]["code"].as_str()
+}
+
+#[track_caller]
+pub fn assert_error_code(response: &Value, expected: &str) {
+    assert_eq!(
+        error_code(response),
+        Some(expected),
+        "unexpected response: {response}"
+    );
+}
+
+#[track_caller]
+pub fn auth_payload(response: &Value, field: &str, email: &str) -> TestUser {
+    let payload = &response["data"][field];
+    assert!(payload.is_object(), "{field} failed: {response}");
+    TestUser {
+        id: payload["user"]["id"].as_str().expect("user id").to_string(),
+        email: email.to_string(),
+        access_token: payload["accessToken"]
+            .as_str()
+            .expect("access token")
+            .to_string(),
+        refresh_token: payload["refreshToken"]
+            .as_str()
+            .expect("refresh token")
+            .to_string(),
+    }
+}

@@ -1,0 +1,243 @@
+use serde_json::json;
+
+use crate::helpers::{PASSWORD, TestApp, assert_error_code, auth_payload, error_code};
+
+#[tokio::test]
+async fn registering_returns_tokens_a_normalised_email_and_the_starting_balance() {
+    let app = TestApp::spawn().await;
+
+    let response = app
+        .register("  Ann.Lee@Example.COM ", PASSWORD, "  Ann ", "Lee")
+        .await;
+
+    let user = &response["data"]["register"]["user"];
+    assert_eq!(user["email"], "ann.lee@example.com", "{response}");
+    assert_eq!(user["firstName"], "Ann");
+    assert_eq!(user["minutes"], 120);
+    let me = app
+        .me(response["data"]["register"]["accessToken"]
+            .as_str()
+            .expect("token"))
+        .await;
+    assert_eq!(me["data"]["me"]["email"], "ann.lee@example.com");
+    assert_eq!(me["data"]["me"]["minutes"], 120);
+}
+
+#[tokio::test]
+async fn the_starting_balance_comes_from_configuration_and_is_opened_with_the_user() {
+    let app = TestApp::spawn_with(|config| config.starting_minutes = 300).await;
+
+    let user = app.register_user("bo").await;
+
+    let balances: Vec<i32> = app
+        .query_column(&format!(
+            "SELECT minutes FROM balances WHERE user_id = '{}' AND starting_minutes = 300",
+            user.id
+        ))
+        .await;
+    assert_eq!(balances, vec![300]);
+}
+
+#[tokio::test]
+async fn registering_an_email_twice_in_any_case_is_refused_without_leaking_sql() {
+    let app = TestApp::spawn().await;
+    app.register_user("cy").await;
+
+    let response = app
+        .register("CY@example.com", PASSWORD, "Other", "Person")
+        .await;
+
+    assert_error_code(&response, "BAD_USER_INPUT");
+    assert_eq!(
+        response["errors"][0]["extensions"]["fields"]["email"],
+        json!(["is already registered"])
+    );
+    let text = response.to_string().to_lowercase();
+    assert!(
+        !text.contains("duplicate") && !text.contains("users_email_key") && !text.contains("sql")
+    );
+    let users: Vec<i64> = app.query_column("SELECT count(*) FROM users").await;
+    assert_eq!(users, vec![1]);
+}
+
+#[tokio::test]
+async fn registration_reports_every_invalid_field() {
+    let app = TestApp::spawn().await;
+
+    let response = app.register("not-an-email", "short", "   ", "").await;
+
+    assert_error_code(&response, "BAD_USER_INPUT");
+    let fields = &response["errors"][0]["extensions"]["fields"];
+    for field in ["email", "password", "firstName", "lastName"] {
+        assert!(fields[field].is_array(), "{field} not reported: {response}");
+    }
+    let too_long_name = "x".repeat(101);
+    let response = app
+        .register("dee@example.com", PASSWORD, &too_long_name, "Dee")
+        .await;
+    assert!(
+        response["errors"][0]["extensions"]["fields"]["firstName"].is_array(),
+        "{response}"
+    );
+    let response = app
+        .register("dee@example.com", &"p".repeat(129), "Dee", "Dee")
+        .await;
+    assert!(
+        response["errors"][0]["extensions"]["fields"]["password"].is_array(),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn logging_in_returns_a_token_that_identifies_the_user() {
+    let app = TestApp::spawn().await;
+    let registered = app.register_user("eve").await;
+
+    let response = app.login("EVE@example.com", PASSWORD).await;
+
+    let user = auth_payload(&response, "login", "eve@example.com");
+    assert_eq!(user.id, registered.id);
+    let me = app.me(&user.access_token).await;
+    assert_eq!(me["data"]["me"]["id"], registered.id.as_str());
+}
+
+#[tokio::test]
+async fn a_wrong_password_and_an_unknown_email_get_the_same_answer() {
+    let app = TestApp::spawn().await;
+    app.register_user("fay").await;
+
+    let wrong_password = app.login("fay@example.com", "not the password").await;
+    let unknown_email = app.login("nobody@example.com", PASSWORD).await;
+
+    assert_error_code(&wrong_password, "INVALID_CREDENTIALS");
+    assert_eq!(
+        wrong_password["errors"][0]["message"],
+        unknown_email["errors"][0]["message"]
+    );
+    assert_eq!(error_code(&wrong_password), error_code(&unknown_email));
+    assert!(wrong_password["data"].is_null());
+}
+
+#[tokio::test]
+async fn me_without_a_token_is_unauthenticated() {
+    let app = TestApp::spawn().await;
+
+    let response = app.graphql(None, "{ me { id } }", json!({})).await;
+
+    assert_error_code(&response, "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn refreshing_rotates_the_token_and_a_replayed_token_revokes_the_session() {
+    let app = TestApp::spawn().await;
+    let user = app.register_user("gus").await;
+
+    let refreshed = app.refresh_session(&user.refresh_token).await;
+    let rotated = auth_payload(&refreshed, "refreshSession", &user.email);
+    assert_ne!(rotated.refresh_token, user.refresh_token);
+    assert_eq!(
+        app.me(&rotated.access_token).await["data"]["me"]["id"],
+        user.id.as_str()
+    );
+
+    // The first token again: a thief and the owner both hold it, so the whole session ends.
+    assert_error_code(
+        &app.refresh_session(&user.refresh_token).await,
+        "UNAUTHENTICATED",
+    );
+    assert_error_code(
+        &app.refresh_session(&rotated.refresh_token).await,
+        "UNAUTHENTICATED",
+    );
+    assert_error_code(&app.me(&rotated.access_token).await, "UNAUTHENTICATED");
+    assert_error_code(&app.me(&user.access_token).await, "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn an_unknown_refresh_token_is_refused() {
+    let app = TestApp::spawn().await;
+
+    assert_error_code(&app.refresh_session("made-up").await, "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn logging_out_refuses_the_sessions_tokens_at_once_but_not_other_sessions() {
+    let app = TestApp::spawn().await;
+    let user = app.register_user("hal").await;
+    let other_session = auth_payload(
+        &app.login(&user.email, PASSWORD).await,
+        "login",
+        &user.email,
+    );
+
+    assert_eq!(app.logout(&user.access_token).await["data"]["logout"], true);
+
+    assert_error_code(&app.me(&user.access_token).await, "UNAUTHENTICATED");
+    assert_error_code(
+        &app.refresh_session(&user.refresh_token).await,
+        "UNAUTHENTICATED",
+    );
+    assert_eq!(
+        app.me(&other_session.access_token).await["data"]["me"]["id"],
+        user.id.as_str()
+    );
+}
+
+#[tokio::test]
+async fn deleting_an_account_scrubs_it_ends_its_sessions_and_keeps_its_balance() {
+    let app = TestApp::spawn().await;
+    let user = app.register_user("ivy").await;
+
+    assert_error_code(
+        &app.delete_account(&user.access_token, "wrong password")
+            .await,
+        "INVALID_CREDENTIALS",
+    );
+    let response = app.delete_account(&user.access_token, PASSWORD).await;
+    assert_eq!(response["data"]["deleteAccount"], true, "{response}");
+
+    assert_error_code(&app.me(&user.access_token).await, "UNAUTHENTICATED");
+    assert_error_code(
+        &app.refresh_session(&user.refresh_token).await,
+        "UNAUTHENTICATED",
+    );
+    assert_error_code(
+        &app.login(&user.email, PASSWORD).await,
+        "INVALID_CREDENTIALS",
+    );
+    let emails: Vec<Option<String>> = app
+        .query_column(&format!("SELECT email FROM users WHERE id = '{}'", user.id))
+        .await;
+    assert_eq!(emails, vec![None]);
+    let balances: Vec<i32> = app
+        .query_column(&format!(
+            "SELECT minutes FROM balances WHERE user_id = '{}'",
+            user.id
+        ))
+        .await;
+    assert_eq!(balances, vec![120]);
+    // The address is free again.
+    assert!(
+        app.register(&user.email, PASSWORD, "Ivy", "Again").await["data"]["register"].is_object()
+    );
+}
+
+#[tokio::test]
+async fn repeated_login_attempts_are_rate_limited() {
+    let app = TestApp::spawn_with(|config| config.login_attempts_per_account_per_minute = 3).await;
+    let user = app.register_user("jo").await;
+
+    for _ in 0..3 {
+        assert_error_code(
+            &app.login(&user.email, "wrong password").await,
+            "INVALID_CREDENTIALS",
+        );
+    }
+    let throttled = app.login(&user.email, PASSWORD).await;
+
+    assert_error_code(&throttled, "RATE_LIMITED");
+    assert!(throttled["errors"][0]["extensions"]["retryAfterSeconds"].as_u64() >= Some(1));
+    // Another account from the same address is not locked out by it.
+    let other = app.register_user("kim").await;
+    assert!(app.login(&other.email, PASSWORD).await["data"]["login"].is_object());
+}

@@ -1,0 +1,7 @@
+//! The service's own tests: real app on port 0, real PostgreSQL, a fresh database per test.
+mod helpers;
+
+mod http;
+mod identity;
+mod schema;
+mod tokens;
