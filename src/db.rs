@@ -224,10 +224,18 @@ impl LocalPostgres {
         if self.is_running() {
             return Ok(self.running_port().unwrap_or(self.port));
         }
-        tracing::info!(port = self.port, "starting the local PostgreSQL cluster");
+        // Another checkout's cluster may hold the usual port; any free one will do, since a running
+        // cluster is found again through the port in its postmaster.pid.
+        let port = if std::net::TcpListener::bind(("127.0.0.1", self.port)).is_ok() {
+            self.port
+        } else {
+            let free = std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
+            tracing::warn!(taken = self.port, chosen = free, "port taken: the local PostgreSQL uses another");
+            free
+        };
+        tracing::info!(port, "starting the local PostgreSQL cluster");
         let server_options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c max_connections=300",
-            self.port,
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c max_connections=300",
             self.data_dir.display()
         );
         self.run("pg_ctl", |command| {
@@ -241,12 +249,11 @@ impl LocalPostgres {
         })
         .with_context(|| {
             format!(
-                "the local PostgreSQL did not start (is port {} taken? set LOCAL_POSTGRES_PORT); see {}",
-                self.port,
+                "the local PostgreSQL did not start on port {port}; see {}",
                 self.data_dir.join("server.log").display()
             )
         })?;
-        Ok(self.port)
+        Ok(port)
     }
 
     /// The fourth line of `postmaster.pid` is the port the server was started with.

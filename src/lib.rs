@@ -8,5 +8,7 @@ pub mod db;
 pub mod error;
 pub mod identity;
 pub mod ledger;
+pub mod locking;
 pub mod startup;
 pub mod telemetry;
+pub mod visits;

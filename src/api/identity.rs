@@ -8,7 +8,7 @@ use super::context::{ApiResult, AppState, caller, request, state};
 use crate::{
     error::AppError,
     identity::{self, RefreshOutcome, Registration, SessionTokens, entities::user},
-    ledger,
+    ledger, visits,
 };
 
 #[derive(InputObject)]
@@ -95,6 +95,24 @@ impl User {
             return Ok(None);
         }
         Ok(ledger::balance_of(&state(ctx)?.db, self.model.id).await?)
+    }
+
+    /// Minutes held by the user's requested and accepted visits. Only visible to the user themself.
+    async fn outstanding_minutes(&self, ctx: &Context<'_>) -> ApiResult<Option<i32>> {
+        if !self.viewer_is_self {
+            return Ok(None);
+        }
+        Ok(Some(visits::outstanding_minutes(&state(ctx)?.db, self.model.id).await?))
+    }
+
+    /// Minutes the user can still book: `minutes - outstandingMinutes`. Only visible to the user themself.
+    async fn available_minutes(&self, ctx: &Context<'_>) -> ApiResult<Option<i32>> {
+        if !self.viewer_is_self {
+            return Ok(None);
+        }
+        let db = &state(ctx)?.db;
+        let balance = ledger::balance_of(db, self.model.id).await?.unwrap_or(0);
+        Ok(Some(balance - visits::outstanding_minutes(db, self.model.id).await?))
     }
 }
 
@@ -232,6 +250,7 @@ async fn delete_account(state: &AppState, user_id: Uuid, password: String) -> Re
     }
     let txn = state.db.begin().await?;
     identity::deactivate_user(&txn, user_id).await?;
+    visits::withdraw_user(&txn, user_id).await?;
     txn.commit().await?;
     Ok(())
 }

@@ -1,11 +1,17 @@
 //! The GraphQL adapter: composes the contexts into one schema and serves it over axum.
 mod context;
 mod identity;
+mod ledger;
+mod loaders;
+mod pagination;
+mod scalars;
+mod visits;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use async_graphql::{
-    EmptySubscription, MergedObject, Response, Schema, ServerError,
+    EmptySubscription,
+    dataloader::DataLoader, MergedObject, Response, Schema, ServerError,
     http::GraphiQLSource,
     parser::types::{DocumentOperations, OperationType},
 };
@@ -30,11 +36,11 @@ pub use context::{AppState, RequestContext};
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(identity::IdentityQuery);
+pub struct QueryRoot(identity::IdentityQuery, visits::VisitsQuery, ledger::LedgerQuery);
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(identity::IdentityMutation);
+pub struct MutationRoot(identity::IdentityMutation, visits::VisitsMutation);
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
@@ -129,7 +135,7 @@ async fn graphql_post(
     headers: HeaderMap,
     request: GraphQLRequest,
 ) -> GraphQLResponse {
-    let request = request.into_inner().data(request_context(&headers, peer));
+    let request = with_request_data(request.into_inner(), &state, &headers, peer);
     with_error_codes(state.schema.execute(request).await).into()
 }
 
@@ -183,7 +189,7 @@ async fn graphql_get(
             return response;
         }
     }
-    let request = request.data(request_context(&headers, peer));
+    let request = with_request_data(request, &state, &headers, peer);
     GraphQLResponse::from(with_error_codes(state.schema.execute(request).await)).into_response()
 }
 
@@ -195,6 +201,23 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
             (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
         }
     }
+}
+
+/// Per-request data: the caller's credentials and address, and batch loaders whose cache lives
+/// only as long as the request, so no response shows another request's stale rows.
+fn with_request_data(
+    request: async_graphql::Request,
+    state: &HttpState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> async_graphql::Request {
+    let loader = DataLoader::new(
+        loaders::DbLoader {
+            db: state.app.db.clone(),
+        },
+        tokio::spawn,
+    );
+    request.data(request_context(headers, peer)).data(loader)
 }
 
 fn request_context(headers: &HeaderMap, peer: SocketAddr) -> RequestContext {

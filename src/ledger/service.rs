@@ -1,16 +1,38 @@
-use chrono::Utc;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait},
+};
 use uuid::Uuid;
 
-use super::entities::balance;
-use crate::error::AppError;
+use super::entities::{balance, transaction};
+use crate::{
+    error::{AppError, violated_constraint},
+    locking::for_update,
+};
+
+/// How a visit's minutes divide between the pal and the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    pub pal_credit: i32,
+    pub fee: i32,
+}
+
+/// The fee rule: the pal is credited `minutes * (100 - overhead) / 100`, rounded half up, and the
+/// rest is the fee. Integer arithmetic only, so no minute is ever lost or made up.
+pub fn split(minutes: i32, overhead_percent: i32) -> Split {
+    let pal_credit = (minutes * (100 - overhead_percent) + 50) / 100;
+    Split {
+        pal_credit,
+        fee: minutes - pal_credit,
+    }
+}
 
 /// Opens a user's balance with their starting grant. Runs inside the registration transaction.
-pub async fn open_balance(
-    conn: &impl ConnectionTrait,
-    user_id: Uuid,
-    starting_minutes: i32,
-) -> Result<(), AppError> {
+pub async fn open_balance(conn: &impl ConnectionTrait, user_id: Uuid, starting_minutes: i32) -> Result<(), AppError> {
     balance::Entity::insert(balance::ActiveModel {
         user_id: Set(user_id),
         minutes: Set(starting_minutes),
@@ -22,12 +44,164 @@ pub async fn open_balance(
     Ok(())
 }
 
-pub async fn balance_of(
+pub async fn balance_of(conn: &impl ConnectionTrait, user_id: Uuid) -> Result<Option<i32>, AppError> {
+    Ok(balance::Entity::find_by_id(user_id)
+        .select_only()
+        .column(balance::Column::Minutes)
+        .into_tuple::<i32>()
+        .one(conn)
+        .await?)
+}
+
+/// Locks the balance rows of `user_ids` and returns their minutes by user. One statement, ordered
+/// by user id, so any two transactions lock balances in the same order and cannot deadlock.
+pub async fn lock_balances(conn: &impl ConnectionTrait, user_ids: &[Uuid]) -> Result<HashMap<Uuid, i32>, AppError> {
+    // Held until commit: no other debit or booking against these balances can interleave.
+    let rows = for_update(
+        balance::Entity::find()
+            .filter(balance::Column::UserId.is_in(user_ids.iter().copied()))
+            .order_by_asc(balance::Column::UserId),
+    )
+    .all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.user_id, row.minutes)).collect())
+}
+
+/// A payment for a completed visit, from its member to its pal.
+pub struct Transfer {
+    pub visit_id: Uuid,
+    pub member_id: Uuid,
+    pub pal_id: Uuid,
+    pub minutes: i32,
+}
+
+/// Debits the member, credits the pal less the fee, and records one transaction. Runs inside the
+/// caller's transaction on balance rows the caller has locked with [`lock_balances`].
+pub async fn record_transfer(
+    conn: &impl ConnectionTrait,
+    transfer: Transfer,
+    overhead_percent: i32,
+) -> Result<transaction::Model, AppError> {
+    let Split { pal_credit, fee } = split(transfer.minutes, overhead_percent);
+    let now = Utc::now();
+    adjust_balance(conn, transfer.member_id, -transfer.minutes, now).await?;
+    adjust_balance(conn, transfer.pal_id, pal_credit, now).await?;
+    transaction::Entity::insert(transaction::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        visit_id: Set(transfer.visit_id),
+        member_id: Set(transfer.member_id),
+        pal_id: Set(transfer.pal_id),
+        minutes: Set(transfer.minutes),
+        pal_credit: Set(pal_credit),
+        fee: Set(fee),
+        created_at: Set(now),
+    })
+    .exec_with_returning(conn)
+    .await
+    .map_err(|error| match violated_constraint(&error).as_deref() {
+        Some("transactions_visit_id_key") => AppError::Conflict("this visit has already been paid for"),
+        _ => error.into(),
+    })
+}
+
+async fn adjust_balance(conn: &impl ConnectionTrait, user_id: Uuid, delta: i32, now: DateTime<Utc>) -> Result<(), AppError> {
+    balance::Entity::update_many()
+        .col_expr(balance::Column::Minutes, Expr::col(balance::Column::Minutes).add(delta))
+        .col_expr(balance::Column::UpdatedAt, Expr::value(now))
+        .filter(balance::Column::UserId.eq(user_id))
+        .exec(conn)
+        .await
+        .map_err(|error| match violated_constraint(&error).as_deref() {
+            Some("balances_minutes_non_negative") => AppError::InsufficientMinutes {
+                requested: -delta,
+                available: 0,
+            },
+            _ => error.into(),
+        })?;
+    Ok(())
+}
+
+/// A page of a user's transactions (as member or as pal), newest first.
+pub struct TransactionPage {
+    pub items: Vec<transaction::Model>,
+    pub has_next_page: bool,
+    pub total_count: u64,
+}
+
+/// Keyset position after which a page starts: the last item of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionCursor {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+pub async fn transactions_of(
     conn: &impl ConnectionTrait,
     user_id: Uuid,
-) -> Result<Option<i32>, AppError> {
-    Ok(balance::Entity::find_by_id(user_id)
-        .one(conn)
-        .await?
-        .map(|balance| balance.minutes))
+    first: u64,
+    after: Option<TransactionCursor>,
+) -> Result<TransactionPage, AppError> {
+    let involving_user = Condition::any()
+        .add(transaction::Column::MemberId.eq(user_id))
+        .add(transaction::Column::PalId.eq(user_id));
+    let total_count = transaction::Entity::find()
+        .filter(involving_user.clone())
+        .count(conn)
+        .await?;
+    let mut query = transaction::Entity::find().filter(involving_user);
+    if let Some(cursor) = after {
+        query = query.filter(
+            Condition::any()
+                .add(transaction::Column::CreatedAt.lt(cursor.created_at))
+                .add(
+                    Condition::all()
+                        .add(transaction::Column::CreatedAt.eq(cursor.created_at))
+                        .add(transaction::Column::Id.lt(cursor.id)),
+                ),
+        );
+    }
+    let mut items = query
+        .order_by_desc(transaction::Column::CreatedAt)
+        .order_by_desc(transaction::Column::Id)
+        .limit(first + 1)
+        .all(conn)
+        .await?;
+    let has_next_page = items.len() as u64 > first;
+    items.truncate(usize::try_from(first).unwrap_or(usize::MAX));
+    Ok(TransactionPage {
+        items,
+        has_next_page,
+        total_count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pal_credit_rounds_half_up() {
+        assert_eq!(split(33, 15), Split { pal_credit: 28, fee: 5 });
+        assert_eq!(split(35, 15), Split { pal_credit: 30, fee: 5 });
+        assert_eq!(split(10, 15), Split { pal_credit: 9, fee: 1 });
+        assert_eq!(split(1, 15), Split { pal_credit: 1, fee: 0 });
+        assert_eq!(split(60, 15), Split { pal_credit: 51, fee: 9 });
+    }
+
+    #[test]
+    fn credit_and_fee_always_add_up_to_the_minutes() {
+        for overhead in [0, 1, 15, 50, 99, 100] {
+            for minutes in 1..=480 {
+                let Split { pal_credit, fee } = split(minutes, overhead);
+                assert_eq!(pal_credit + fee, minutes);
+                assert!(pal_credit >= 0 && fee >= 0, "{minutes} at {overhead}%");
+            }
+        }
+    }
+
+    #[test]
+    fn the_extremes_of_the_overhead_give_everything_to_one_side() {
+        assert_eq!(split(120, 0), Split { pal_credit: 120, fee: 0 });
+        assert_eq!(split(120, 100), Split { pal_credit: 0, fee: 120 });
+    }
 }

@@ -25,10 +25,10 @@ async fn admin_url() -> SecretString {
             let url = match std::env::var("DATABASE_URL") {
                 Ok(url) if !url.trim().is_empty() => SecretString::from(url),
                 _ => {
-                    let defaults = Config::defaults(Environment::Development);
+                    let settings = Config::from_env().expect("valid configuration in the environment");
                     db::ensure_local_postgres(
-                        &defaults.local_postgres_dir,
-                        defaults.local_postgres_port,
+                        &settings.local_postgres_dir,
+                        settings.local_postgres_port,
                     )
                     .await
                     .expect("a PostgreSQL to test against")

@@ -1,0 +1,63 @@
+//! Batch loading for nested fields, so a page of visits costs a fixed number of queries (one for
+//! all tasks, one for all users), not one per row.
+use std::collections::HashMap;
+
+use async_graphql::dataloader::Loader;
+use sea_orm::DatabaseConnection;
+use uuid::Uuid;
+
+use super::context::ApiError;
+use crate::{
+    identity::{self, entities::user},
+    visits::{
+        self,
+        entities::{task, visit},
+    },
+};
+
+pub struct DbLoader {
+    pub db: DatabaseConnection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UserKey(pub Uuid);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VisitKey(pub Uuid);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TasksKey(pub Uuid);
+
+impl Loader<UserKey> for DbLoader {
+    type Value = user::Model;
+    type Error = ApiError;
+
+    async fn load(&self, keys: &[UserKey]) -> Result<HashMap<UserKey, Self::Value>, Self::Error> {
+        let users = identity::find_users(&self.db, keys.iter().map(|key| key.0).collect()).await?;
+        Ok(users.into_iter().map(|user| (UserKey(user.id), user)).collect())
+    }
+}
+
+impl Loader<VisitKey> for DbLoader {
+    type Value = visit::Model;
+    type Error = ApiError;
+
+    async fn load(&self, keys: &[VisitKey]) -> Result<HashMap<VisitKey, Self::Value>, Self::Error> {
+        let found = visits::find_visits(&self.db, keys.iter().map(|key| key.0).collect()).await?;
+        Ok(found.into_iter().map(|visit| (VisitKey(visit.id), visit)).collect())
+    }
+}
+
+impl Loader<TasksKey> for DbLoader {
+    type Value = Vec<task::Model>;
+    type Error = ApiError;
+
+    async fn load(&self, keys: &[TasksKey]) -> Result<HashMap<TasksKey, Self::Value>, Self::Error> {
+        let tasks = visits::tasks_of(&self.db, keys.iter().map(|key| key.0).collect()).await?;
+        let mut by_visit: HashMap<TasksKey, Vec<task::Model>> = keys.iter().map(|key| (*key, Vec::new())).collect();
+        for task in tasks {
+            by_visit.entry(TasksKey(task.visit_id)).or_default().push(task);
+        }
+        Ok(by_visit)
+    }
+}

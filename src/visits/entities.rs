@@ -1,0 +1,66 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+pub enum VisitStatus {
+    #[sea_orm(string_value = "REQUESTED")]
+    Requested,
+    #[sea_orm(string_value = "ACCEPTED")]
+    Accepted,
+    #[sea_orm(string_value = "COMPLETED")]
+    Completed,
+    #[sea_orm(string_value = "CANCELLED")]
+    Cancelled,
+}
+
+impl VisitStatus {
+    /// Requested and accepted visits hold their member's minutes.
+    pub const OUTSTANDING: [VisitStatus; 2] = [VisitStatus::Requested, VisitStatus::Accepted];
+}
+
+pub mod visit {
+    use sea_orm::entity::prelude::*;
+
+    use super::VisitStatus;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "visits")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub member_id: Uuid,
+        pub pal_id: Option<Uuid>,
+        pub date: Date,
+        pub minutes: i32,
+        pub status: VisitStatus,
+        pub idempotency_key: Option<String>,
+        pub idempotency_fingerprint: Option<Vec<u8>>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod task {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "visit_tasks")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub visit_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub position: i16,
+        pub name: String,
+        pub description: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
