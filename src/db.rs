@@ -229,8 +229,14 @@ impl LocalPostgres {
         let port = if std::net::TcpListener::bind(("127.0.0.1", self.port)).is_ok() {
             self.port
         } else {
-            let free = std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
-            tracing::warn!(taken = self.port, chosen = free, "port taken: the local PostgreSQL uses another");
+            let free = std::net::TcpListener::bind(("127.0.0.1", 0))?
+                .local_addr()?
+                .port();
+            tracing::warn!(
+                taken = self.port,
+                chosen = free,
+                "port taken: the local PostgreSQL uses another"
+            );
             free
         };
         tracing::info!(port, "starting the local PostgreSQL cluster");

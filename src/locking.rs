@@ -8,5 +8,9 @@ use sea_orm::QuerySelect;
 pub const ROW_LOCKS_DISABLED: bool = cfg!(feature = "danger-no-row-locks");
 
 pub fn for_update<Q: QuerySelect>(query: Q) -> Q {
-    if ROW_LOCKS_DISABLED { query } else { query.lock_exclusive() }
+    if ROW_LOCKS_DISABLED {
+        query
+    } else {
+        query.lock_exclusive()
+    }
 }

@@ -102,7 +102,9 @@ impl User {
         if !self.viewer_is_self {
             return Ok(None);
         }
-        Ok(Some(visits::outstanding_minutes(&state(ctx)?.db, self.model.id).await?))
+        Ok(Some(
+            visits::outstanding_minutes(&state(ctx)?.db, self.model.id).await?,
+        ))
     }
 
     /// Minutes the user can still book: `minutes - outstandingMinutes`. Only visible to the user themself.
@@ -112,7 +114,9 @@ impl User {
         }
         let db = &state(ctx)?.db;
         let balance = ledger::balance_of(db, self.model.id).await?.unwrap_or(0);
-        Ok(Some(balance - visits::outstanding_minutes(db, self.model.id).await?))
+        Ok(Some(
+            balance - visits::outstanding_minutes(db, self.model.id).await?,
+        ))
     }
 }
 

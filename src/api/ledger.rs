@@ -28,7 +28,9 @@ impl Transaction {
             .data_unchecked::<DataLoader<DbLoader>>()
             .load_one(VisitKey(self.0.visit_id))
             .await?
-            .ok_or_else(|| AppError::internal(anyhow::anyhow!("transaction {} has no visit", self.0.id)))?;
+            .ok_or_else(|| {
+                AppError::internal(anyhow::anyhow!("transaction {} has no visit", self.0.id))
+            })?;
         Ok(Visit(visit))
     }
 
@@ -74,7 +76,11 @@ pub struct TransactionConnection {
 }
 
 fn transaction_cursor(transaction: &transaction::Model) -> String {
-    encode_cursor(&format!("{}|{}", transaction.created_at.to_rfc3339(), transaction.id))
+    encode_cursor(&format!(
+        "{}|{}",
+        transaction.created_at.to_rfc3339(),
+        transaction.id
+    ))
 }
 
 fn parse_transaction_cursor(cursor: &str) -> Result<TransactionCursor, AppError> {

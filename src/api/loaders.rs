@@ -34,7 +34,10 @@ impl Loader<UserKey> for DbLoader {
 
     async fn load(&self, keys: &[UserKey]) -> Result<HashMap<UserKey, Self::Value>, Self::Error> {
         let users = identity::find_users(&self.db, keys.iter().map(|key| key.0).collect()).await?;
-        Ok(users.into_iter().map(|user| (UserKey(user.id), user)).collect())
+        Ok(users
+            .into_iter()
+            .map(|user| (UserKey(user.id), user))
+            .collect())
     }
 }
 
@@ -44,7 +47,10 @@ impl Loader<VisitKey> for DbLoader {
 
     async fn load(&self, keys: &[VisitKey]) -> Result<HashMap<VisitKey, Self::Value>, Self::Error> {
         let found = visits::find_visits(&self.db, keys.iter().map(|key| key.0).collect()).await?;
-        Ok(found.into_iter().map(|visit| (VisitKey(visit.id), visit)).collect())
+        Ok(found
+            .into_iter()
+            .map(|visit| (VisitKey(visit.id), visit))
+            .collect())
     }
 }
 
@@ -54,9 +60,13 @@ impl Loader<TasksKey> for DbLoader {
 
     async fn load(&self, keys: &[TasksKey]) -> Result<HashMap<TasksKey, Self::Value>, Self::Error> {
         let tasks = visits::tasks_of(&self.db, keys.iter().map(|key| key.0).collect()).await?;
-        let mut by_visit: HashMap<TasksKey, Vec<task::Model>> = keys.iter().map(|key| (*key, Vec::new())).collect();
+        let mut by_visit: HashMap<TasksKey, Vec<task::Model>> =
+            keys.iter().map(|key| (*key, Vec::new())).collect();
         for task in tasks {
-            by_visit.entry(TasksKey(task.visit_id)).or_default().push(task);
+            by_visit
+                .entry(TasksKey(task.visit_id))
+                .or_default()
+                .push(task);
         }
         Ok(by_visit)
     }

@@ -10,8 +10,8 @@ mod visits;
 use std::{net::SocketAddr, sync::Arc};
 
 use async_graphql::{
-    EmptySubscription,
-    dataloader::DataLoader, MergedObject, Response, Schema, ServerError,
+    EmptySubscription, MergedObject, Response, Schema, ServerError,
+    dataloader::DataLoader,
     http::GraphiQLSource,
     parser::types::{DocumentOperations, OperationType},
 };
@@ -36,7 +36,11 @@ pub use context::{AppState, RequestContext};
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(identity::IdentityQuery, visits::VisitsQuery, ledger::LedgerQuery);
+pub struct QueryRoot(
+    identity::IdentityQuery,
+    visits::VisitsQuery,
+    ledger::LedgerQuery,
+);
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]

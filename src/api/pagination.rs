@@ -18,7 +18,10 @@ pub struct PageInfo {
 pub fn page_size(first: Option<i32>) -> Result<u64, AppError> {
     let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(0..=MAX_PAGE_SIZE).contains(&first) {
-        return Err(AppError::bad_input("first", format!("must be 0 to {MAX_PAGE_SIZE}")));
+        return Err(AppError::bad_input(
+            "first",
+            format!("must be 0 to {MAX_PAGE_SIZE}"),
+        ));
     }
     Ok(u64::try_from(first).unwrap_or(0))
 }

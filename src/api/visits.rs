@@ -139,7 +139,9 @@ pub async fn load_user(ctx: &Context<'_>, user_id: Uuid) -> ApiResult<User> {
         .data_unchecked::<DataLoader<DbLoader>>()
         .load_one(UserKey(user_id))
         .await?
-        .ok_or_else(|| AppError::internal(anyhow::anyhow!("user {user_id} referenced but missing")))?;
+        .ok_or_else(|| {
+            AppError::internal(anyhow::anyhow!("user {user_id} referenced but missing"))
+        })?;
     Ok(User::new(model, Some(viewer)))
 }
 
@@ -171,7 +173,8 @@ fn parse_visit_cursor(cursor: &str) -> Result<VisitCursor, AppError> {
 }
 
 pub fn parse_id(id: &ID, field: &str) -> Result<Uuid, AppError> {
-    id.parse().map_err(|_| AppError::bad_input(field, "is not a valid id"))
+    id.parse()
+        .map_err(|_| AppError::bad_input(field, "is not a valid id"))
 }
 
 #[derive(Default)]
@@ -234,7 +237,11 @@ impl VisitsMutation {
         let request = VisitRequest::new(
             input.date.0,
             input.minutes,
-            input.tasks.into_iter().map(|task| (task.name, task.description)).collect(),
+            input
+                .tasks
+                .into_iter()
+                .map(|task| (task.name, task.description))
+                .collect(),
             input.idempotency_key,
         );
         let txn = state(ctx)?.db.begin().await?;
@@ -260,7 +267,8 @@ impl VisitsMutation {
         let visit_id = parse_id(&id, "id")?;
         let state = state(ctx)?;
         let txn = state.db.begin().await?;
-        let transaction = visits::complete_visit(&txn, pal_id, visit_id, state.config.overhead_percent).await?;
+        let transaction =
+            visits::complete_visit(&txn, pal_id, visit_id, state.config.overhead_percent).await?;
         txn.commit().await?;
         Ok(Transaction(transaction))
     }

@@ -2,8 +2,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
     sea_query::{Expr, ExprTrait},
 };
 use uuid::Uuid;
@@ -32,7 +33,11 @@ pub fn split(minutes: i32, overhead_percent: i32) -> Split {
 }
 
 /// Opens a user's balance with their starting grant. Runs inside the registration transaction.
-pub async fn open_balance(conn: &impl ConnectionTrait, user_id: Uuid, starting_minutes: i32) -> Result<(), AppError> {
+pub async fn open_balance(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+    starting_minutes: i32,
+) -> Result<(), AppError> {
     balance::Entity::insert(balance::ActiveModel {
         user_id: Set(user_id),
         minutes: Set(starting_minutes),
@@ -44,7 +49,10 @@ pub async fn open_balance(conn: &impl ConnectionTrait, user_id: Uuid, starting_m
     Ok(())
 }
 
-pub async fn balance_of(conn: &impl ConnectionTrait, user_id: Uuid) -> Result<Option<i32>, AppError> {
+pub async fn balance_of(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+) -> Result<Option<i32>, AppError> {
     Ok(balance::Entity::find_by_id(user_id)
         .select_only()
         .column(balance::Column::Minutes)
@@ -55,7 +63,10 @@ pub async fn balance_of(conn: &impl ConnectionTrait, user_id: Uuid) -> Result<Op
 
 /// Locks the balance rows of `user_ids` and returns their minutes by user. One statement, ordered
 /// by user id, so any two transactions lock balances in the same order and cannot deadlock.
-pub async fn lock_balances(conn: &impl ConnectionTrait, user_ids: &[Uuid]) -> Result<HashMap<Uuid, i32>, AppError> {
+pub async fn lock_balances(
+    conn: &impl ConnectionTrait,
+    user_ids: &[Uuid],
+) -> Result<HashMap<Uuid, i32>, AppError> {
     // Held until commit: no other debit or booking against these balances can interleave.
     let rows = for_update(
         balance::Entity::find()
@@ -64,7 +75,10 @@ pub async fn lock_balances(conn: &impl ConnectionTrait, user_ids: &[Uuid]) -> Re
     )
     .all(conn)
     .await?;
-    Ok(rows.into_iter().map(|row| (row.user_id, row.minutes)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.user_id, row.minutes))
+        .collect())
 }
 
 /// A payment for a completed visit, from its member to its pal.
@@ -99,14 +113,24 @@ pub async fn record_transfer(
     .exec_with_returning(conn)
     .await
     .map_err(|error| match violated_constraint(&error).as_deref() {
-        Some("transactions_visit_id_key") => AppError::Conflict("this visit has already been paid for"),
+        Some("transactions_visit_id_key") => {
+            AppError::Conflict("this visit has already been paid for")
+        }
         _ => error.into(),
     })
 }
 
-async fn adjust_balance(conn: &impl ConnectionTrait, user_id: Uuid, delta: i32, now: DateTime<Utc>) -> Result<(), AppError> {
+async fn adjust_balance(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+    delta: i32,
+    now: DateTime<Utc>,
+) -> Result<(), AppError> {
     balance::Entity::update_many()
-        .col_expr(balance::Column::Minutes, Expr::col(balance::Column::Minutes).add(delta))
+        .col_expr(
+            balance::Column::Minutes,
+            Expr::col(balance::Column::Minutes).add(delta),
+        )
         .col_expr(balance::Column::UpdatedAt, Expr::value(now))
         .filter(balance::Column::UserId.eq(user_id))
         .exec(conn)
@@ -181,11 +205,41 @@ mod tests {
 
     #[test]
     fn the_pal_credit_rounds_half_up() {
-        assert_eq!(split(33, 15), Split { pal_credit: 28, fee: 5 });
-        assert_eq!(split(35, 15), Split { pal_credit: 30, fee: 5 });
-        assert_eq!(split(10, 15), Split { pal_credit: 9, fee: 1 });
-        assert_eq!(split(1, 15), Split { pal_credit: 1, fee: 0 });
-        assert_eq!(split(60, 15), Split { pal_credit: 51, fee: 9 });
+        assert_eq!(
+            split(33, 15),
+            Split {
+                pal_credit: 28,
+                fee: 5
+            }
+        );
+        assert_eq!(
+            split(35, 15),
+            Split {
+                pal_credit: 30,
+                fee: 5
+            }
+        );
+        assert_eq!(
+            split(10, 15),
+            Split {
+                pal_credit: 9,
+                fee: 1
+            }
+        );
+        assert_eq!(
+            split(1, 15),
+            Split {
+                pal_credit: 1,
+                fee: 0
+            }
+        );
+        assert_eq!(
+            split(60, 15),
+            Split {
+                pal_credit: 51,
+                fee: 9
+            }
+        );
     }
 
     #[test]
@@ -201,7 +255,19 @@ mod tests {
 
     #[test]
     fn the_extremes_of_the_overhead_give_everything_to_one_side() {
-        assert_eq!(split(120, 0), Split { pal_credit: 120, fee: 0 });
-        assert_eq!(split(120, 100), Split { pal_credit: 0, fee: 120 });
+        assert_eq!(
+            split(120, 0),
+            Split {
+                pal_credit: 120,
+                fee: 0
+            }
+        );
+        assert_eq!(
+            split(120, 100),
+            Split {
+                pal_credit: 0,
+                fee: 120
+            }
+        );
     }
 }

@@ -1,7 +1,7 @@
 use chrono::{NaiveDate, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -37,7 +37,12 @@ pub struct TaskRequest {
 }
 
 impl VisitRequest {
-    pub fn new(date: NaiveDate, minutes: i32, tasks: Vec<(String, Option<String>)>, idempotency_key: Option<String>) -> Self {
+    pub fn new(
+        date: NaiveDate,
+        minutes: i32,
+        tasks: Vec<(String, Option<String>)>,
+        idempotency_key: Option<String>,
+    ) -> Self {
         Self {
             date,
             minutes,
@@ -45,7 +50,9 @@ impl VisitRequest {
                 .into_iter()
                 .map(|(name, description)| TaskRequest {
                     name: name.trim().to_string(),
-                    description: description.map(|text| text.trim().to_string()).filter(|text| !text.is_empty()),
+                    description: description
+                        .map(|text| text.trim().to_string())
+                        .filter(|text| !text.is_empty()),
                 })
                 .collect(),
             idempotency_key: idempotency_key.map(|key| key.trim().to_string()),
@@ -54,7 +61,8 @@ impl VisitRequest {
 
     /// What makes two requests "the same" for an idempotent retry.
     fn fingerprint(&self) -> Vec<u8> {
-        let canonical = serde_json::json!([self.date.to_string(), self.minutes, self.tasks]).to_string();
+        let canonical =
+            serde_json::json!([self.date.to_string(), self.minutes, self.tasks]).to_string();
         Sha256::digest(canonical.as_bytes()).to_vec()
     }
 }
@@ -76,9 +84,9 @@ pub async fn request_visit(
     request.validate()?;
     let fingerprint = request.fingerprint();
     let balances = ledger::lock_balances(conn, &[member_id]).await?;
-    let balance = *balances
-        .get(&member_id)
-        .ok_or_else(|| AppError::internal(anyhow::anyhow!("member {member_id} has no balance row")))?;
+    let balance = *balances.get(&member_id).ok_or_else(|| {
+        AppError::internal(anyhow::anyhow!("member {member_id} has no balance row"))
+    })?;
 
     // Under the member's balance lock, so a concurrent retry with the same key has either committed
     // (and is found here) or is queued behind us.
@@ -92,7 +100,9 @@ pub async fn request_visit(
             return if earlier.idempotency_fingerprint.as_deref() == Some(fingerprint.as_slice()) {
                 Ok(earlier)
             } else {
-                Err(AppError::Conflict("this idempotencyKey was already used for a different request"))
+                Err(AppError::Conflict(
+                    "this idempotencyKey was already used for a different request",
+                ))
             };
         }
     }
@@ -127,18 +137,28 @@ pub async fn request_visit(
         Some("visits_member_idempotency_key") => AppError::Contention,
         _ => error.into(),
     })?;
-    let tasks = request.tasks.into_iter().zip(0_i16..).map(|(task, position)| task::ActiveModel {
-        visit_id: Set(visit_id),
-        position: Set(position),
-        name: Set(task.name),
-        description: Set(task.description),
-    });
-    task::Entity::insert_many(tasks).exec_without_returning(conn).await?;
+    let tasks = request
+        .tasks
+        .into_iter()
+        .zip(0_i16..)
+        .map(|(task, position)| task::ActiveModel {
+            visit_id: Set(visit_id),
+            position: Set(position),
+            name: Set(task.name),
+            description: Set(task.description),
+        });
+    task::Entity::insert_many(tasks)
+        .exec_without_returning(conn)
+        .await?;
     Ok(created)
 }
 
 /// A pal claims a requested visit; from then on only they may complete it.
-pub async fn accept_visit(conn: &impl ConnectionTrait, pal_id: Uuid, visit_id: Uuid) -> Result<visit::Model, AppError> {
+pub async fn accept_visit(
+    conn: &impl ConnectionTrait,
+    pal_id: Uuid,
+    visit_id: Uuid,
+) -> Result<visit::Model, AppError> {
     // Held until commit: of two pals claiming this visit, the second sees it taken.
     let visit = lock_visit(conn, visit_id).await?;
     if visit.member_id == pal_id {
@@ -148,8 +168,14 @@ pub async fn accept_visit(conn: &impl ConnectionTrait, pal_id: Uuid, visit_id: U
         VisitStatus::Requested => {}
         // A retried accept by the same pal is answered, not refused.
         VisitStatus::Accepted if visit.pal_id == Some(pal_id) => return Ok(visit),
-        VisitStatus::Accepted => return Err(AppError::Conflict("another pal has already accepted this visit")),
-        VisitStatus::Completed => return Err(AppError::Conflict("this visit is already completed")),
+        VisitStatus::Accepted => {
+            return Err(AppError::Conflict(
+                "another pal has already accepted this visit",
+            ));
+        }
+        VisitStatus::Completed => {
+            return Err(AppError::Conflict("this visit is already completed"));
+        }
         VisitStatus::Cancelled => return Err(AppError::Conflict("this visit was cancelled")),
     }
     set_status(conn, visit_id, VisitStatus::Accepted, Some(pal_id)).await
@@ -171,8 +197,12 @@ pub async fn complete_visit(
     match visit.status {
         VisitStatus::Requested => {}
         VisitStatus::Accepted if visit.pal_id == Some(pal_id) => {}
-        VisitStatus::Accepted => return Err(AppError::Forbidden("another pal accepted this visit")),
-        VisitStatus::Completed => return Err(AppError::Conflict("this visit is already completed")),
+        VisitStatus::Accepted => {
+            return Err(AppError::Forbidden("another pal accepted this visit"));
+        }
+        VisitStatus::Completed => {
+            return Err(AppError::Conflict("this visit is already completed"));
+        }
         VisitStatus::Cancelled => return Err(AppError::Conflict("this visit was cancelled")),
     }
     // Then both balances, in user-id order (one statement), after the visit: the fixed lock order.
@@ -196,7 +226,11 @@ pub async fn complete_visit(
 }
 
 /// The member withdraws a visit that is not yet completed, freeing its minutes.
-pub async fn cancel_visit(conn: &impl ConnectionTrait, member_id: Uuid, visit_id: Uuid) -> Result<visit::Model, AppError> {
+pub async fn cancel_visit(
+    conn: &impl ConnectionTrait,
+    member_id: Uuid,
+    visit_id: Uuid,
+) -> Result<visit::Model, AppError> {
     // Held until commit: a cancellation and a completion of one visit cannot both succeed.
     let visit = lock_visit(conn, visit_id).await?;
     if visit.member_id != member_id {
@@ -208,8 +242,12 @@ pub async fn cancel_visit(conn: &impl ConnectionTrait, member_id: Uuid, visit_id
     }
     match visit.status {
         VisitStatus::Requested | VisitStatus::Accepted => {}
-        VisitStatus::Completed => return Err(AppError::Conflict("this visit is already completed")),
-        VisitStatus::Cancelled => return Err(AppError::Conflict("this visit is already cancelled")),
+        VisitStatus::Completed => {
+            return Err(AppError::Conflict("this visit is already completed"));
+        }
+        VisitStatus::Cancelled => {
+            return Err(AppError::Conflict("this visit is already cancelled"));
+        }
     }
     set_status(conn, visit_id, VisitStatus::Cancelled, visit.pal_id).await
 }
@@ -260,7 +298,10 @@ async fn set_status(
 }
 
 /// Minutes of the member's requested and accepted visits: promised, not yet paid.
-pub async fn outstanding_minutes(conn: &impl ConnectionTrait, member_id: Uuid) -> Result<i32, AppError> {
+pub async fn outstanding_minutes(
+    conn: &impl ConnectionTrait,
+    member_id: Uuid,
+) -> Result<i32, AppError> {
     let total: Option<Option<i64>> = visit::Entity::find()
         .select_only()
         .column_as(visit::Column::Minutes.sum(), "total")
@@ -275,10 +316,16 @@ pub async fn outstanding_minutes(conn: &impl ConnectionTrait, member_id: Uuid) -
 
 /// A member sees their visits, a pal the ones they took, and everyone sees requested ones.
 pub fn is_visible_to(visit: &visit::Model, viewer: Uuid) -> bool {
-    visit.member_id == viewer || visit.pal_id == Some(viewer) || visit.status == VisitStatus::Requested
+    visit.member_id == viewer
+        || visit.pal_id == Some(viewer)
+        || visit.status == VisitStatus::Requested
 }
 
-pub async fn find_visible(conn: &impl ConnectionTrait, viewer: Uuid, visit_id: Uuid) -> Result<visit::Model, AppError> {
+pub async fn find_visible(
+    conn: &impl ConnectionTrait,
+    viewer: Uuid,
+    visit_id: Uuid,
+) -> Result<visit::Model, AppError> {
     visit::Entity::find_by_id(visit_id)
         .one(conn)
         .await?
@@ -286,12 +333,21 @@ pub async fn find_visible(conn: &impl ConnectionTrait, viewer: Uuid, visit_id: U
         .ok_or(AppError::NotFound("visit"))
 }
 
-pub async fn find_visits(conn: &impl ConnectionTrait, ids: Vec<Uuid>) -> Result<Vec<visit::Model>, AppError> {
-    Ok(visit::Entity::find().filter(visit::Column::Id.is_in(ids)).all(conn).await?)
+pub async fn find_visits(
+    conn: &impl ConnectionTrait,
+    ids: Vec<Uuid>,
+) -> Result<Vec<visit::Model>, AppError> {
+    Ok(visit::Entity::find()
+        .filter(visit::Column::Id.is_in(ids))
+        .all(conn)
+        .await?)
 }
 
 /// Tasks of many visits in one query, in their listed order.
-pub async fn tasks_of(conn: &impl ConnectionTrait, visit_ids: Vec<Uuid>) -> Result<Vec<task::Model>, AppError> {
+pub async fn tasks_of(
+    conn: &impl ConnectionTrait,
+    visit_ids: Vec<Uuid>,
+) -> Result<Vec<task::Model>, AppError> {
     Ok(task::Entity::find()
         .filter(task::Column::VisitId.is_in(visit_ids))
         .order_by_asc(task::Column::VisitId)
@@ -349,17 +405,24 @@ pub async fn visible_visits(
             .add(requested),
     };
     if let Some(status) = filter.status {
-        condition = Condition::all().add(condition).add(visit::Column::Status.eq(status));
+        condition = Condition::all()
+            .add(condition)
+            .add(visit::Column::Status.eq(status));
     }
-    let total_count = visit::Entity::find().filter(condition.clone()).count(conn).await?;
+    let total_count = visit::Entity::find()
+        .filter(condition.clone())
+        .count(conn)
+        .await?;
     let mut query = visit::Entity::find().filter(condition);
     if let Some(cursor) = after {
         query = query.filter(
-            Condition::any().add(visit::Column::Date.gt(cursor.date)).add(
-                Condition::all()
-                    .add(visit::Column::Date.eq(cursor.date))
-                    .add(visit::Column::Id.gt(cursor.id)),
-            ),
+            Condition::any()
+                .add(visit::Column::Date.gt(cursor.date))
+                .add(
+                    Condition::all()
+                        .add(visit::Column::Date.eq(cursor.date))
+                        .add(visit::Column::Id.gt(cursor.id)),
+                ),
         );
     }
     let mut items = query

@@ -25,7 +25,8 @@ async fn admin_url() -> SecretString {
             let url = match std::env::var("DATABASE_URL") {
                 Ok(url) if !url.trim().is_empty() => SecretString::from(url),
                 _ => {
-                    let settings = Config::from_env().expect("valid configuration in the environment");
+                    let settings =
+                        Config::from_env().expect("valid configuration in the environment");
                     db::ensure_local_postgres(
                         &settings.local_postgres_dir,
                         settings.local_postgres_port,
@@ -281,5 +282,181 @@ pub fn auth_payload(response: &Value, field: &str, email: &str) -> TestUser {
             .as_str()
             .expect("refresh token")
             .to_string(),
+    }
+}
+
+pub const VISIT_FIELDS: &str = "id date minutes status tasks { name description } member { id email minutes } pal { id email minutes }";
+pub const TRANSACTION_FIELDS: &str = "id minutes palCredit fee createdAt visit { id status } member { id email minutes } pal { id email minutes }";
+
+/// A date that is valid for a new visit whatever the time of day.
+pub fn tomorrow() -> String {
+    (chrono::Utc::now().date_naive() + chrono::Days::new(1)).to_string()
+}
+
+impl TestApp {
+    pub async fn request_visit(&self, token: &str, minutes: i32) -> Value {
+        self.request_visit_with(
+            token,
+            json!({ "date": tomorrow(), "minutes": minutes, "tasks": [{ "name": "Shopping" }] }),
+        )
+        .await
+    }
+
+    pub async fn request_visit_with(&self, token: &str, input: Value) -> Value {
+        self.graphql(
+            Some(token),
+            &format!("mutation($input: RequestVisitInput!) {{ requestVisit(input: $input) {{ {VISIT_FIELDS} }} }}"),
+            json!({ "input": input }),
+        )
+        .await
+    }
+
+    /// Requests a visit that must succeed and returns its id.
+    pub async fn requested_visit(&self, token: &str, minutes: i32) -> String {
+        let response = self.request_visit(token, minutes).await;
+        response["data"]["requestVisit"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("requestVisit failed: {response}"))
+            .to_string()
+    }
+
+    pub async fn accept_visit(&self, token: &str, visit_id: &str) -> Value {
+        self.graphql(
+            Some(token),
+            &format!("mutation($id: ID!) {{ acceptVisit(id: $id) {{ {VISIT_FIELDS} }} }}"),
+            json!({ "id": visit_id }),
+        )
+        .await
+    }
+
+    pub async fn complete_visit(&self, token: &str, visit_id: &str) -> Value {
+        self.graphql(
+            Some(token),
+            &format!("mutation($id: ID!) {{ completeVisit(id: $id) {{ {TRANSACTION_FIELDS} }} }}"),
+            json!({ "id": visit_id }),
+        )
+        .await
+    }
+
+    pub async fn cancel_visit(&self, token: &str, visit_id: &str) -> Value {
+        self.graphql(
+            Some(token),
+            &format!("mutation($id: ID!) {{ cancelVisit(id: $id) {{ {VISIT_FIELDS} }} }}"),
+            json!({ "id": visit_id }),
+        )
+        .await
+    }
+
+    pub async fn visit(&self, token: &str, visit_id: &str) -> Value {
+        self.graphql(
+            Some(token),
+            &format!("query($id: ID!) {{ visit(id: $id) {{ {VISIT_FIELDS} }} }}"),
+            json!({ "id": visit_id }),
+        )
+        .await
+    }
+
+    pub async fn visits(
+        &self,
+        token: &str,
+        filter: Value,
+        first: Option<i32>,
+        after: Option<&str>,
+    ) -> Value {
+        self.graphql(
+            Some(token),
+            &format!(
+                "query($filter: VisitFilter, $first: Int, $after: String) {{ visits(filter: $filter, first: $first, after: $after) {{
+                    totalCount edges {{ cursor node {{ {VISIT_FIELDS} }} }} pageInfo {{ hasNextPage endCursor }} }} }}"
+            ),
+            json!({ "filter": filter, "first": first, "after": after }),
+        )
+        .await
+    }
+
+    pub async fn transactions(
+        &self,
+        token: &str,
+        first: Option<i32>,
+        after: Option<&str>,
+    ) -> Value {
+        self.graphql(
+            Some(token),
+            &format!(
+                "query($first: Int, $after: String) {{ transactions(first: $first, after: $after) {{
+                    totalCount edges {{ cursor node {{ {TRANSACTION_FIELDS} }} }} pageInfo {{ hasNextPage endCursor }} }} }}"
+            ),
+            json!({ "first": first, "after": after }),
+        )
+        .await
+    }
+
+    /// `me`'s minutes, outstanding minutes and available minutes.
+    pub async fn minutes_of(&self, token: &str) -> (i64, i64, i64) {
+        let response = self
+            .graphql(
+                Some(token),
+                "{ me { minutes outstandingMinutes availableMinutes } }",
+                json!({}),
+            )
+            .await;
+        let me = &response["data"]["me"];
+        let field = |name: &str| {
+            me[name]
+                .as_i64()
+                .unwrap_or_else(|| panic!("no {name}: {response}"))
+        };
+        (
+            field("minutes"),
+            field("outstandingMinutes"),
+            field("availableMinutes"),
+        )
+    }
+
+    /// DESIGN.md's four ledger invariants, read in one statement (one snapshot).
+    pub async fn assert_invariants(&self) {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                r#"
+WITH outstanding AS (
+    SELECT member_id, SUM(minutes) AS minutes FROM visits
+    WHERE status IN ('REQUESTED', 'ACCEPTED') GROUP BY member_id
+), debits AS (
+    SELECT member_id AS user_id, SUM(minutes) AS minutes FROM transactions GROUP BY member_id
+), credits AS (
+    SELECT pal_id AS user_id, SUM(pal_credit) AS minutes FROM transactions GROUP BY pal_id
+)
+SELECT
+    (SELECT count(*) FROM balances WHERE minutes < 0) AS negative_balances,
+    (SELECT count(*) FROM balances b JOIN outstanding o ON o.member_id = b.user_id
+        WHERE o.minutes > b.minutes) AS overcommitted_members,
+    (SELECT COALESCE(SUM(minutes), 0) FROM balances) + (SELECT COALESCE(SUM(fee), 0) FROM transactions)
+        - (SELECT COALESCE(SUM(starting_minutes), 0) FROM balances)::bigint AS conservation_gap,
+    (SELECT count(*) FROM (SELECT visit_id FROM transactions GROUP BY visit_id HAVING count(*) > 1) paid_twice)
+        AS visits_paid_twice,
+    (SELECT count(*) FROM visits v WHERE (v.status = 'COMPLETED')
+        <> EXISTS (SELECT 1 FROM transactions t WHERE t.visit_id = v.id)) AS completion_mismatches,
+    (SELECT count(*) FROM balances b
+        LEFT JOIN debits d ON d.user_id = b.user_id LEFT JOIN credits c ON c.user_id = b.user_id
+        WHERE b.minutes <> b.starting_minutes - COALESCE(d.minutes, 0) + COALESCE(c.minutes, 0))
+        AS unexplained_balances
+"#,
+            ))
+            .await
+            .expect("invariant query")
+            .expect("one row");
+        for column in [
+            "negative_balances",
+            "overcommitted_members",
+            "conservation_gap",
+            "visits_paid_twice",
+            "completion_mismatches",
+            "unexplained_balances",
+        ] {
+            let value: i64 = row.try_get("", column).expect("a bigint");
+            assert_eq!(value, 0, "invariant broken: {column} = {value}");
+        }
     }
 }

@@ -3,5 +3,7 @@ mod helpers;
 
 mod http;
 mod identity;
+mod races;
 mod schema;
 mod tokens;
+mod visits;
