@@ -180,3 +180,33 @@ async fn a_completion_racing_a_cancellation_leaves_exactly_one_outcome() {
     }
     app.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn a_lock_held_too_long_gives_a_retryable_conflict_not_a_hang() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+
+    let app =
+        TestApp::spawn_with(|config| config.lock_timeout = std::time::Duration::from_millis(200))
+            .await;
+    let ann = app.register_user("ann").await;
+    let bob = app.register_user("bob").await;
+    let visit_id = app.requested_visit(&ann.access_token, 30).await;
+    let blocker = app.db.begin().await.expect("transaction");
+    blocker
+        .execute_unprepared(&format!(
+            "SELECT 1 FROM visits WHERE id = '{visit_id}' FOR UPDATE"
+        ))
+        .await
+        .expect("lock taken");
+
+    let started = std::time::Instant::now();
+    let response = app.complete_visit(&bob.access_token, &visit_id).await;
+
+    assert_eq!(error_code(&response), Some("CONFLICT"), "{response}");
+    assert_eq!(response["errors"][0]["extensions"]["retryable"], true);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    blocker.rollback().await.expect("rollback");
+    let retried = app.complete_visit(&bob.access_token, &visit_id).await;
+    assert_eq!(error_code(&retried), None, "{retried}");
+    app.assert_invariants().await;
+}
