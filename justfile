@@ -28,3 +28,25 @@ db-start:
 # Stop the project-local PostgreSQL
 db-stop:
     cargo run -q -- db stop
+
+# Two release instances on ports 14001 and 14002 against the local database, the whole harness, then stop them
+integration seconds="30":
+    cargo build --release --bin home-visits
+    url=$(cargo run -q --bin home-visits -- db start) && \
+    cargo run --release -q -p integration -- \
+        --spawn target/release/home-visits \
+        --instance http://127.0.0.1:14001 --instance http://127.0.0.1:14002 \
+        --database-url "${url%/*}/home_visits_integration" --fresh-database \
+        --seconds {{seconds}}
+
+# The same harness against a build WITHOUT row locks: passes only if the harness catches the races
+integration-unlocked:
+    cargo build --release --features danger-no-row-locks --bin home-visits
+    cp target/release/home-visits target/release/home-visits-unlocked
+    cargo build --release --bin home-visits
+    url=$(cargo run -q --bin home-visits -- db start) && \
+    cargo run --release -q -p integration -- \
+        --spawn target/release/home-visits-unlocked \
+        --instance http://127.0.0.1:14001 --instance http://127.0.0.1:14002 \
+        --database-url "${url%/*}/home_visits_unlocked" --fresh-database \
+        --seconds 5 --expect-violations

@@ -55,7 +55,12 @@ pub async fn connect_to(url: &SecretString, config: &Config) -> anyhow::Result<D
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
         .sqlx_logging(false)
-        .map_sqlx_postgres_opts(move |options| options.options(session_settings.clone()));
+        // The name lets operators (and the harness's fault injection) find the service's sessions.
+        .map_sqlx_postgres_opts(move |options| {
+            options
+                .options(session_settings.clone())
+                .application_name("home-visits")
+        });
     Database::connect(options)
         .await
         .context("cannot connect to PostgreSQL (check DATABASE_URL)")

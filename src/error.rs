@@ -32,6 +32,10 @@ pub enum AppError {
     /// `CONFLICT` with `retryable: true`: a lock wait, deadlock or timeout; the same call may succeed.
     #[error("the operation collided with a concurrent one; retry it")]
     Contention,
+    /// `INTERNAL` with `retryable: true`: the database connection was lost or the pool is exhausted;
+    /// the transaction was rolled back, so the same call may be retried.
+    #[error("the service is temporarily unavailable; retry")]
+    Unavailable,
     /// `RATE_LIMITED`
     #[error("too many attempts; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
@@ -51,7 +55,7 @@ impl AppError {
             Self::NotFound(_) => "NOT_FOUND",
             Self::Conflict(_) | Self::Contention => "CONFLICT",
             Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::Internal(_) => "INTERNAL",
+            Self::Internal(_) | Self::Unavailable => "INTERNAL",
         }
     }
 
@@ -70,6 +74,10 @@ impl From<DbErr> for AppError {
     fn from(error: DbErr) -> Self {
         if is_contention(&error) {
             return Self::Contention;
+        }
+        if is_unavailability(&error) {
+            tracing::warn!(%error, "database unavailable");
+            return Self::Unavailable;
         }
         Self::Internal(error.into())
     }
@@ -153,16 +161,36 @@ fn database_error(error: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseE
     }
 }
 
-/// Lock timeouts, deadlocks, serialization failures, statement timeouts and an exhausted pool: a
-/// retry may well succeed, so clients get a retryable `CONFLICT` rather than `INTERNAL`.
+/// Lock timeouts, deadlocks, serialization failures and statement timeouts: a retry may well
+/// succeed, so clients get a retryable `CONFLICT` rather than `INTERNAL`.
 pub fn is_contention(error: &DbErr) -> bool {
-    if matches!(error, DbErr::ConnectionAcquire(_)) {
-        return true;
-    }
     matches!(
         sqlstate(error).as_deref(),
         Some("55P03" | "40P01" | "40001" | "57014" | "25P03")
     )
+}
+
+/// A lost or refused connection (server restart, `pg_terminate_backend`, network), or no free
+/// connection in the pool: nothing was committed, and a retry may succeed.
+pub fn is_unavailability(error: &DbErr) -> bool {
+    if matches!(error, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) {
+        return true;
+    }
+    if sqlstate(error).is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) {
+        return true;
+    }
+    match error {
+        DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner)) => {
+            matches!(
+                inner.deref(),
+                sea_orm::sqlx::Error::Io(_)
+                    | sea_orm::sqlx::Error::PoolTimedOut
+                    | sea_orm::sqlx::Error::PoolClosed
+                    | sea_orm::sqlx::Error::WorkerCrashed
+            )
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -147,7 +147,9 @@ impl From<AppError> for ApiError {
                     AppError::RateLimited { retry_after_secs } => {
                         extensions.set("retryAfterSeconds", *retry_after_secs);
                     }
-                    AppError::Contention => extensions.set("retryable", true),
+                    AppError::Contention | AppError::Unavailable => {
+                        extensions.set("retryable", true)
+                    }
                     _ => {}
                 }
             }),

@@ -72,13 +72,61 @@ async fn sweep_leftover_databases(admin_url: &SecretString) {
     let _ = admin.close().await;
 }
 
+/// A database of a test's own on the test server, dropped when this value is.
+pub struct TestDatabase {
+    pub url: SecretString,
+    name: String,
+    admin_url: SecretString,
+}
+
+pub async fn fresh_database() -> TestDatabase {
+    let admin_url = admin_url().await;
+    let name = format!(
+        "{TEST_DATABASE_PREFIX}{}_{}",
+        std::process::id(),
+        Uuid::new_v4().simple()
+    );
+    db::create_database_if_missing(&admin_url, &name)
+        .await
+        .expect("create the test database");
+    TestDatabase {
+        url: db::with_database(&admin_url, &name),
+        name,
+        admin_url,
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = std::mem::take(&mut self.name);
+        // Drop runs inside the test's runtime, which cannot block on itself: use a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let admin = Database::connect(admin_url.expose_secret()).await.ok()?;
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                admin.execute_unprepared(&sql).await.ok()?;
+                admin.close().await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("could not drop a test database; the next run sweeps it");
+        }
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     /// A connection of the test's own, to look at what the service wrote.
     pub db: DatabaseConnection,
-    database_name: String,
-    admin_url: SecretString,
+    /// Declared last: fields drop in order, so the connection closes before the database is dropped.
+    _database: TestDatabase,
 }
 
 /// One signed-in user.
@@ -101,18 +149,9 @@ impl TestApp {
             .with_test_writer()
             .with_env_filter("warn")
             .try_init();
-        let admin_url = admin_url().await;
-        let database_name = format!(
-            "{TEST_DATABASE_PREFIX}{}_{}",
-            std::process::id(),
-            Uuid::new_v4().simple()
-        );
-        db::create_database_if_missing(&admin_url, &database_name)
-            .await
-            .expect("create the test database");
-
+        let database = fresh_database().await;
         let mut config = Config::defaults(Environment::Development);
-        config.database_url = Some(db::with_database(&admin_url, &database_name));
+        config.database_url = Some(database.url.clone());
         config.bind_addr = "127.0.0.1:0".parse().expect("a socket address");
         config.jwt_secret = SecretBox::new(TEST_JWT_SECRET.to_vec().into_boxed_slice());
         config.password_hashing_concurrency = 2;
@@ -135,8 +174,7 @@ impl TestApp {
                 .build()
                 .expect("http client"),
             db,
-            database_name,
-            admin_url,
+            _database: database,
         }
     }
 
@@ -226,30 +264,6 @@ impl TestApp {
             .iter()
             .map(|row| row.try_get_by_index::<T>(0).expect("column"))
             .collect()
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let database_name = std::mem::take(&mut self.database_name);
-        // Drop runs inside the test's runtime, which cannot block on itself: use a thread of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                let admin = Database::connect(admin_url.expose_secret()).await.ok()?;
-                let sql = format!("DROP DATABASE IF EXISTS \"{database_name}\" WITH (FORCE)");
-                admin.execute_unprepared(&sql).await.ok()?;
-                admin.close().await.ok()
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Some(()))) {
-            eprintln!("could not drop a test database; the next run sweeps it");
-        }
     }
 }
 
@@ -413,50 +427,11 @@ impl TestApp {
         )
     }
 
-    /// DESIGN.md's four ledger invariants, read in one statement (one snapshot).
+    /// DESIGN.md's four ledger invariants, checked by the harness's own checker (one snapshot).
     pub async fn assert_invariants(&self) {
-        let row = self
-            .db
-            .query_one_raw(Statement::from_string(
-                self.db.get_database_backend(),
-                r#"
-WITH outstanding AS (
-    SELECT member_id, SUM(minutes) AS minutes FROM visits
-    WHERE status IN ('REQUESTED', 'ACCEPTED') GROUP BY member_id
-), debits AS (
-    SELECT member_id AS user_id, SUM(minutes) AS minutes FROM transactions GROUP BY member_id
-), credits AS (
-    SELECT pal_id AS user_id, SUM(pal_credit) AS minutes FROM transactions GROUP BY pal_id
-)
-SELECT
-    (SELECT count(*) FROM balances WHERE minutes < 0) AS negative_balances,
-    (SELECT count(*) FROM balances b JOIN outstanding o ON o.member_id = b.user_id
-        WHERE o.minutes > b.minutes) AS overcommitted_members,
-    (SELECT COALESCE(SUM(minutes), 0) FROM balances) + (SELECT COALESCE(SUM(fee), 0) FROM transactions)
-        - (SELECT COALESCE(SUM(starting_minutes), 0) FROM balances)::bigint AS conservation_gap,
-    (SELECT count(*) FROM (SELECT visit_id FROM transactions GROUP BY visit_id HAVING count(*) > 1) paid_twice)
-        AS visits_paid_twice,
-    (SELECT count(*) FROM visits v WHERE (v.status = 'COMPLETED')
-        <> EXISTS (SELECT 1 FROM transactions t WHERE t.visit_id = v.id)) AS completion_mismatches,
-    (SELECT count(*) FROM balances b
-        LEFT JOIN debits d ON d.user_id = b.user_id LEFT JOIN credits c ON c.user_id = b.user_id
-        WHERE b.minutes <> b.starting_minutes - COALESCE(d.minutes, 0) + COALESCE(c.minutes, 0))
-        AS unexplained_balances
-"#,
-            ))
+        let violations = integration::invariants::check(&self.db)
             .await
-            .expect("invariant query")
-            .expect("one row");
-        for column in [
-            "negative_balances",
-            "overcommitted_members",
-            "conservation_gap",
-            "visits_paid_twice",
-            "completion_mismatches",
-            "unexplained_balances",
-        ] {
-            let value: i64 = row.try_get("", column).expect("a bigint");
-            assert_eq!(value, 0, "invariant broken: {column} = {value}");
-        }
+            .expect("invariant query");
+        assert!(violations.is_clean(), "invariants broken: {violations}");
     }
 }

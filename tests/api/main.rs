@@ -6,4 +6,5 @@ mod identity;
 mod races;
 mod schema;
 mod tokens;
+mod two_instances;
 mod visits;

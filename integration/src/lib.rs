@@ -1,0 +1,129 @@
+//! The two-instance concurrency harness for home-visits. Black-box: it drives instances over HTTP
+//! GraphQL only, and reads PostgreSQL only to check DESIGN.md's invariants.
+pub mod bank;
+pub mod client;
+pub mod instances;
+pub mod invariants;
+pub mod scenarios;
+
+use std::time::{Duration, Instant};
+
+use bank::BankOptions;
+use instances::SpawnedInstance;
+use invariants::Violations;
+use scenarios::{Harness, Verdict};
+
+pub const SCENARIOS: [&str; 6] = [
+    "over-budget-pair",
+    "over-budget-burst",
+    "double-completion",
+    "completions-vs-request",
+    "idempotent-retries",
+    "minute-bank",
+];
+
+pub struct ScenarioReport {
+    pub name: &'static str,
+    pub passed: bool,
+    pub detail: String,
+    pub elapsed: Duration,
+}
+
+pub struct SuiteReport {
+    pub scenarios: Vec<ScenarioReport>,
+    pub invariants: Violations,
+}
+
+impl SuiteReport {
+    pub fn passed(&self) -> bool {
+        self.invariants.is_clean() && self.scenarios.iter().all(|scenario| scenario.passed)
+    }
+
+    pub fn table(&self) -> String {
+        let mut lines = vec![format!(
+            "{:<24} {:<6} {:>8}  detail",
+            "scenario", "result", "time"
+        )];
+        for scenario in &self.scenarios {
+            lines.push(format!(
+                "{:<24} {:<6} {:>7.1}s  {}",
+                scenario.name,
+                if scenario.passed { "PASS" } else { "FAIL" },
+                scenario.elapsed.as_secs_f64(),
+                scenario.detail
+            ));
+        }
+        lines.push(format!(
+            "{:<24} {:<6} {:>8}  {}",
+            "invariants (final)",
+            if self.invariants.is_clean() {
+                "PASS"
+            } else {
+                "FAIL"
+            },
+            "",
+            self.invariants
+        ));
+        lines.join("\n")
+    }
+}
+
+/// Runs the named scenarios (or all) in order; after each, the four invariants must hold.
+pub async fn run_suite(
+    harness: &Harness,
+    mut instances: Option<&mut Vec<SpawnedInstance>>,
+    selected: &[&'static str],
+    bank: &BankOptions,
+) -> anyhow::Result<SuiteReport> {
+    let mut reports = Vec::new();
+    // Judged by what each scenario adds: once broken, the books stay broken for the ones after.
+    let mut before = invariants::check(&harness.db).await?;
+    for &name in selected {
+        let started = Instant::now();
+        let verdict: Verdict = match name {
+            "over-budget-pair" => scenarios::over_budget_pair(harness).await,
+            "over-budget-burst" => scenarios::over_budget_burst(harness).await,
+            "double-completion" => scenarios::double_completion(harness).await,
+            "completions-vs-request" => scenarios::completions_racing_a_request(harness).await,
+            "idempotent-retries" => scenarios::idempotent_retries(harness).await,
+            "minute-bank" => bank::minute_bank(harness, instances.as_deref_mut(), bank).await,
+            other => Err(format!("unknown scenario {other}")),
+        };
+        let after = invariants::check(&harness.db).await?;
+        let newly_broken = !after.is_clean() && after != before;
+        before = after;
+        let (passed, detail) = match verdict {
+            Ok(detail) if !newly_broken => (true, detail),
+            Ok(detail) => (false, format!("invariants broken: {after}; {detail}")),
+            Err(reason) if !newly_broken => (false, reason),
+            Err(reason) => (false, format!("invariants broken: {after}; {reason}")),
+        };
+        reports.push(ScenarioReport {
+            name,
+            passed,
+            detail,
+            elapsed: started.elapsed(),
+        });
+    }
+    Ok(SuiteReport {
+        scenarios: reports,
+        invariants: invariants::check(&harness.db).await?,
+    })
+}
+
+/// `all` or one scenario name, as the static names the report uses.
+pub fn select_scenarios(choice: &str) -> anyhow::Result<Vec<&'static str>> {
+    if choice == "all" {
+        return Ok(SCENARIOS.to_vec());
+    }
+    SCENARIOS
+        .iter()
+        .find(|name| **name == choice)
+        .map(|name| vec![*name])
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown scenario `{choice}`; one of: all, {}",
+                SCENARIOS.join(", ")
+            )
+        })
+}
