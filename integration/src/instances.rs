@@ -10,6 +10,7 @@ pub struct SpawnedInstance {
     port: u16,
     database_url: String,
     jwt_secret: String,
+    extra_env: Vec<(String, String)>,
     child: Option<Child>,
     pub log_path: PathBuf,
 }
@@ -21,16 +22,37 @@ impl SpawnedInstance {
         database_url: &str,
         jwt_secret: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_with(binary, port, database_url, jwt_secret, Vec::new()).await
+    }
+
+    /// Like [`start`](Self::start), with more environment for the instance (e.g. pool size).
+    pub async fn start_with(
+        binary: PathBuf,
+        port: u16,
+        database_url: &str,
+        jwt_secret: &str,
+        extra_env: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
         let mut instance = Self {
             binary,
             port,
             database_url: database_url.to_string(),
             jwt_secret: jwt_secret.to_string(),
+            extra_env,
             child: None,
             log_path: std::env::temp_dir().join(format!("home-visits-{port}.log")),
         };
         instance.launch().await?;
         Ok(instance)
+    }
+
+    /// The most memory the process has held (VmHWM), in bytes.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
     }
 
     pub fn url(&self) -> String {
@@ -49,6 +71,7 @@ impl SpawnedInstance {
             .env("JWT_SECRET", &self.jwt_secret)
             .env("APP_ENV", "development")
             .env("RUST_LOG", "warn")
+            .envs(self.extra_env.iter().map(|(key, value)| (key, value)))
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)

@@ -1,6 +1,7 @@
 //! The two-instance concurrency harness for home-visits. Black-box: it drives instances over HTTP
 //! GraphQL only, and reads PostgreSQL only to check DESIGN.md's invariants.
 pub mod bank;
+pub mod bench;
 pub mod client;
 pub mod instances;
 pub mod invariants;

@@ -1,24 +1,43 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use integration::{
-    bank::BankOptions, client::Client, instances::SpawnedInstance, run_suite, scenarios::Harness,
+    bank::BankOptions,
+    bench::{BenchOptions, WORKLOADS, run_bench},
+    client::Client,
+    instances::SpawnedInstance,
+    run_suite,
+    scenarios::Harness,
     select_scenarios,
 };
 use sea_orm::{ConnectionTrait, Database};
 
 /// Hammers home-visits instances with racing GraphQL calls and checks the books in PostgreSQL.
 #[derive(Parser)]
-#[command(name = "integration")]
+#[command(name = "integration", args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    suite: SuiteArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmark the hot paths through spawned instances, side by side with pgbench.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct SuiteArgs {
     /// An instance's base URL (repeat for each; calls alternate between them). With --spawn, the
     /// harness starts an instance on each URL's port.
-    #[arg(long = "instance", required = true)]
+    #[arg(long = "instance")]
     instances: Vec<String>,
     /// The database the instances use; read only for the invariant checks.
     #[arg(long)]
-    database_url: String,
+    database_url: Option<String>,
     /// `all` or one of the scenario names.
     #[arg(long, default_value = "all")]
     scenario: String,
@@ -42,9 +61,42 @@ struct Cli {
     expect_violations: bool,
 }
 
+#[derive(Args)]
+struct BenchArgs {
+    /// The home-visits binary to start (release build for meaningful figures).
+    #[arg(long)]
+    spawn: PathBuf,
+    /// Base URL of each instance to start (its port is used).
+    #[arg(long = "instance", required = true)]
+    instances: Vec<String>,
+    /// A database for the run; it is dropped and re-created, and so is `<name>_pgbench` beside it.
+    #[arg(long)]
+    database_url: String,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Seconds per workload (and per pgbench run).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// `all` or a comma-separated list of: request, request-hot, complete, complete-hot, read, login.
+    #[arg(long, default_value = "all")]
+    workload: String,
+    /// Database connections per instance.
+    #[arg(long, default_value_t = 10)]
+    pool_size: u32,
+    /// Skip the pgbench side.
+    #[arg(long)]
+    no_pgbench: bool,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Some(Command::Bench(args)) => bench(args).await,
+        None => run(cli.suite).await,
+    };
+    match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("integration: {error:#}");
@@ -53,11 +105,63 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let workloads = if args.workload == "all" {
+        WORKLOADS.to_vec()
+    } else {
+        args.workload
+            .split(',')
+            .map(|name| {
+                WORKLOADS
+                    .iter()
+                    .find(|known| **known == name.trim())
+                    .copied()
+                    .with_context(|| {
+                        format!("unknown workload `{name}`; known: {}", WORKLOADS.join(", "))
+                    })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let instance_ports = args
+        .instances
+        .iter()
+        .map(|url| {
+            reqwest::Url::parse(url)?
+                .port_or_known_default()
+                .context("an --instance URL needs a port")
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let clean = run_bench(BenchOptions {
+        binary: args.spawn,
+        instance_ports,
+        database_url: args.database_url,
+        clients: args.clients,
+        duration: Duration::from_secs(args.seconds),
+        workloads,
+        pool_size: args.pool_size,
+        pgbench: !args.no_pgbench,
+    })
+    .await?;
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn run(cli: SuiteArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !cli.instances.is_empty(),
+        "give at least one --instance URL"
+    );
+    let database_url = cli
+        .database_url
+        .clone()
+        .context("--database-url is required")?;
     let selected = select_scenarios(&cli.scenario)?;
     let seed = cli.seed.unwrap_or_else(rand::random);
     if cli.fresh_database {
-        recreate_database(&cli.database_url).await?;
+        recreate_database(&database_url).await?;
     }
     let mut spawned = Vec::new();
     if let Some(binary) = &cli.spawn {
@@ -67,8 +171,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .port_or_known_default()
                 .context("an --instance URL needs a port")?;
             spawned.push(
-                SpawnedInstance::start(binary.clone(), port, &cli.database_url, &jwt_secret)
-                    .await?,
+                SpawnedInstance::start(binary.clone(), port, &database_url, &jwt_secret).await?,
             );
         }
     }
@@ -77,7 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|url| Client::new(url))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let db = Database::connect(&cli.database_url)
+    let db = Database::connect(&database_url)
         .await
         .context("cannot reach --database-url")?;
     let harness = Harness::new(clients, db);
