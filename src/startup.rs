@@ -67,6 +67,9 @@ impl Application {
                 state.throttle.forget_idle();
             }
         });
+        let state = self.state.clone();
+        let revocations =
+            tokio::spawn(async move { state.sessions.follow_revocations(&state.db).await });
         tracing::info!(port = self.port, "listening");
         let router = api::router(self.state);
         let served = axum::serve(
@@ -76,6 +79,7 @@ impl Application {
         .with_graceful_shutdown(shutdown_signal())
         .await;
         janitor.abort();
+        revocations.abort();
         served
     }
 }

@@ -1,9 +1,9 @@
 -- Written to mirror, statement for statement, what the service issues for this workload
--- (captured with log_statement = all); ids follow integration/src/bench.rs's fixture.
+-- (captured with log_statement = all; the session check is answered from each instance's
+-- revocation-aware cache in steady state, so it has no line here); ids follow integration/src/bench.rs's fixture.
 -- Variables: run, i (start 0), clients (the client count); set with pgbench -D.
 \set member 1
 \set vid :client_id * 100000000 + :i
-SELECT "sessions"."id" FROM "sessions" WHERE "sessions"."id" = ('10000000-0000-4000-8000-' || lpad((:member)::text, 12, '0'))::uuid AND "sessions"."user_id" = ('00000000-0000-4000-8000-' || lpad((:member)::text, 12, '0'))::uuid AND "sessions"."revoked_at" IS NULL AND "sessions"."expires_at" > now() LIMIT 1;
 BEGIN;
 SELECT "balances"."user_id", "balances"."minutes", "balances"."starting_minutes", "balances"."updated_at" FROM "balances" WHERE "balances"."user_id" IN (('00000000-0000-4000-8000-' || lpad((:member)::text, 12, '0'))::uuid) ORDER BY "balances"."user_id" ASC FOR UPDATE;
 SELECT SUM("visits"."minutes") AS "total" FROM "visits" WHERE "visits"."member_id" = ('00000000-0000-4000-8000-' || lpad((:member)::text, 12, '0'))::uuid AND "visits"."status" IN ('REQUESTED', 'ACCEPTED') LIMIT 1;

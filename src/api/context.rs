@@ -9,7 +9,7 @@ use tokio::sync::OnceCell;
 use crate::{
     config::Config,
     error::AppError,
-    identity::{self, Caller, LoginThrottle, PasswordHasher, TokenKeys},
+    identity::{self, Caller, LoginThrottle, PasswordHasher, SessionCache, TokenKeys},
 };
 
 /// Services shared by every request of one instance.
@@ -19,6 +19,7 @@ pub struct AppState {
     pub keys: TokenKeys,
     pub hasher: PasswordHasher,
     pub throttle: LoginThrottle,
+    pub sessions: SessionCache,
 }
 
 impl AppState {
@@ -37,6 +38,7 @@ impl AppState {
                 config.login_attempts_per_account_per_minute,
             ),
             keys,
+            sessions: SessionCache::default(),
             db,
             config,
         }))
@@ -80,7 +82,7 @@ pub async fn caller(ctx: &Context<'_>) -> Result<Caller, AppError> {
             let Some(bearer) = request.bearer.as_deref() else {
                 return Ok(None);
             };
-            match identity::authenticate(&state.db, &state.keys, bearer).await {
+            match identity::authenticate(&state.db, &state.keys, &state.sessions, bearer).await {
                 Ok(caller) => Ok(Some(caller)),
                 Err(AppError::Unauthenticated) => Ok(None),
                 Err(other) => Err(other),

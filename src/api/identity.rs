@@ -163,7 +163,12 @@ impl IdentityMutation {
     /// Ends the current session at once: its access and refresh tokens stop working.
     async fn logout(&self, ctx: &Context<'_>) -> ApiResult<bool> {
         let caller = caller(ctx).await?;
-        identity::revoke_session(&state(ctx)?.db, caller.session_id).await?;
+        let state = state(ctx)?;
+        identity::revoke_session(&state.db, caller.session_id).await?;
+        // Other instances learn it from the notification; this one must not wait for it.
+        state
+            .sessions
+            .evict(&format!("session:{}", caller.session_id));
         Ok(true)
     }
 
@@ -215,13 +220,10 @@ async fn log_in(
     let user = user
         .filter(|_| password_matches)
         .ok_or(AppError::InvalidCredentials)?;
-    let tokens = identity::start_session(
-        &state.db,
-        &state.keys,
-        user.id,
-        state.config.refresh_token_ttl,
-    )
-    .await?;
+    let txn = state.db.begin().await?;
+    let tokens =
+        identity::start_session(&txn, &state.keys, user.id, state.config.refresh_token_ttl).await?;
+    txn.commit().await?;
     Ok(auth_payload(tokens, user))
 }
 
@@ -237,7 +239,11 @@ async fn refresh_session(state: &AppState, presented: &str) -> Result<AuthPayloa
                 .ok_or(AppError::Unauthenticated)?;
             Ok(auth_payload(tokens, user))
         }
-        RefreshOutcome::ReplayDetected | RefreshOutcome::Refused => Err(AppError::Unauthenticated),
+        RefreshOutcome::ReplayDetected { session_id } => {
+            state.sessions.evict(&format!("session:{session_id}"));
+            Err(AppError::Unauthenticated)
+        }
+        RefreshOutcome::Refused => Err(AppError::Unauthenticated),
     }
 }
 
@@ -256,6 +262,7 @@ async fn delete_account(state: &AppState, user_id: Uuid, password: String) -> Re
     identity::deactivate_user(&txn, user_id).await?;
     visits::withdraw_user(&txn, user_id).await?;
     txn.commit().await?;
+    state.sessions.evict(&format!("user:{user_id}"));
     Ok(())
 }
 

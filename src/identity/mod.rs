@@ -2,11 +2,13 @@
 pub mod entities;
 pub mod password;
 pub mod service;
+pub mod session_cache;
 pub mod throttle;
 pub mod tokens;
 
 pub use password::PasswordHasher;
 pub use service::*;
+pub use session_cache::SessionCache;
 pub use throttle::LoginThrottle;
 pub use tokens::{AccessClaims, TokenKeys};
 

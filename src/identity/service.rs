@@ -10,8 +10,9 @@ use uuid::Uuid;
 use validator::Validate;
 
 use super::{
-    Caller, TokenKeys,
+    Caller, SessionCache, TokenKeys,
     entities::{refresh_token, session, user},
+    session_cache::announce_revocation,
     tokens::{hash_refresh_token, new_refresh_token},
 };
 use crate::error::{AppError, violated_constraint};
@@ -136,7 +137,8 @@ pub async fn find_users(
         .await?)
 }
 
-/// Opens a session for a user who has just proved who they are.
+/// Opens a session for a user who has just proved who they are. Two inserts: run it in a
+/// transaction (one commit, one fsync).
 pub async fn start_session(
     conn: &impl ConnectionTrait,
     keys: &TokenKeys,
@@ -183,7 +185,7 @@ async fn insert_refresh_token(
 /// session must be committed even though the client is refused.
 pub enum RefreshOutcome {
     Rotated(SessionTokens),
-    ReplayDetected,
+    ReplayDetected { session_id: Uuid },
     Refused,
 }
 
@@ -214,7 +216,9 @@ pub async fn rotate_refresh_token(
     }
     if token.rotated_at.is_some() {
         revoke_session(conn, session.id).await?;
-        return Ok(RefreshOutcome::ReplayDetected);
+        return Ok(RefreshOutcome::ReplayDetected {
+            session_id: session.id,
+        });
     }
     refresh_token::Entity::update_many()
         .col_expr(refresh_token::Column::RotatedAt, Expr::value(now))
@@ -229,6 +233,7 @@ pub async fn rotate_refresh_token(
     }))
 }
 
+/// Revokes a session and tells every instance to stop trusting it.
 pub async fn revoke_session(conn: &impl ConnectionTrait, session_id: Uuid) -> Result<(), AppError> {
     session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
@@ -236,6 +241,7 @@ pub async fn revoke_session(conn: &impl ConnectionTrait, session_id: Uuid) -> Re
         .filter(session::Column::RevokedAt.is_null())
         .exec(conn)
         .await?;
+    announce_revocation(conn, format!("session:{session_id}")).await?;
     Ok(())
 }
 
@@ -243,9 +249,18 @@ pub async fn revoke_session(conn: &impl ConnectionTrait, session_id: Uuid) -> Re
 pub async fn authenticate(
     conn: &impl ConnectionTrait,
     keys: &TokenKeys,
+    sessions: &SessionCache,
     bearer: &str,
 ) -> Result<Caller, AppError> {
     let claims = keys.verify_access_token(bearer)?;
+    let caller = Caller {
+        user_id: claims.sub,
+        session_id: claims.sid,
+    };
+    if sessions.is_known_live(caller) {
+        return Ok(caller);
+    }
+    let generation = sessions.generation();
     let live = session::Entity::find_by_id(claims.sid)
         .filter(session::Column::UserId.eq(claims.sub))
         .filter(session::Column::RevokedAt.is_null())
@@ -259,10 +274,8 @@ pub async fn authenticate(
     if !live {
         return Err(AppError::Unauthenticated);
     }
-    Ok(Caller {
-        user_id: claims.sub,
-        session_id: claims.sid,
-    })
+    sessions.remember(caller, generation);
+    Ok(caller)
 }
 
 /// Deactivates an account: personal data scrubbed, every session revoked. The row itself stays so
@@ -285,5 +298,6 @@ pub async fn deactivate_user(conn: &impl ConnectionTrait, user_id: Uuid) -> Resu
         .filter(session::Column::RevokedAt.is_null())
         .exec(conn)
         .await?;
+    announce_revocation(conn, format!("user:{user_id}")).await?;
     Ok(())
 }

@@ -98,8 +98,7 @@ pub async fn record_transfer(
 ) -> Result<transaction::Model, AppError> {
     let Split { pal_credit, fee } = split(transfer.minutes, overhead_percent);
     let now = Utc::now();
-    adjust_balance(conn, transfer.member_id, -transfer.minutes, now).await?;
-    adjust_balance(conn, transfer.pal_id, pal_credit, now).await?;
+    move_minutes(conn, &transfer, pal_credit, now).await?;
     transaction::Entity::insert(transaction::ActiveModel {
         id: Set(Uuid::new_v4()),
         visit_id: Set(transfer.visit_id),
@@ -120,24 +119,30 @@ pub async fn record_transfer(
     })
 }
 
-async fn adjust_balance(
+/// Debits the member and credits the pal in one statement (one round trip).
+async fn move_minutes(
     conn: &impl ConnectionTrait,
-    user_id: Uuid,
-    delta: i32,
+    transfer: &Transfer,
+    pal_credit: i32,
     now: DateTime<Utc>,
 ) -> Result<(), AppError> {
+    let delta = Expr::case(
+        balance::Column::UserId.eq(transfer.member_id),
+        -transfer.minutes,
+    )
+    .finally(pal_credit);
     balance::Entity::update_many()
         .col_expr(
             balance::Column::Minutes,
             Expr::col(balance::Column::Minutes).add(delta),
         )
         .col_expr(balance::Column::UpdatedAt, Expr::value(now))
-        .filter(balance::Column::UserId.eq(user_id))
+        .filter(balance::Column::UserId.is_in([transfer.member_id, transfer.pal_id]))
         .exec(conn)
         .await
         .map_err(|error| match violated_constraint(&error).as_deref() {
             Some("balances_minutes_non_negative") => AppError::InsufficientMinutes {
-                requested: -delta,
+                requested: transfer.minutes,
                 available: 0,
             },
             _ => error.into(),

@@ -125,8 +125,10 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// A connection of the test's own, to look at what the service wrote.
     pub db: DatabaseConnection,
+    database_url: SecretString,
     /// Declared last: fields drop in order, so the connection closes before the database is dropped.
-    _database: TestDatabase,
+    /// `None` for a sibling, which shares another app's database.
+    _database: Option<TestDatabase>,
 }
 
 /// One signed-in user.
@@ -144,14 +146,28 @@ impl TestApp {
     }
 
     /// Starts the real application on a free port against a database of its own.
+    /// A second instance of the application on this one's database, as in production.
+    pub async fn spawn_sibling(&self) -> Self {
+        let url = self.database_url.clone();
+        let mut sibling = Self::start(url, |_| {}).await;
+        sibling._database = None;
+        sibling
+    }
+
     pub async fn spawn_with(customize: impl FnOnce(&mut Config)) -> Self {
+        let database = fresh_database().await;
+        let mut app = Self::start(database.url.clone(), customize).await;
+        app._database = Some(database);
+        app
+    }
+
+    async fn start(database_url: SecretString, customize: impl FnOnce(&mut Config)) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter("warn")
             .try_init();
-        let database = fresh_database().await;
         let mut config = Config::defaults(Environment::Development);
-        config.database_url = Some(database.url.clone());
+        config.database_url = Some(database_url);
         config.bind_addr = "127.0.0.1:0".parse().expect("a socket address");
         config.jwt_secret = SecretBox::new(TEST_JWT_SECRET.to_vec().into_boxed_slice());
         config.password_hashing_concurrency = 2;
@@ -174,7 +190,8 @@ impl TestApp {
                 .build()
                 .expect("http client"),
             db,
-            _database: database,
+            database_url,
+            _database: None,
         }
     }
 

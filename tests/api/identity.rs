@@ -241,3 +241,33 @@ async fn repeated_login_attempts_are_rate_limited() {
     let other = app.register_user("kim").await;
     assert!(app.login(&other.email, PASSWORD).await["data"]["login"].is_object());
 }
+
+#[tokio::test]
+async fn a_logout_on_one_instance_is_honoured_by_another_within_moments() {
+    let first = TestApp::spawn().await;
+    let second = first.spawn_sibling().await;
+    let user = first.register_user("lou").await;
+    // The second instance has now seen the session open, and may remember it.
+    assert_eq!(
+        second.me(&user.access_token).await["data"]["me"]["id"],
+        user.id.as_str()
+    );
+
+    assert_eq!(
+        first.logout(&user.access_token).await["data"]["logout"],
+        true
+    );
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let response = second.me(&user.access_token).await;
+        if error_code(&response) == Some("UNAUTHENTICATED") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepted after 2 s: {response}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

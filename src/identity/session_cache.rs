@@ -1,0 +1,144 @@
+//! Remembers, per instance, which sessions were recently seen open, so an authenticated request
+//! usually costs no session query. Safe because revocations are broadcast: every revocation
+//! commits a `NOTIFY` on [`CHANNEL`], and each instance's listener evicts the session (or the whole
+//! cache when its listening connection drops, since notifications may then have been missed).
+//! The cache is bypassed whenever the listener is not connected.
+use std::{
+    collections::HashMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use uuid::Uuid;
+
+use super::Caller;
+
+pub const CHANNEL: &str = "home_visits_session_revoked";
+
+/// Even with every notification delivered, an entry is re-checked after this long.
+const TIME_TO_LIVE: Duration = Duration::from_secs(60);
+/// Bounds memory: past this many live sessions the cache starts over.
+const CAPACITY: usize = 100_000;
+
+#[derive(Default)]
+pub struct SessionCache {
+    live: Mutex<HashMap<Uuid, (Uuid, Instant)>>,
+    listening: AtomicBool,
+    /// Bumped by every eviction, so a database answer that raced a revocation is not cached.
+    generation: AtomicU64,
+}
+
+impl SessionCache {
+    pub fn is_known_live(&self, caller: Caller) -> bool {
+        if !self.listening.load(Ordering::Acquire) {
+            return false;
+        }
+        let Ok(live) = self.live.lock() else {
+            return false;
+        };
+        matches!(live.get(&caller.session_id), Some((user, seen)) if *user == caller.user_id && seen.elapsed() < TIME_TO_LIVE)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Records a session the database just confirmed open, unless anything was evicted since
+    /// `generation` was read (the confirmation may predate that revocation).
+    pub fn remember(&self, caller: Caller, generation: u64) {
+        if !self.listening.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(mut live) = self.live.lock()
+            && self.generation.load(Ordering::Acquire) == generation
+        {
+            if live.len() >= CAPACITY {
+                live.clear();
+            }
+            live.insert(caller.session_id, (caller.user_id, Instant::now()));
+        }
+    }
+
+    /// Forgets one session (`session:<id>`) or every session of a user (`user:<id>`).
+    pub fn evict(&self, payload: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let Ok(mut live) = self.live.lock() else {
+            return;
+        };
+        match payload.split_once(':') {
+            Some(("session", id)) => {
+                if let Ok(id) = id.parse() {
+                    live.remove(&id);
+                }
+            }
+            Some(("user", id)) => {
+                if let Ok(user) = id.parse::<Uuid>() {
+                    live.retain(|_, (owner, _)| *owner != user);
+                }
+            }
+            _ => live.clear(),
+        }
+    }
+
+    fn set_listening(&self, listening: bool) {
+        self.evict("all");
+        self.listening.store(listening, Ordering::Release);
+    }
+
+    /// Follows revocations from every instance until the pool closes. Spawn it once per instance.
+    pub async fn follow_revocations(&self, db: &DatabaseConnection) {
+        use sea_orm::sqlx::postgres::PgListener;
+        loop {
+            let mut listener = match PgListener::connect_with(db.get_postgres_connection_pool())
+                .await
+            {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::warn!(%error, "session revocation listener cannot connect; not caching sessions");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if let Err(error) = listener.listen(CHANNEL).await {
+                tracing::warn!(%error, "cannot LISTEN for session revocations; not caching sessions");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            self.set_listening(true);
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(notification)) => self.evict(notification.payload()),
+                    // The connection dropped (and was re-established): revocations may have been missed.
+                    Ok(None) => self.evict("all"),
+                    Err(error) => {
+                        tracing::warn!(%error, "session revocation listener lost; not caching sessions");
+                        break;
+                    }
+                }
+            }
+            self.set_listening(false);
+            if db.get_postgres_connection_pool().is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Announces a revocation to every instance; delivered when the surrounding transaction commits.
+pub async fn announce_revocation(
+    conn: &impl ConnectionTrait,
+    payload: String,
+) -> Result<(), sea_orm::DbErr> {
+    conn.execute_raw(Statement::from_sql_and_values(
+        conn.get_database_backend(),
+        "SELECT pg_notify($1, $2)",
+        [CHANNEL.into(), payload.into()],
+    ))
+    .await
+    .map(drop)
+}
