@@ -50,3 +50,13 @@ integration-unlocked:
         --instance http://127.0.0.1:14001 --instance http://127.0.0.1:14002 \
         --database-url "${url%/*}/home_visits_unlocked" --fresh-database \
         --seconds 5 --expect-violations
+
+# Benchmark: two release instances vs pgbench running the same statements (figures, not a test)
+bench seconds="10" clients="32":
+    cargo build --release --bin home-visits
+    url=$(cargo run -q --bin home-visits -- db start) && \
+    cargo run --release -q -p integration -- bench \
+        --spawn target/release/home-visits \
+        --instance http://127.0.0.1:14001 --instance http://127.0.0.1:14002 \
+        --database-url "${url%/*}/home_visits_bench" \
+        --seconds {{seconds}} --clients {{clients}}

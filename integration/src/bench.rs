@@ -43,6 +43,8 @@ pub struct BenchOptions {
     pub duration: Duration,
     pub workloads: Vec<&'static str>,
     pub pool_size: u32,
+    /// Tokio worker threads per instance (`TOKIO_WORKER_THREADS`).
+    pub worker_threads: usize,
     pub pgbench: bool,
 }
 
@@ -511,9 +513,10 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
 
     println!(
-        "home-visits bench: {} instance(s), pool {} each, {} clients, {} s per workload, {} cores",
+        "home-visits bench: {} instance(s), pool {} and {} worker thread(s) each, {} clients, {} s per workload, {} cores",
         options.instance_ports.len(),
         options.pool_size,
+        options.worker_threads,
         options.clients,
         seconds,
         cores

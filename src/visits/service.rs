@@ -82,7 +82,8 @@ pub async fn request_visit(
     request: VisitRequest,
 ) -> Result<visit::Model, AppError> {
     request.validate()?;
-    let fingerprint = request.fingerprint();
+    // Only a keyed request can be retried, so only it needs a fingerprint to compare retries by.
+    let fingerprint = request.idempotency_key.is_some().then(|| request.fingerprint());
     let balances = ledger::lock_balances(conn, &[member_id]).await?;
     let balance = *balances.get(&member_id).ok_or_else(|| {
         AppError::internal(anyhow::anyhow!("member {member_id} has no balance row"))
@@ -97,7 +98,7 @@ pub async fn request_visit(
             .one(conn)
             .await?;
         if let Some(earlier) = earlier {
-            return if earlier.idempotency_fingerprint.as_deref() == Some(fingerprint.as_slice()) {
+            return if earlier.idempotency_fingerprint == fingerprint {
                 Ok(earlier)
             } else {
                 Err(AppError::Conflict(
@@ -126,7 +127,7 @@ pub async fn request_visit(
         minutes: Set(request.minutes),
         status: Set(VisitStatus::Requested),
         idempotency_key: Set(request.idempotency_key),
-        idempotency_fingerprint: Set(Some(fingerprint)),
+        idempotency_fingerprint: Set(fingerprint),
         created_at: Set(now),
         updated_at: Set(now),
     })
