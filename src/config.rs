@@ -183,7 +183,7 @@ impl Config {
             database_url: None,
             local_postgres_dir: PathBuf::from(".data/postgres"),
             local_postgres_port: 54329,
-            database_pool_size: 10,
+            database_pool_size: 8,
             lock_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(10),
             idle_in_transaction_timeout: Duration::from_secs(30),

@@ -83,7 +83,10 @@ pub async fn request_visit(
 ) -> Result<visit::Model, AppError> {
     request.validate()?;
     // Only a keyed request can be retried, so only it needs a fingerprint to compare retries by.
-    let fingerprint = request.idempotency_key.is_some().then(|| request.fingerprint());
+    let fingerprint = request
+        .idempotency_key
+        .is_some()
+        .then(|| request.fingerprint());
     let balances = ledger::lock_balances(conn, &[member_id]).await?;
     let balance = *balances.get(&member_id).ok_or_else(|| {
         AppError::internal(anyhow::anyhow!("member {member_id} has no balance row"))
