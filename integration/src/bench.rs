@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::{
     client::{Client, Outcome},
     instances::SpawnedInstance,
-    invariants,
+    invariants, recreate_database,
 };
 
 pub const WORKLOADS: [&str; 6] = [
@@ -68,6 +68,11 @@ fn hot_visit_id(v: u64) -> String {
 fn random_visit_parties(v: u64) -> (i64, i64) {
     let v = i64::try_from(v).unwrap_or(0);
     (3 + v % (MEMBERS - 2), 3 + (v + 1) % (MEMBERS - 2))
+}
+
+/// A member other than the two hot ones, the same for a given client and iteration.
+fn random_member(client: usize, iteration: u64) -> i64 {
+    StdRng::seed_from_u64((client as u64) << 32 | iteration).random_range(3..=MEMBERS)
 }
 
 /// Users, sessions, balances and pre-booked visits, written with SQL: registering 10,000 users
@@ -241,8 +246,7 @@ async fn run_workload(
     match workload {
         "request" => {
             drive(clients, duration, |client, iteration| async move {
-                let mut rng = StdRng::seed_from_u64((client as u64) << 32 | iteration);
-                let member = rng.random_range(3..=MEMBERS);
+                let member = random_member(client, iteration);
                 fixture.client(client).request_visit(token(member), 1, None).await.map(drop)
             })
             .await
@@ -264,15 +268,14 @@ async fn run_workload(
         "complete-hot" => {
             drive(clients, duration, |client, iteration| async move {
                 let v = client as u64 + iteration * clients as u64 + 1;
-                let pal = 3 + i64::try_from((v + 1) % (MEMBERS as u64 - 2)).unwrap_or(0);
+                let (_, pal) = random_visit_parties(v);
                 fixture.client(client).complete_visit(token(pal), &hot_visit_id(v)).await.map(drop)
             })
             .await
         }
         "read" => {
             drive(clients, duration, |client, iteration| async move {
-                let mut rng = StdRng::seed_from_u64((client as u64) << 32 | iteration);
-                let member = rng.random_range(3..=MEMBERS);
+                let member = random_member(client, iteration);
                 fixture
                     .client(client)
                     .execute(
@@ -288,8 +291,7 @@ async fn run_workload(
         }
         "login" => {
             drive(clients, duration, |client, iteration| async move {
-                let mut rng = StdRng::seed_from_u64((client as u64) << 32 | iteration);
-                let member = rng.random_range(3..=MEMBERS);
+                let member = random_member(client, iteration);
                 fixture
                     .client(client)
                     .execute(
@@ -421,27 +423,14 @@ fn millis(duration: Duration) -> String {
     format!("{:.1}", duration.as_secs_f64() * 1000.0)
 }
 
-async fn recreate(admin: &DatabaseConnection, name: &str) -> anyhow::Result<()> {
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .await?;
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await?;
-    Ok(())
-}
-
 /// Runs the benchmark and prints its report; fails only if the invariants break.
 pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
     let mut url = reqwest::Url::parse(&options.database_url)?;
-    let service_db = url.path().trim_start_matches('/').to_string();
-    let pgbench_db = format!("{service_db}_pgbench");
-    url.set_path("/postgres");
-    let admin = Database::connect(url.as_str()).await?;
-    recreate(&admin, &service_db).await?;
-    recreate(&admin, &pgbench_db).await?;
+    let pgbench_db = format!("{}_pgbench", url.path().trim_start_matches('/'));
     url.set_path(&format!("/{pgbench_db}"));
     let pgbench_url = url.to_string();
+    recreate_database(&options.database_url).await?;
+    recreate_database(&pgbench_url).await?;
 
     let secret = format!("bench-{}-{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     // Login is throttled per client address; the bench is one address sending thousands.

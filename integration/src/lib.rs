@@ -128,3 +128,24 @@ pub fn select_scenarios(choice: &str) -> anyhow::Result<Vec<&'static str>> {
             )
         })
 }
+
+/// Drops and re-creates the database a PostgreSQL URL names (connecting to `postgres` beside it).
+pub async fn recreate_database(database_url: &str) -> anyhow::Result<()> {
+    use sea_orm::{ConnectionTrait, Database};
+    let mut admin_url = reqwest::Url::parse(database_url)?;
+    let name = admin_url.path().trim_start_matches('/').to_string();
+    anyhow::ensure!(
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "the database URL needs a plain database name (letters, digits, _): {name}"
+    );
+    admin_url.set_path("/postgres");
+    let admin = Database::connect(admin_url.as_str()).await?;
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await?;
+    admin.close().await?;
+    Ok(())
+}

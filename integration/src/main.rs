@@ -7,11 +7,11 @@ use integration::{
     bench::{BenchOptions, WORKLOADS, run_bench},
     client::Client,
     instances::SpawnedInstance,
-    run_suite,
+    recreate_database, run_suite,
     scenarios::Harness,
     select_scenarios,
 };
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::Database;
 
 /// Hammers home-visits instances with racing GraphQL calls and checks the books in PostgreSQL.
 #[derive(Parser)]
@@ -226,23 +226,4 @@ async fn run(cli: SuiteArgs) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         }
     })
-}
-
-async fn recreate_database(database_url: &str) -> anyhow::Result<()> {
-    let mut admin_url = reqwest::Url::parse(database_url)?;
-    let name = admin_url.path().trim_start_matches('/').to_string();
-    anyhow::ensure!(
-        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-        "--fresh-database needs a plain database name in --database-url"
-    );
-    admin_url.set_path("/postgres");
-    let admin = Database::connect(admin_url.as_str()).await?;
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .await?;
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await?;
-    admin.close().await?;
-    Ok(())
 }
