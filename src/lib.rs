@@ -1,7 +1,8 @@
 //! home-visits: a GraphQL service for booking home visits paid in minutes.
 //!
-//! Three bounded contexts hold the domain (`identity`, `ledger`, and, with the visits issue,
-//! `visits`); `api` composes them into the GraphQL schema.
+//! Three bounded contexts hold the domain, none of them aware of GraphQL: `identity` (users,
+//! sessions, credentials), `ledger` (balances and transactions: the only place minutes live) and
+//! `visits` (which pays through the ledger). `api` composes them into the GraphQL schema.
 pub mod api;
 pub mod config;
 pub mod db;

@@ -4,7 +4,10 @@ use sea_orm::TransactionTrait;
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use super::context::{ApiResult, AppState, caller, request, state};
+use super::{
+    context::{ApiResult, AppState, caller, request, state},
+    loaders::{BalanceKey, OutstandingKey, loader},
+};
 use crate::{
     error::AppError,
     identity::{self, RefreshOutcome, Registration, SessionTokens, entities::user},
@@ -94,7 +97,7 @@ impl User {
         if !self.viewer_is_self {
             return Ok(None);
         }
-        Ok(ledger::balance_of(&state(ctx)?.db, self.model.id).await?)
+        Ok(loader(ctx).load_one(BalanceKey(self.model.id)).await?)
     }
 
     /// Minutes held by the user's requested and accepted visits. Only visible to the user themself.
@@ -102,9 +105,7 @@ impl User {
         if !self.viewer_is_self {
             return Ok(None);
         }
-        Ok(Some(
-            visits::outstanding_minutes(&state(ctx)?.db, self.model.id).await?,
-        ))
+        Ok(loader(ctx).load_one(OutstandingKey(self.model.id)).await?)
     }
 
     /// Minutes the user can still book: `minutes - outstandingMinutes`. Only visible to the user themself.
@@ -112,11 +113,16 @@ impl User {
         if !self.viewer_is_self {
             return Ok(None);
         }
-        let db = &state(ctx)?.db;
-        let balance = ledger::balance_of(db, self.model.id).await?.unwrap_or(0);
-        Ok(Some(
-            balance - visits::outstanding_minutes(db, self.model.id).await?,
-        ))
+        let loader = loader(ctx);
+        let balance = loader
+            .load_one(BalanceKey(self.model.id))
+            .await?
+            .unwrap_or(0);
+        let outstanding = loader
+            .load_one(OutstandingKey(self.model.id))
+            .await?
+            .unwrap_or(0);
+        Ok(Some(balance - outstanding))
     }
 }
 

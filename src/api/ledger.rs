@@ -1,11 +1,11 @@
 //! GraphQL for the ledger: the `Transaction` type and the caller's history.
-use async_graphql::{Context, ID, Object, SimpleObject, dataloader::DataLoader};
+use async_graphql::{Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::{
     context::{ApiResult, caller, state},
     identity::User,
-    loaders::{DbLoader, VisitKey},
+    loaders::{VisitKey, loader},
     pagination::{PageInfo, decode_cursor, encode_cursor, page_size},
     visits::{Visit, load_user},
 };
@@ -24,8 +24,7 @@ impl Transaction {
     }
 
     async fn visit(&self, ctx: &Context<'_>) -> ApiResult<Visit> {
-        let visit = ctx
-            .data_unchecked::<DataLoader<DbLoader>>()
+        let visit = loader(ctx)
             .load_one(VisitKey(self.0.visit_id))
             .await?
             .ok_or_else(|| {

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::context::ApiError;
 use crate::{
     identity::{self, entities::user},
+    ledger,
     visits::{
         self,
         entities::{task, visit},
@@ -27,6 +28,14 @@ pub struct VisitKey(pub Uuid);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TasksKey(pub Uuid);
+
+/// A user's balance of minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BalanceKey(pub Uuid);
+
+/// A member's outstanding minutes (requested and accepted visits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OutstandingKey(pub Uuid);
 
 impl Loader<UserKey> for DbLoader {
     type Value = user::Model;
@@ -70,4 +79,47 @@ impl Loader<TasksKey> for DbLoader {
         }
         Ok(by_visit)
     }
+}
+
+impl Loader<BalanceKey> for DbLoader {
+    type Value = i32;
+    type Error = ApiError;
+
+    async fn load(
+        &self,
+        keys: &[BalanceKey],
+    ) -> Result<HashMap<BalanceKey, Self::Value>, Self::Error> {
+        let balances =
+            ledger::balances_of(&self.db, keys.iter().map(|key| key.0).collect()).await?;
+        Ok(balances
+            .into_iter()
+            .map(|(user, minutes)| (BalanceKey(user), minutes))
+            .collect())
+    }
+}
+
+impl Loader<OutstandingKey> for DbLoader {
+    type Value = i32;
+    type Error = ApiError;
+
+    async fn load(
+        &self,
+        keys: &[OutstandingKey],
+    ) -> Result<HashMap<OutstandingKey, Self::Value>, Self::Error> {
+        let outstanding =
+            visits::outstanding_minutes_of(&self.db, keys.iter().map(|key| key.0).collect())
+                .await?;
+        // Members without outstanding visits have no row: they hold zero minutes.
+        Ok(keys
+            .iter()
+            .map(|key| (*key, outstanding.get(&key.0).copied().unwrap_or(0)))
+            .collect())
+    }
+}
+
+/// The request's batch loader (every request gets one; see `with_request_data`).
+pub fn loader<'a>(
+    ctx: &async_graphql::Context<'a>,
+) -> &'a async_graphql::dataloader::DataLoader<DbLoader> {
+    ctx.data_unchecked::<async_graphql::dataloader::DataLoader<DbLoader>>()
 }

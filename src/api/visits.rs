@@ -1,5 +1,5 @@
 //! GraphQL for visits: the `Visit` type, its queries and the four mutations.
-use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject, dataloader::DataLoader};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::TransactionTrait;
 use uuid::Uuid;
@@ -8,7 +8,7 @@ use super::{
     context::{ApiResult, caller, state},
     identity::User,
     ledger::Transaction,
-    loaders::{DbLoader, TasksKey, UserKey},
+    loaders::{TasksKey, UserKey, loader},
     pagination::{PageInfo, decode_cursor, encode_cursor, page_size},
     scalars::Date,
 };
@@ -97,8 +97,7 @@ impl Visit {
     }
 
     async fn tasks(&self, ctx: &Context<'_>) -> ApiResult<Vec<Task>> {
-        let tasks = ctx
-            .data_unchecked::<DataLoader<DbLoader>>()
+        let tasks = loader(ctx)
             .load_one(TasksKey(self.0.id))
             .await?
             .unwrap_or_default();
@@ -135,8 +134,7 @@ impl Visit {
 
 pub async fn load_user(ctx: &Context<'_>, user_id: Uuid) -> ApiResult<User> {
     let viewer = caller(ctx).await?.user_id;
-    let model = ctx
-        .data_unchecked::<DataLoader<DbLoader>>()
+    let model = loader(ctx)
         .load_one(UserKey(user_id))
         .await?
         .ok_or_else(|| {

@@ -61,6 +61,22 @@ pub async fn balance_of(
         .await?)
 }
 
+/// Minutes of many users at once (for batch loading), without locks.
+pub async fn balances_of(
+    conn: &impl ConnectionTrait,
+    user_ids: Vec<Uuid>,
+) -> Result<HashMap<Uuid, i32>, AppError> {
+    let rows: Vec<(Uuid, i32)> = balance::Entity::find()
+        .select_only()
+        .column(balance::Column::UserId)
+        .column(balance::Column::Minutes)
+        .filter(balance::Column::UserId.is_in(user_ids))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// Locks the balance rows of `user_ids` and returns their minutes by user. One statement, ordered
 /// by user id, so any two transactions lock balances in the same order and cannot deadlock.
 pub async fn lock_balances(

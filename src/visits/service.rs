@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+
 use chrono::{NaiveDate, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
@@ -316,6 +318,31 @@ pub async fn outstanding_minutes(
         .await?;
     let total = total.flatten().unwrap_or(0);
     i32::try_from(total).map_err(AppError::internal)
+}
+
+/// Outstanding minutes of many members in one query (for batch loading); absent members have none.
+pub async fn outstanding_minutes_of(
+    conn: &impl ConnectionTrait,
+    member_ids: Vec<Uuid>,
+) -> Result<HashMap<Uuid, i32>, AppError> {
+    let rows: Vec<(Uuid, Option<i64>)> = visit::Entity::find()
+        .select_only()
+        .column(visit::Column::MemberId)
+        .column_as(visit::Column::Minutes.sum(), "total")
+        .filter(visit::Column::MemberId.is_in(member_ids))
+        .filter(visit::Column::Status.is_in(VisitStatus::OUTSTANDING))
+        .group_by(visit::Column::MemberId)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    rows.into_iter()
+        .map(|(member, total)| {
+            Ok((
+                member,
+                i32::try_from(total.unwrap_or(0)).map_err(AppError::internal)?,
+            ))
+        })
+        .collect()
 }
 
 /// A member sees their visits, a pal the ones they took, and everyone sees requested ones.

@@ -1,4 +1,11 @@
-use std::{path::Path, time::Duration};
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use home_visits::{
     config::{Config, Environment},
@@ -126,6 +133,8 @@ pub struct TestApp {
     /// A connection of the test's own, to look at what the service wrote.
     pub db: DatabaseConnection,
     database_url: SecretString,
+    /// Statements the application has sent to PostgreSQL so far.
+    pub statements: Arc<AtomicUsize>,
     /// Declared last: fields drop in order, so the connection closes before the database is dropped.
     /// `None` for a sibling, which shares another app's database.
     _database: Option<TestDatabase>,
@@ -174,7 +183,16 @@ impl TestApp {
         customize(&mut config);
 
         let database_url = config.database_url.clone().expect("set above");
-        let app = startup::build(config)
+        let mut pool = db::connect_to(&database_url, &config)
+            .await
+            .expect("the application's pool");
+        db::migrate(&pool).await.expect("migrations");
+        let statements = Arc::new(AtomicUsize::new(0));
+        let counter = statements.clone();
+        pool.set_metric_callback(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let app = startup::build_with_database(config, pool)
             .await
             .expect("the application starts");
         let address = format!("http://127.0.0.1:{}", app.port());
@@ -191,6 +209,7 @@ impl TestApp {
                 .expect("http client"),
             db,
             database_url,
+            statements,
             _database: None,
         }
     }

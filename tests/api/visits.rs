@@ -539,3 +539,40 @@ async fn deleting_an_account_cancels_its_requests_and_reopens_the_visits_it_acce
     assert_eq!(app.minutes_of(&bob.access_token).await, (120, 30, 90));
     app.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn a_page_of_visits_costs_the_same_few_statements_whatever_its_size() {
+    use std::sync::atomic::Ordering;
+
+    let app = TestApp::spawn_with(|config| config.starting_minutes = 10_000).await;
+    let ann = app.register_user("ann").await;
+    let page_cost = |first: i32| {
+        let app = &app;
+        let token = ann.access_token.clone();
+        async move {
+            let before = app.statements.load(Ordering::SeqCst);
+            let response = app
+                .visits(&token, json!({ "role": "MEMBER" }), Some(first), None)
+                .await;
+            assert!(response["data"]["visits"]["edges"].is_array(), "{response}");
+            app.statements.load(Ordering::SeqCst) - before
+        }
+    };
+    for _ in 0..30 {
+        app.request_visit_with(
+            &ann.access_token,
+            json!({ "date": tomorrow(), "minutes": 10, "tasks": [{ "name": "Tea" }, { "name": "Talk" }] }),
+        )
+        .await;
+    }
+
+    let small = page_cost(2).await;
+    let large = page_cost(30).await;
+
+    // Session check (when not cached), count, page, tasks of the page, users of the page.
+    assert!(large <= 5, "a 30-visit page took {large} statements");
+    assert_eq!(
+        small, large,
+        "statements grew with the page: {small} for 2 visits, {large} for 30"
+    );
+}
