@@ -91,11 +91,15 @@ impl SessionCache {
 
     /// Follows revocations from every instance until the pool closes. Spawn it once per instance.
     pub async fn follow_revocations(&self, db: &DatabaseConnection) {
-        use sea_orm::sqlx::postgres::PgListener;
+        use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
+        // A connection of its own, outside the pool: a listener holds its connection for good,
+        // and taking it from the pool would leave one fewer for queries.
+        let service_pool = db.get_postgres_connection_pool();
+        let listener_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with((*service_pool.connect_options()).clone());
         loop {
-            let mut listener = match PgListener::connect_with(db.get_postgres_connection_pool())
-                .await
-            {
+            let mut listener = match PgListener::connect_with(&listener_pool).await {
                 Ok(listener) => listener,
                 Err(error) => {
                     tracing::warn!(%error, "session revocation listener cannot connect; not caching sessions");
@@ -121,7 +125,7 @@ impl SessionCache {
                 }
             }
             self.set_listening(false);
-            if db.get_postgres_connection_pool().is_closed() {
+            if service_pool.is_closed() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
