@@ -22,3 +22,12 @@ impl MigratorTrait for Migrator {
         ]
     }
 }
+
+/// Runs a migration's SQL as written.
+pub(crate) async fn execute(manager: &SchemaManager<'_>, sql: &str) -> Result<(), DbErr> {
+    manager
+        .get_connection()
+        .execute_unprepared(sql)
+        .await
+        .map(drop)
+}

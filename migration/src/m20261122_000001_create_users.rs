@@ -8,10 +8,9 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // Email is NULL once an account is deactivated and scrubbed; the unique index ignores NULLs,
         // so a scrubbed address can register again.
-        manager
-            .get_connection()
-            .execute_unprepared(
-                r#"
+        crate::execute(
+            manager,
+            r#"
 CREATE TABLE IF NOT EXISTS users (
     id             uuid        PRIMARY KEY,
     email          text        NULL,
@@ -25,16 +24,11 @@ CREATE TABLE IF NOT EXISTS users (
     CONSTRAINT users_email_key UNIQUE (email)
 );
 "#,
-            )
-            .await?;
-        Ok(())
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE IF EXISTS users")
-            .await?;
-        Ok(())
+        crate::execute(manager, "DROP TABLE IF EXISTS users").await
     }
 }

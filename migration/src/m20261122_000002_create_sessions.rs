@@ -8,10 +8,9 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // A session is one login; each refresh token it ever issued stays here (hashed) so a replayed,
         // already-rotated token is recognised and revokes the whole session.
-        manager
-            .get_connection()
-            .execute_unprepared(
-                r#"
+        crate::execute(
+            manager,
+            r#"
 CREATE TABLE IF NOT EXISTS sessions (
     id           uuid        PRIMARY KEY,
     user_id      uuid        NOT NULL REFERENCES users (id),
@@ -29,18 +28,15 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
 );
 CREATE INDEX IF NOT EXISTS refresh_tokens_session_id_idx ON refresh_tokens (session_id);
 "#,
-            )
-            .await?;
-        Ok(())
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "DROP TABLE IF EXISTS refresh_tokens; DROP TABLE IF EXISTS sessions;",
-            )
-            .await?;
-        Ok(())
+        crate::execute(
+            manager,
+            "DROP TABLE IF EXISTS refresh_tokens; DROP TABLE IF EXISTS sessions;",
+        )
+        .await
     }
 }

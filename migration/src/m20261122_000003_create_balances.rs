@@ -8,10 +8,9 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // The only place minutes live. `starting_minutes` is kept so the books can be audited:
         // every balance must equal its grant minus debits plus credits.
-        manager
-            .get_connection()
-            .execute_unprepared(
-                r#"
+        crate::execute(
+            manager,
+            r#"
 CREATE TABLE IF NOT EXISTS balances (
     user_id          uuid        PRIMARY KEY REFERENCES users (id),
     minutes          integer     NOT NULL,
@@ -21,16 +20,11 @@ CREATE TABLE IF NOT EXISTS balances (
     CONSTRAINT balances_starting_minutes_non_negative CHECK (starting_minutes >= 0)
 );
 "#,
-            )
-            .await?;
-        Ok(())
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE IF EXISTS balances")
-            .await?;
-        Ok(())
+        crate::execute(manager, "DROP TABLE IF EXISTS balances").await
     }
 }

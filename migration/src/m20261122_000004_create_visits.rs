@@ -6,10 +6,7 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                r#"
+        crate::execute(manager, r#"
 CREATE TABLE IF NOT EXISTS visits (
     id                      uuid        PRIMARY KEY,
     member_id               uuid        NOT NULL REFERENCES users (id),
@@ -42,17 +39,14 @@ CREATE TABLE IF NOT EXISTS visit_tasks (
     description text     NULL,
     PRIMARY KEY (visit_id, position)
 );
-"#,
-            )
-            .await?;
-        Ok(())
+"#).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE IF EXISTS visit_tasks; DROP TABLE IF EXISTS visits;")
-            .await?;
-        Ok(())
+        crate::execute(
+            manager,
+            "DROP TABLE IF EXISTS visit_tasks; DROP TABLE IF EXISTS visits;",
+        )
+        .await
     }
 }

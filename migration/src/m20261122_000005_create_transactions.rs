@@ -8,10 +8,7 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // One row per completed visit: the member paid `minutes`, the pal got `pal_credit`, the
         // service kept `fee`. The unique visit_id is the last line of defence against paying twice.
-        manager
-            .get_connection()
-            .execute_unprepared(
-                r#"
+        crate::execute(manager, r#"
 CREATE TABLE IF NOT EXISTS transactions (
     id          uuid        PRIMARY KEY,
     visit_id    uuid        NOT NULL REFERENCES visits (id),
@@ -28,17 +25,10 @@ CREATE TABLE IF NOT EXISTS transactions (
 );
 CREATE INDEX IF NOT EXISTS transactions_member_idx ON transactions (member_id, created_at, id);
 CREATE INDEX IF NOT EXISTS transactions_pal_idx ON transactions (pal_id, created_at, id);
-"#,
-            )
-            .await?;
-        Ok(())
+"#).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE IF EXISTS transactions")
-            .await?;
-        Ok(())
+        crate::execute(manager, "DROP TABLE IF EXISTS transactions").await
     }
 }
