@@ -245,9 +245,15 @@ impl LocalPostgres {
             free
         };
         tracing::info!(port, "starting the local PostgreSQL cluster");
+        // A Unix socket path may not exceed ~107 bytes; from a deeply nested checkout, TCP only.
+        let socket_dir = self.data_dir.display().to_string();
+        let socket_dir = if socket_dir.len() + "/.s.PGSQL.65535".len() < 100 {
+            socket_dir
+        } else {
+            String::new()
+        };
         let server_options = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c max_connections=300",
-            self.data_dir.display()
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{socket_dir}' -c max_connections=300"
         );
         self.run("pg_ctl", |command| {
             command
