@@ -10,6 +10,7 @@ pub mod error;
 pub mod identity;
 pub mod ledger;
 pub mod locking;
+pub mod paging;
 pub mod startup;
 pub mod telemetry;
 pub mod visits;

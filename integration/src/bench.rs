@@ -257,19 +257,12 @@ async fn run_workload(
             })
             .await
         }
-        "complete" => {
+        "complete" | "complete-hot" => {
+            let visit_id = if workload == "complete" { random_visit_id } else { hot_visit_id };
             drive(clients, duration, |client, iteration| async move {
                 let v = client as u64 + iteration * clients as u64 + 1;
                 let (_, pal) = random_visit_parties(v);
-                fixture.client(client).complete_visit(token(pal), &random_visit_id(v)).await.map(drop)
-            })
-            .await
-        }
-        "complete-hot" => {
-            drive(clients, duration, |client, iteration| async move {
-                let v = client as u64 + iteration * clients as u64 + 1;
-                let (_, pal) = random_visit_parties(v);
-                fixture.client(client).complete_visit(token(pal), &hot_visit_id(v)).await.map(drop)
+                fixture.client(client).complete_visit(token(pal), &visit_id(v)).await.map(drop)
             })
             .await
         }

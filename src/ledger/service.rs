@@ -13,6 +13,7 @@ use super::entities::{balance, transaction};
 use crate::{
     error::{AppError, violated_constraint},
     locking::for_update,
+    paging::Page,
 };
 
 /// How a visit's minutes divide between the pal and the service.
@@ -166,13 +167,6 @@ async fn move_minutes(
     Ok(())
 }
 
-/// A page of a user's transactions (as member or as pal), newest first.
-pub struct TransactionPage {
-    pub items: Vec<transaction::Model>,
-    pub has_next_page: bool,
-    pub total_count: u64,
-}
-
 /// Keyset position after which a page starts: the last item of the previous page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransactionCursor {
@@ -185,7 +179,7 @@ pub async fn transactions_of(
     user_id: Uuid,
     first: u64,
     after: Option<TransactionCursor>,
-) -> Result<TransactionPage, AppError> {
+) -> Result<Page<transaction::Model>, AppError> {
     let involving_user = Condition::any()
         .add(transaction::Column::MemberId.eq(user_id))
         .add(transaction::Column::PalId.eq(user_id));
@@ -205,19 +199,13 @@ pub async fn transactions_of(
                 ),
         );
     }
-    let mut items = query
+    let items = query
         .order_by_desc(transaction::Column::CreatedAt)
         .order_by_desc(transaction::Column::Id)
         .limit(first + 1)
         .all(conn)
         .await?;
-    let has_next_page = items.len() as u64 > first;
-    items.truncate(usize::try_from(first).unwrap_or(usize::MAX));
-    Ok(TransactionPage {
-        items,
-        has_next_page,
-        total_count,
-    })
+    Ok(Page::from_one_extra(items, first, total_count))
 }
 
 #[cfg(test)]

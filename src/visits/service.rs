@@ -15,6 +15,7 @@ use crate::{
     error::{AppError, violated_constraint},
     ledger::{self, Transfer, entities::transaction},
     locking::for_update,
+    paging::Page,
 };
 
 /// A member's request, normalised by [`VisitRequest::new`] and checked by `validate`.
@@ -410,19 +411,13 @@ pub struct VisitCursor {
     pub id: Uuid,
 }
 
-pub struct VisitPage {
-    pub items: Vec<visit::Model>,
-    pub has_next_page: bool,
-    pub total_count: u64,
-}
-
 pub async fn visible_visits(
     conn: &impl ConnectionTrait,
     viewer: Uuid,
     filter: VisitFilter,
     first: u64,
     after: Option<VisitCursor>,
-) -> Result<VisitPage, AppError> {
+) -> Result<Page<visit::Model>, AppError> {
     let requested = visit::Column::Status.eq(VisitStatus::Requested);
     let mut condition = match filter.role {
         Some(VisitRole::Member) => Condition::all().add(visit::Column::MemberId.eq(viewer)),
@@ -456,17 +451,11 @@ pub async fn visible_visits(
                 ),
         );
     }
-    let mut items = query
+    let items = query
         .order_by_asc(visit::Column::Date)
         .order_by_asc(visit::Column::Id)
         .limit(first + 1)
         .all(conn)
         .await?;
-    let has_next_page = items.len() as u64 > first;
-    items.truncate(usize::try_from(first).unwrap_or(usize::MAX));
-    Ok(VisitPage {
-        items,
-        has_next_page,
-        total_count,
-    })
+    Ok(Page::from_one_extra(items, first, total_count))
 }
