@@ -28,6 +28,15 @@ pub const WORKLOADS: [&str; 6] = [
     "login",
 ];
 
+/// Visits pre-booked per second of run for a workload that completes them.
+fn visits_per_second(workload: &str) -> u64 {
+    if workload == "complete-hot" {
+        HOT_VISITS_PER_SECOND
+    } else {
+        RANDOM_VISITS_PER_SECOND
+    }
+}
+
 /// Members are numbered 1..=MEMBERS; 1 is the hot requester, 2 the hot member whose visits are completed.
 const MEMBERS: i64 = 10_000;
 const PASSWORD: &str = "bench password 1";
@@ -41,6 +50,7 @@ pub struct BenchOptions {
     pub database_url: String,
     pub clients: usize,
     pub duration: Duration,
+    pub rounds: u32,
     pub workloads: Vec<&'static str>,
     pub pool_size: u32,
     /// Tokio worker threads per instance (`TOKIO_WORKER_THREADS`).
@@ -173,17 +183,63 @@ impl Measurement {
         let rank = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
         sorted[rank.min(sorted.len() - 1)]
     }
+}
 
-    fn errors_text(&self) -> String {
-        if self.errors.is_empty() {
-            return "-".into();
-        }
-        self.errors
-            .iter()
-            .map(|(code, count)| format!("{code}:{count}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+fn errors_text(errors: &BTreeMap<String, u64>) -> String {
+    if errors.is_empty() {
+        return "-".into();
     }
+    errors
+        .iter()
+        .map(|(code, count)| format!("{code}:{count}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One round's figures, for the service or for pgbench.
+#[derive(Clone, Copy)]
+struct Summary {
+    per_second: f64,
+    p50: Duration,
+    p95: Duration,
+    p99: Duration,
+}
+
+impl Summary {
+    fn of(measured: &Measurement) -> Self {
+        Self {
+            per_second: measured.per_second(),
+            p50: measured.percentile(0.50),
+            p95: measured.percentile(0.95),
+            p99: measured.percentile(0.99),
+        }
+    }
+
+    /// Each figure's median over the rounds (the upper one of an even count).
+    fn median(rounds: &[Summary]) -> Self {
+        fn middle<T: PartialOrd + Copy>(mut values: Vec<T>) -> T {
+            values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+            values[values.len() / 2]
+        }
+        Self {
+            per_second: middle(rounds.iter().map(|round| round.per_second).collect()),
+            p50: middle(rounds.iter().map(|round| round.p50).collect()),
+            p95: middle(rounds.iter().map(|round| round.p95).collect()),
+            p99: middle(rounds.iter().map(|round| round.p99).collect()),
+        }
+    }
+}
+
+/// Deletes the hot requester's bookings (their tasks go with them).
+async fn forget_hot_requests(db: &DatabaseConnection) -> anyhow::Result<()> {
+    db.execute_raw(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "DELETE FROM visits WHERE member_id = $1::uuid",
+        [member_id(1).into()],
+    ))
+    .await
+    .context("forgetting the hot requester's bookings")?;
+    Ok(())
 }
 
 /// Closed loop: each client sends its next call as soon as the previous answered. Latencies are
@@ -236,11 +292,13 @@ impl Fixture {
     }
 }
 
+/// `first_iteration` moves a round of a complete workload past the visits earlier rounds completed.
 async fn run_workload(
     fixture: &Fixture,
     workload: &str,
     clients: usize,
     duration: Duration,
+    first_iteration: u64,
 ) -> Measurement {
     let token = |n: i64| fixture.tokens[usize::try_from(n).unwrap_or(0)].as_str();
     match workload {
@@ -260,7 +318,7 @@ async fn run_workload(
         "complete" | "complete-hot" => {
             let visit_id = if workload == "complete" { random_visit_id } else { hot_visit_id };
             drive(clients, duration, |client, iteration| async move {
-                let v = client as u64 + iteration * clients as u64 + 1;
+                let v = client as u64 + (first_iteration + iteration) * clients as u64 + 1;
                 let (_, pal) = random_visit_parties(v);
                 fixture.client(client).complete_visit(token(pal), &visit_id(v)).await.map(drop)
             })
@@ -301,13 +359,6 @@ async fn run_workload(
     }
 }
 
-/// What pgbench measured for one script.
-struct PgbenchResult {
-    tps: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
 fn find_pgbench() -> anyhow::Result<PathBuf> {
     let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -337,7 +388,8 @@ fn run_pgbench(
     clients: usize,
     duration: Duration,
     run: u32,
-) -> anyhow::Result<PgbenchResult> {
+    first_iteration: u64,
+) -> anyhow::Result<Summary> {
     let log_dir =
         std::env::temp_dir().join(format!("home-visits-pgbench-{}-{run}", std::process::id()));
     let _ = std::fs::remove_dir_all(&log_dir);
@@ -350,7 +402,7 @@ fn run_pgbench(
             "-D",
             &format!("run={run}"),
             "-D",
-            "i=0",
+            &format!("i={first_iteration}"),
             "-D",
             &format!("clients={clients}"),
         ])
@@ -387,10 +439,9 @@ fn run_pgbench(
         latencies,
         ..Measurement::default()
     };
-    Ok(PgbenchResult {
-        tps,
-        p50: measured.percentile(0.50),
-        p99: measured.percentile(0.99),
+    Ok(Summary {
+        per_second: tps,
+        ..Summary::of(&measured)
     })
 }
 
@@ -483,10 +534,10 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
         .context("probe user missing")?;
     let password_hash: String = hash_row.try_get("", "password_hash")?;
     let seconds = options.duration.as_secs().max(1);
-    load_fixture(&db, &password_hash, seconds).await?;
+    let seconds_in_all = seconds * u64::from(options.rounds);
+    load_fixture(&db, &password_hash, seconds_in_all).await?;
     let pgbench_conn = Database::connect(&pgbench_url).await?;
-    load_fixture(&pgbench_conn, &password_hash, seconds).await?;
-    pgbench_conn.close().await?;
+    load_fixture(&pgbench_conn, &password_hash, seconds_in_all).await?;
     let fixture = Fixture {
         clients,
         tokens: mint_tokens(&secret)?,
@@ -504,7 +555,7 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
         cores
     );
     println!(
-        "{:<13} {:>9} {:>8} {:>8} {:>8}  {:>10} {:>8} {:>8}  {:>6} {:>9}  errors",
+        "{:<13} {:>9} {:>8} {:>8} {:>8}  {:>10} {:>8} {:>8}  {:>6} {:>9}  {:<16} errors",
         "workload",
         "req/s",
         "p50 ms",
@@ -514,62 +565,106 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
         "p50 ms",
         "p99 ms",
         "ratio",
-        "p99 ratio"
+        "p99 ratio",
+        "ratio per round"
     );
-    for (run, workload) in (1_u32..).zip(&options.workloads) {
+    let mut run = 0_u32;
+    for workload in &options.workloads {
         let script = scripts.join(format!("{workload}.sql"));
-        let reference = if options.pgbench && script.exists() {
-            let script = script.clone();
-            let (url, clients, duration) = (pgbench_url.clone(), options.clients, options.duration);
-            Some(
-                tokio::task::spawn_blocking(move || {
-                    run_pgbench(&url, &script, clients, duration, run)
-                })
-                .await??,
+        let mut service_rounds = Vec::new();
+        let mut reference_rounds = Vec::new();
+        let mut errors = BTreeMap::new();
+        for round in 0..options.rounds {
+            run += 1;
+            // Each round completes visits no earlier round touched, on both sides.
+            let first_visit = u64::from(round) * seconds * visits_per_second(workload);
+            let first_iteration = first_visit.div_ceil(options.clients as u64);
+            if *workload == "request-hot" {
+                // The hot requester starts every round with no bookings, as in the first: thousands of
+                // outstanding visits would slow the sum under its lock (an artifact, not the product).
+                forget_hot_requests(&db).await?;
+            }
+            if options.pgbench && script.exists() {
+                if *workload == "request-hot" {
+                    forget_hot_requests(&pgbench_conn).await?;
+                }
+                let script = script.clone();
+                let (url, clients, duration) =
+                    (pgbench_url.clone(), options.clients, options.duration);
+                reference_rounds.push(
+                    tokio::task::spawn_blocking(move || {
+                        run_pgbench(&url, &script, clients, duration, run, first_iteration)
+                    })
+                    .await??,
+                );
+            }
+            let measured = run_workload(
+                &fixture,
+                workload,
+                options.clients,
+                options.duration,
+                first_iteration,
             )
-        } else {
-            None
-        };
-        let measured = run_workload(&fixture, workload, options.clients, options.duration).await;
-        let (reference_columns, ratio, p99_ratio) = match (&reference, *workload) {
+            .await;
+            for (code, count) in &measured.errors {
+                *errors.entry(code.clone()).or_insert(0) += count;
+            }
+            service_rounds.push(Summary::of(&measured));
+        }
+        let service = Summary::median(&service_rounds);
+        let reference = (!reference_rounds.is_empty()).then(|| Summary::median(&reference_rounds));
+        let (reference_columns, ratio, p99_ratio, round_ratios) = match (&reference, *workload) {
             (Some(pg), _) => (
                 format!(
                     "{:>10.0} {:>8} {:>8}",
-                    pg.tps,
+                    pg.per_second,
                     millis(pg.p50),
                     millis(pg.p99)
                 ),
-                measured.per_second() / pg.tps,
+                format!("{:.2}", service.per_second / pg.per_second),
                 format!(
                     "{:.2}",
-                    measured.percentile(0.99).as_secs_f64() / pg.p99.as_secs_f64().max(1e-9)
+                    service.p99.as_secs_f64() / pg.p99.as_secs_f64().max(1e-9)
                 ),
+                service_rounds
+                    .iter()
+                    .zip(&reference_rounds)
+                    .map(|(ours, theirs)| format!("{:.2}", ours.per_second / theirs.per_second))
+                    .collect::<Vec<_>>()
+                    .join(" "),
             ),
             (None, "login") => {
                 let verify = argon2_verify_time()?;
                 let bound = cores as f64 / verify.as_secs_f64();
                 (
                     format!("{:>10.0} {:>8} {:>8}", bound, millis(verify), "argon2"),
-                    measured.per_second() / bound,
+                    format!("{:.2}", service.per_second / bound),
                     "-".to_string(),
+                    service_rounds
+                        .iter()
+                        .map(|ours| format!("{:.2}", ours.per_second / bound))
+                        .collect::<Vec<_>>()
+                        .join(" "),
                 )
             }
             (None, _) => (
                 format!("{:>10} {:>8} {:>8}", "-", "-", "-"),
-                f64::NAN,
+                "-".to_string(),
+                "-".to_string(),
                 "-".to_string(),
             ),
         };
         println!(
-            "{:<13} {:>9.0} {:>8} {:>8} {:>8}  {reference_columns}  {:>6.2} {:>9}  {}",
+            "{:<13} {:>9.0} {:>8} {:>8} {:>8}  {reference_columns}  {:>6} {:>9}  {:<16} {}",
             workload,
-            measured.per_second(),
-            millis(measured.percentile(0.50)),
-            millis(measured.percentile(0.95)),
-            millis(measured.percentile(0.99)),
+            service.per_second,
+            millis(service.p50),
+            millis(service.p95),
+            millis(service.p99),
             ratio,
             p99_ratio,
-            measured.errors_text()
+            round_ratios,
+            errors_text(&errors)
         );
     }
     let rss: Vec<String> = instances
@@ -579,6 +674,7 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
             None => format!("{} n/a", instance.url()),
         })
         .collect();
+    pgbench_conn.close().await?;
     println!("peak RSS: {}", rss.join(", "));
     println!(
         "login reference: {cores} cores / one Argon2id verification (the pgbench/s column of login)"

@@ -87,6 +87,10 @@ struct BenchArgs {
     /// Tokio worker threads per instance (default: cores / instances, at least 1).
     #[arg(long)]
     worker_threads: Option<usize>,
+    /// Rounds per workload, each a pgbench run then a service run; the report gives medians (one
+    /// round of a few seconds on a shared 2-core machine varies by 10-20%).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// Skip the pgbench side.
     #[arg(long)]
     no_pgbench: bool,
@@ -154,6 +158,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         database_url: args.database_url,
         clients: args.clients,
         duration: Duration::from_secs(args.seconds),
+        rounds: args.rounds.max(1),
         workloads,
         pool_size: args.pool_size,
         worker_threads: args.worker_threads.unwrap_or_else(|| {

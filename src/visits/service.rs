@@ -2,8 +2,9 @@ use std::collections::HashMap;
 
 use chrono::{NaiveDate, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    ActiveEnum, ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
+    sea_query::{ArrayType, Expr},
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -115,49 +116,103 @@ pub async fn request_visit(
     }
 
     // A fresh statement under the lock sees every booking committed before we got it.
-    let available = balance - outstanding_minutes(conn, member_id).await?;
-    if request.minutes > available {
-        return Err(AppError::InsufficientMinutes {
-            requested: request.minutes,
-            available: available.max(0),
-        });
-    }
-
-    let now = Utc::now();
-    let visit_id = Uuid::new_v4();
-    let created = visit::Entity::insert(visit::ActiveModel {
-        id: Set(visit_id),
-        member_id: Set(member_id),
-        pal_id: Set(None),
-        date: Set(request.date),
-        minutes: Set(request.minutes),
-        status: Set(VisitStatus::Requested),
-        idempotency_key: Set(request.idempotency_key),
-        idempotency_fingerprint: Set(fingerprint),
-        created_at: Set(now),
-        updated_at: Set(now),
+    let booking = book_if_affordable(conn, member_id, balance, request, fingerprint).await?;
+    booking.visit.ok_or(AppError::InsufficientMinutes {
+        requested: booking.requested,
+        available: (balance - booking.outstanding).max(0),
     })
-    .exec_with_returning(conn)
-    .await
-    .map_err(|error| match violated_constraint(&error).as_deref() {
-        // Only reachable if the balance lock was bypassed; a retry finds the committed visit.
-        Some("visits_member_idempotency_key") => AppError::Contention,
-        _ => error.into(),
-    })?;
-    let tasks = request
+}
+
+/// What [`book_if_affordable`] found and did.
+struct Booking {
+    requested: i32,
+    outstanding: i32,
+    visit: Option<visit::Model>,
+}
+
+/// Sums the member's outstanding minutes and, if `balance` covers them plus this request, inserts
+/// the visit and its tasks: one round trip where it was three, and the member's balance lock is
+/// held for that much less. The caller holds that lock, and this statement starts after it was
+/// granted, so its snapshot sees every booking committed before.
+async fn book_if_affordable(
+    conn: &impl ConnectionTrait,
+    member_id: Uuid,
+    balance: i32,
+    request: VisitRequest,
+    fingerprint: Option<Vec<u8>>,
+) -> Result<Booking, AppError> {
+    const BOOK: &str = r#"
+WITH outstanding AS (
+    SELECT COALESCE(SUM(minutes), 0)::int4 AS minutes
+    FROM visits WHERE member_id = $1 AND status = ANY($10)
+), booked AS (
+    INSERT INTO visits (id, member_id, date, minutes, status, idempotency_key,
+                        idempotency_fingerprint, created_at, updated_at)
+    SELECT $2, $1, $3, $4, $11, $5, $6, now(), now()
+    FROM outstanding WHERE $7 - outstanding.minutes >= $4
+    RETURNING *
+), listed AS (
+    INSERT INTO visit_tasks (visit_id, position, name, description)
+    SELECT booked.id, (task.ordinality - 1)::int2, task.name, NULLIF(task.description, '')
+    FROM booked, unnest($8::text[], $9::text[]) WITH ORDINALITY AS task(name, description, ordinality)
+)
+SELECT outstanding.minutes AS outstanding, booked.*
+FROM outstanding LEFT JOIN booked ON true"#;
+    let (names, descriptions): (Vec<Value>, Vec<Value>) = request
         .tasks
         .into_iter()
-        .zip(0_i16..)
-        .map(|(task, position)| task::ActiveModel {
-            visit_id: Set(visit_id),
-            position: Set(position),
-            name: Set(task.name),
-            description: Set(task.description),
-        });
-    task::Entity::insert_many(tasks)
-        .exec_without_returning(conn)
-        .await?;
-    Ok(created)
+        // sea-query cannot bind a NULL inside an array; an empty description is no description
+        // anyway (`VisitRequest::new` already turns blank ones into `None`).
+        .map(|task| {
+            let description = task.description.unwrap_or_default();
+            (Value::from(task.name), Value::from(description))
+        })
+        .unzip();
+    let text_array = |values| Value::Array(ArrayType::String, Some(Box::new(values)));
+    let statement = Statement::from_sql_and_values(
+        conn.get_database_backend(),
+        BOOK,
+        [
+            member_id.into(),
+            Uuid::new_v4().into(),
+            request.date.into(),
+            request.minutes.into(),
+            request.idempotency_key.into(),
+            fingerprint.into(),
+            balance.into(),
+            text_array(names),
+            text_array(descriptions),
+            text_array(
+                VisitStatus::OUTSTANDING
+                    .iter()
+                    .map(|status| status.to_value().into())
+                    .collect(),
+            ),
+            VisitStatus::Requested.to_value().into(),
+        ],
+    );
+    let row = conn
+        .query_one_raw(statement)
+        .await
+        .map_err(|error| match violated_constraint(&error).as_deref() {
+            // Only reachable if the balance lock was bypassed; a retry finds the committed visit.
+            Some("visits_member_idempotency_key") => AppError::Contention,
+            _ => error.into(),
+        })?
+        .ok_or_else(|| {
+            AppError::internal(anyhow::anyhow!("the booking statement returned no row"))
+        })?;
+    let outstanding: i32 = row.try_get("", "outstanding")?;
+    let booked: Option<Uuid> = row.try_get("", "id")?;
+    let visit = match booked {
+        Some(_) => Some(visit::Model::from_query_result(&row, "")?),
+        None => None,
+    };
+    Ok(Booking {
+        requested: request.minutes,
+        outstanding,
+        visit,
+    })
 }
 
 /// A pal claims a requested visit; from then on only they may complete it.
@@ -302,23 +357,6 @@ async fn set_status(
         .exec_with_returning(conn)
         .await?;
     updated.pop().ok_or(AppError::NotFound("visit"))
-}
-
-/// Minutes of the member's requested and accepted visits: promised, not yet paid.
-pub async fn outstanding_minutes(
-    conn: &impl ConnectionTrait,
-    member_id: Uuid,
-) -> Result<i32, AppError> {
-    let total: Option<Option<i64>> = visit::Entity::find()
-        .select_only()
-        .column_as(visit::Column::Minutes.sum(), "total")
-        .filter(visit::Column::MemberId.eq(member_id))
-        .filter(visit::Column::Status.is_in(VisitStatus::OUTSTANDING))
-        .into_tuple()
-        .one(conn)
-        .await?;
-    let total = total.flatten().unwrap_or(0);
-    i32::try_from(total).map_err(AppError::internal)
 }
 
 /// Outstanding minutes of many members in one query (for batch loading); absent members have none.
