@@ -2,10 +2,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-    sea_query::{Expr, ExprTrait},
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use uuid::Uuid;
 
@@ -106,65 +104,56 @@ pub struct Transfer {
     pub minutes: i32,
 }
 
-/// Debits the member, credits the pal less the fee, and records one transaction. Runs inside the
-/// caller's transaction on balance rows the caller has locked with [`lock_balances`].
+/// Debits the member, credits the pal less the fee, and records one transaction, in one statement
+/// (one round trip inside the caller's transaction, on balance rows the caller has locked with
+/// [`lock_balances`]).
 pub async fn record_transfer(
     conn: &impl ConnectionTrait,
     transfer: Transfer,
     overhead_percent: i32,
 ) -> Result<transaction::Model, AppError> {
+    // The UPDATE runs whether or not the INSERT reads it: a data-modifying CTE always does, and a
+    // failed CHECK or UNIQUE in either part fails the whole statement.
+    const TRANSFER: &str = r#"
+WITH moved AS (
+    UPDATE balances
+    SET minutes = minutes + CASE WHEN user_id = $3 THEN -$5 ELSE $6 END, updated_at = $8
+    WHERE user_id IN ($3, $4)
+)
+INSERT INTO transactions (id, visit_id, member_id, pal_id, minutes, pal_credit, fee, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING *"#;
     let Split { pal_credit, fee } = split(transfer.minutes, overhead_percent);
-    let now = Utc::now();
-    move_minutes(conn, &transfer, pal_credit, now).await?;
-    transaction::Entity::insert(transaction::ActiveModel {
-        id: Set(Uuid::new_v4()),
-        visit_id: Set(transfer.visit_id),
-        member_id: Set(transfer.member_id),
-        pal_id: Set(transfer.pal_id),
-        minutes: Set(transfer.minutes),
-        pal_credit: Set(pal_credit),
-        fee: Set(fee),
-        created_at: Set(now),
-    })
-    .exec_with_returning(conn)
-    .await
-    .map_err(|error| match violated_constraint(&error).as_deref() {
-        Some("transactions_visit_id_key") => {
-            AppError::Conflict("this visit has already been paid for")
-        }
-        _ => error.into(),
-    })
-}
-
-/// Debits the member and credits the pal in one statement (one round trip).
-async fn move_minutes(
-    conn: &impl ConnectionTrait,
-    transfer: &Transfer,
-    pal_credit: i32,
-    now: DateTime<Utc>,
-) -> Result<(), AppError> {
-    let delta = Expr::case(
-        balance::Column::UserId.eq(transfer.member_id),
-        -transfer.minutes,
-    )
-    .finally(pal_credit);
-    balance::Entity::update_many()
-        .col_expr(
-            balance::Column::Minutes,
-            Expr::col(balance::Column::Minutes).add(delta),
-        )
-        .col_expr(balance::Column::UpdatedAt, Expr::value(now))
-        .filter(balance::Column::UserId.is_in([transfer.member_id, transfer.pal_id]))
-        .exec(conn)
+    let statement = Statement::from_sql_and_values(
+        conn.get_database_backend(),
+        TRANSFER,
+        [
+            Uuid::new_v4().into(),
+            transfer.visit_id.into(),
+            transfer.member_id.into(),
+            transfer.pal_id.into(),
+            transfer.minutes.into(),
+            pal_credit.into(),
+            fee.into(),
+            Utc::now().into(),
+        ],
+    );
+    transaction::Model::find_by_statement(statement)
+        .one(conn)
         .await
         .map_err(|error| match violated_constraint(&error).as_deref() {
+            Some("transactions_visit_id_key") => {
+                AppError::Conflict("this visit has already been paid for")
+            }
             Some("balances_minutes_non_negative") => AppError::InsufficientMinutes {
                 requested: transfer.minutes,
                 available: 0,
             },
             _ => error.into(),
-        })?;
-    Ok(())
+        })?
+        .ok_or_else(|| {
+            AppError::internal(anyhow::anyhow!("the transfer statement returned no row"))
+        })
 }
 
 /// Keyset position after which a page starts: the last item of the previous page.
