@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::{
     client::{Client, Outcome},
+    cpu::{Meter, Reading, postmaster_pid},
     instances::SpawnedInstance,
     invariants, recreate_database,
 };
@@ -200,6 +201,8 @@ fn errors_text(errors: &BTreeMap<String, u64>) -> String {
 #[derive(Clone, Copy)]
 struct Summary {
     per_second: f64,
+    /// Calls answered, successful or not (transactions, for pgbench).
+    count: u64,
     p50: Duration,
     p95: Duration,
     p99: Duration,
@@ -209,6 +212,7 @@ impl Summary {
     fn of(measured: &Measurement) -> Self {
         Self {
             per_second: measured.per_second(),
+            count: measured.latencies.len() as u64 + measured.errors.values().sum::<u64>(),
             p50: measured.percentile(0.50),
             p95: measured.percentile(0.95),
             p99: measured.percentile(0.99),
@@ -223,11 +227,56 @@ impl Summary {
         }
         Self {
             per_second: middle(rounds.iter().map(|round| round.per_second).collect()),
+            count: middle(rounds.iter().map(|round| round.count).collect()),
             p50: middle(rounds.iter().map(|round| round.p50).collect()),
             p95: middle(rounds.iter().map(|round| round.p95).collect()),
             p99: middle(rounds.iter().map(|round| round.p99).collect()),
         }
     }
+}
+
+/// One row of the CPU table: what each party spent per call, summed over a workload's rounds.
+fn cpu_line(
+    workload: &str,
+    service: &Reading,
+    calls: u64,
+    reference: &Reading,
+    transactions: u64,
+) -> String {
+    let per = |spent: Duration, count: u64| spent.as_secs_f64() * 1e6 / count.max(1) as f64;
+    let ours = format!(
+        "{:<19} {:>9.0} {:>9.0} {:>9.0} {:>7.0}",
+        workload,
+        per(service.instances, calls),
+        per(service.server, calls),
+        per(service.this_process, calls),
+        per(
+            service.instances + service.server + service.this_process,
+            calls
+        ),
+    );
+    if transactions == 0 {
+        return ours;
+    }
+    format!(
+        "{ours}   {:>17.0} {:>7.0} {:>7.0}",
+        per(reference.server, transactions),
+        per(reference.finished_children, transactions),
+        per(reference.server + reference.finished_children, transactions),
+    )
+}
+
+/// The pid of the PostgreSQL server behind `db`, if it runs on this machine where we can see it.
+async fn local_postmaster(db: &DatabaseConnection) -> Option<u32> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT current_setting('data_directory') AS directory",
+        ))
+        .await
+        .ok()??;
+    let directory: String = row.try_get("", "directory").ok()?;
+    postmaster_pid(&directory)
 }
 
 /// Deletes the hot requester's bookings (their tasks go with them).
@@ -483,6 +532,11 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
             "DATABASE_POOL_SIZE".to_string(),
             options.pool_size.to_string(),
         ),
+        // Read by tokio's runtime builder in the instance's `#[tokio::main]`.
+        (
+            "TOKIO_WORKER_THREADS".to_string(),
+            options.worker_threads.to_string(),
+        ),
         (
             "LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE".to_string(),
             "100000000".to_string(),
@@ -568,12 +622,20 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
         "p99 ratio",
         "ratio per round"
     );
+    let meter = local_postmaster(&db).await.map(|postmaster| {
+        Meter::new(
+            instances.iter().filter_map(SpawnedInstance::pid).collect(),
+            postmaster,
+        )
+    });
+    let mut cpu_lines = Vec::new();
     let mut run = 0_u32;
     for workload in &options.workloads {
         let script = scripts.join(format!("{workload}.sql"));
         let mut service_rounds = Vec::new();
         let mut reference_rounds = Vec::new();
         let mut errors = BTreeMap::new();
+        let (mut service_cpu, mut reference_cpu) = (Reading::default(), Reading::default());
         for round in 0..options.rounds {
             run += 1;
             // Each round completes visits no earlier round touched, on both sides.
@@ -591,13 +653,18 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
                 let script = script.clone();
                 let (url, clients, duration) =
                     (pgbench_url.clone(), options.clients, options.duration);
+                let before = meter.as_ref().map(Meter::read);
                 reference_rounds.push(
                     tokio::task::spawn_blocking(move || {
                         run_pgbench(&url, &script, clients, duration, run, first_iteration)
                     })
                     .await??,
                 );
+                if let (Some(meter), Some(before)) = (&meter, before) {
+                    reference_cpu += meter.read() - before;
+                }
             }
+            let before = meter.as_ref().map(Meter::read);
             let measured = run_workload(
                 &fixture,
                 workload,
@@ -609,8 +676,18 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
             for (code, count) in &measured.errors {
                 *errors.entry(code.clone()).or_insert(0) += count;
             }
+            if let (Some(meter), Some(before)) = (&meter, before) {
+                service_cpu += meter.read() - before;
+            }
             service_rounds.push(Summary::of(&measured));
         }
+        cpu_lines.push(cpu_line(
+            workload,
+            &service_cpu,
+            service_rounds.iter().map(|round| round.count).sum(),
+            &reference_cpu,
+            reference_rounds.iter().map(|round| round.count).sum(),
+        ));
         let service = Summary::median(&service_rounds);
         let reference = (!reference_rounds.is_empty()).then(|| Summary::median(&reference_rounds));
         let (reference_columns, ratio, p99_ratio, round_ratios) = match (&reference, *workload) {
@@ -675,6 +752,18 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
         })
         .collect();
     pgbench_conn.close().await?;
+    if meter.is_some() {
+        println!(
+            "\nCPU per call, µs    {:>9} {:>9} {:>9} {:>7}   {:>17} {:>7} {:>7}",
+            "instances", "postgres", "load gen", "total", "pgbench: postgres", "client", "total"
+        );
+        for line in cpu_lines {
+            println!("{line}");
+        }
+        println!();
+    } else {
+        println!("CPU per call: n/a (the database server is not a process on this machine)");
+    }
     println!("peak RSS: {}", rss.join(", "));
     println!(
         "login reference: {cores} cores / one Argon2id verification (the pgbench/s column of login)"

@@ -46,9 +46,13 @@ impl SpawnedInstance {
         Ok(instance)
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref()?.id()
+    }
+
     /// The most memory the process has held (VmHWM), in bytes.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
-        let pid = self.child.as_ref()?.id()?;
+        let pid = self.pid()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -3,6 +3,7 @@
 pub mod bank;
 pub mod bench;
 pub mod client;
+pub mod cpu;
 pub mod instances;
 pub mod invariants;
 pub mod scenarios;
