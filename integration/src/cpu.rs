@@ -8,19 +8,6 @@ use std::time::Duration;
 /// Linux build this runs on.
 const TICKS_PER_SECOND: u64 = 100;
 
-/// The `/proc/<pid>/stat` fields after the command name, which may itself hold spaces or brackets.
-fn stat_fields(pid: &str) -> Option<Vec<u64>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    // Field 3 (state) is a letter; number it 0 so the rest keep proc(5)'s numbering minus 3.
-    Some(
-        after_name
-            .split_whitespace()
-            .map(|field| field.parse().unwrap_or(0))
-            .collect(),
-    )
-}
-
 fn ticks(ticks: u64) -> Duration {
     Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
 }
@@ -28,15 +15,24 @@ fn ticks(ticks: u64) -> Duration {
 /// User + system time of one process, and of its children it has waited for.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcessTime {
+    pub parent: u64,
     pub own: Duration,
     pub reaped_children: Duration,
 }
 
+/// Reads `/proc/<pid>/stat` once.
 pub fn process_time(pid: &str) -> Option<ProcessTime> {
-    let fields = stat_fields(pid)?;
-    // proc(5): utime 14, stime 15, cutime 16, cstime 17; minus 3 for pid, comm and state.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may itself hold spaces or brackets; the fields after it start at field 3
+    // (the state letter), so proc(5)'s field n is at index n - 3.
+    let fields: Vec<u64> = stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .map(|field| field.parse().unwrap_or(0))
+        .collect();
     let field = |number: usize| fields.get(number - 3).copied().unwrap_or(0);
+    // proc(5): ppid 4, utime 14, stime 15, cutime 16, cstime 17.
     Some(ProcessTime {
+        parent: field(4),
         own: ticks(field(14) + field(15)),
         reaped_children: ticks(field(16) + field(17)),
     })
@@ -46,8 +42,7 @@ pub fn process_time(pid: &str) -> Option<ProcessTime> {
 /// ones alive now. A backend's time moves into the postmaster's reaped total when it exits, so the
 /// difference of two readings is what the server spent in between.
 pub fn server_time(postmaster: u32) -> Option<Duration> {
-    let postmaster_pid = postmaster.to_string();
-    let root = process_time(&postmaster_pid)?;
+    let root = process_time(&postmaster.to_string())?;
     let mut total = root.own + root.reaped_children;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let name = entry.file_name();
@@ -57,12 +52,8 @@ pub fn server_time(postmaster: u32) -> Option<Duration> {
         else {
             continue;
         };
-        let Some(fields) = stat_fields(pid) else {
-            continue;
-        };
-        // proc(5) field 4 is the parent's pid.
-        if fields.get(1).copied() == Some(u64::from(postmaster))
-            && let Some(child) = process_time(pid)
+        if let Some(child) = process_time(pid)
+            && child.parent == u64::from(postmaster)
         {
             total += child.own;
         }
