@@ -22,6 +22,11 @@ pub enum ConfigError {
          (e.g. `openssl rand -base64 48`)"
     )]
     MissingJwtSecret,
+    #[error(
+        "DATABASE_URL must be set in production: the self-provisioned local PostgreSQL is a \
+         development convenience"
+    )]
+    MissingDatabaseUrl,
 }
 
 /// Everything the service reads from its environment. Secrets are wrapped so `Debug` never prints them.
@@ -91,8 +96,12 @@ impl Config {
         };
         let mut config = Self::defaults(environment);
 
-        if let Some(url) = read_string("DATABASE_URL")? {
-            config.database_url = Some(SecretString::from(url));
+        match read_string("DATABASE_URL")? {
+            Some(url) => config.database_url = Some(SecretString::from(url)),
+            None if environment == Environment::Production => {
+                return Err(ConfigError::MissingDatabaseUrl);
+            }
+            None => {}
         }
         set(source, &mut config.bind_addr, "BIND_ADDR")?;
         set(source, &mut config.local_postgres_dir, "LOCAL_POSTGRES_DIR")?;
@@ -232,13 +241,23 @@ impl Config {
         if !(0..=100).contains(&self.overhead_percent) {
             return invalid("OVERHEAD_PERCENT", "must be between 0 and 100");
         }
-        if self.database_pool_size == 0 || self.password_hashing_concurrency == 0 {
-            return invalid("DATABASE_POOL_SIZE", "pool sizes must be at least 1");
-        }
-        if self.login_attempts_per_address_per_minute == 0
-            || self.login_attempts_per_account_per_minute == 0
-        {
-            return invalid("LOGIN_ATTEMPTS_PER_*_PER_MINUTE", "must be at least 1");
+        let at_least_one = [
+            ("DATABASE_POOL_SIZE", self.database_pool_size),
+            (
+                "PASSWORD_HASHING_CONCURRENCY",
+                u32::try_from(self.password_hashing_concurrency).unwrap_or(u32::MAX),
+            ),
+            (
+                "LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
+                self.login_attempts_per_address_per_minute,
+            ),
+            (
+                "LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE",
+                self.login_attempts_per_account_per_minute,
+            ),
+        ];
+        if let Some((name, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+            return invalid(name, "must be at least 1");
         }
         Ok(())
     }
@@ -307,12 +326,45 @@ mod tests {
         Config::from_source(&|name| vars.get(name).cloned())
     }
 
+    const PRODUCTION_SECRET: &str = "0123456789abcdef0123456789abcdef!";
+    const PRODUCTION_DATABASE: &str = "postgres://app@db/app";
+
     #[test]
     fn production_refuses_to_start_without_a_jwt_secret() {
         assert!(matches!(
-            from(&[("APP_ENV", "production")]),
+            from(&[
+                ("APP_ENV", "production"),
+                ("DATABASE_URL", PRODUCTION_DATABASE)
+            ]),
             Err(ConfigError::MissingJwtSecret)
         ));
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_a_database_url() {
+        let error = from(&[("APP_ENV", "production"), ("JWT_SECRET", PRODUCTION_SECRET)]).err();
+        assert!(matches!(error, Some(ConfigError::MissingDatabaseUrl)));
+        assert!(
+            error
+                .map(|error| error.to_string())
+                .is_some_and(|message| message.starts_with("DATABASE_URL must be set"))
+        );
+    }
+
+    #[test]
+    fn a_zero_limit_names_its_own_variable() {
+        for name in [
+            "DATABASE_POOL_SIZE",
+            "PASSWORD_HASHING_CONCURRENCY",
+            "LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
+            "LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE",
+        ] {
+            let error = from(&[(name, "0")]).err();
+            assert!(
+                matches!(error, Some(ConfigError::Invalid { name: found, .. }) if found == name),
+                "{name}: {error:?}"
+            );
+        }
     }
 
     #[test]
@@ -329,9 +381,12 @@ mod tests {
 
     #[test]
     fn production_turns_introspection_and_graphiql_off() {
-        let secret = "0123456789abcdef0123456789abcdef!";
-        let config =
-            from(&[("APP_ENV", "production"), ("JWT_SECRET", secret)]).expect("valid config");
+        let config = from(&[
+            ("APP_ENV", "production"),
+            ("JWT_SECRET", PRODUCTION_SECRET),
+            ("DATABASE_URL", PRODUCTION_DATABASE),
+        ])
+        .expect("valid config");
         assert!(!config.introspection_enabled && !config.graphiql_enabled);
         assert!(config.cors_origins.is_empty());
     }

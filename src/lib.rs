@@ -4,13 +4,16 @@
 //! sessions, credentials), `ledger` (balances and transactions: the only place minutes live) and
 //! `visits` (which pays through the ledger). `api` composes them into the GraphQL schema.
 pub mod api;
+pub mod background;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod identity;
 pub mod ledger;
+pub mod local_postgres;
 pub mod locking;
 pub mod paging;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 pub mod visits;

@@ -1,5 +1,5 @@
 //! The row locks that keep minutes exact. Every `SELECT ... FOR UPDATE` on the money paths goes
-//! through [`for_update`], so the lock order of DESIGN.md section 2 is visible in one place per use.
+//! through [`for_update`], so the lock order (docs/architecture.md, "Concurrency") is visible in one place per use.
 //!
 //! The feature `danger-no-row-locks` builds a binary that skips these locks. It exists only so the
 //! integration harness can prove it detects the races they prevent; never enable it elsewhere.

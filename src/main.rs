@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use secrecy::ExposeSecret;
 
-use home_visits::{api, config::Config, db, startup, telemetry};
+use home_visits::{api, config::Config, db, local_postgres, startup, telemetry};
 
 // glibc's malloc was ~8% of an instance's CPU under load (its arena locks and consolidation);
 // mimalloc measured +4-8% req/s on the bench.
@@ -56,7 +56,7 @@ async fn serve() -> anyhow::Result<()> {
 
 async fn migrate() -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    let db = db::connect(&config).await?;
+    let db = startup::connect_database(&config).await?;
     db::migrate(&db).await?;
     tracing::info!("migrations applied");
     Ok(())
@@ -66,15 +66,11 @@ async fn local_database(action: Option<&str>) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     match action {
         Some("start") => {
-            let admin_url =
-                db::ensure_local_postgres(&config.local_postgres_dir, config.local_postgres_port)
-                    .await?;
-            db::create_database_if_missing(&admin_url, db::LOCAL_DATABASE).await?;
-            let url = db::with_database(&admin_url, db::LOCAL_DATABASE);
+            let url = local_postgres::provision(&config).await?;
             println!("{}", url.expose_secret());
             Ok(())
         }
-        Some("stop") => db::stop_local_postgres(&config.local_postgres_dir).await,
+        Some("stop") => local_postgres::stop(&config.local_postgres_dir).await,
         _ => anyhow::bail!("usage: home-visits db start|stop"),
     }
 }

@@ -1,15 +1,13 @@
 //! Bind, then serve: `build` binds the listener (port 0 allowed) so callers know the port before
 //! the first request, with no sleeps.
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
 use crate::{
-    api::{self, AppState},
-    config::Config,
-    db,
+    api, background::BackgroundTasks, config::Config, db, local_postgres, state::AppState,
 };
 
 pub struct Application {
@@ -26,9 +24,19 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
              are not accepted by other instances"
         );
     }
-    let db = db::connect(&config).await?;
+    let db = connect_database(&config).await?;
     db::migrate(&db).await.context("migrations failed")?;
     build_with_database(config, db).await
+}
+
+/// The pool on `DATABASE_URL`, or (in development, when it is unset) on the local PostgreSQL,
+/// which is provisioned first.
+pub async fn connect_database(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    let url = match &config.database_url {
+        Some(url) => url.clone(),
+        None => local_postgres::provision(config).await?,
+    };
+    db::connect_to(&url, config).await
 }
 
 /// Like [`build`], on a pool the caller already opened and migrated.
@@ -59,17 +67,7 @@ impl Application {
 
     /// Serves until SIGINT or SIGTERM, then finishes in-flight requests.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let state = self.state.clone();
-        let janitor = tokio::spawn(async move {
-            let mut every_minute = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                every_minute.tick().await;
-                state.throttle.forget_idle();
-            }
-        });
-        let state = self.state.clone();
-        let revocations =
-            tokio::spawn(async move { state.sessions.follow_revocations(&state.db).await });
+        let background = BackgroundTasks::start(&self.state);
         tracing::info!(port = self.port, "listening");
         let router = api::router(self.state);
         let served = axum::serve(
@@ -78,8 +76,7 @@ impl Application {
         )
         .with_graceful_shutdown(shutdown_signal())
         .await;
-        janitor.abort();
-        revocations.abort();
+        background.stop().await;
         served
     }
 }

@@ -84,6 +84,23 @@ impl Client {
         query: &str,
         variables: Value,
     ) -> Outcome<Value> {
+        let body = self.send(token, query, variables).await?;
+        if let Some(error) = body["errors"].get(0) {
+            return Err(Failure {
+                code: error["extensions"]["code"]
+                    .as_str()
+                    .unwrap_or("NO_CODE")
+                    .to_string(),
+                message: error["message"].as_str().unwrap_or_default().to_string(),
+                retryable: error["extensions"]["retryable"] == true,
+            });
+        }
+        Ok(body["data"].clone())
+    }
+
+    /// Runs one operation and returns the whole response (`data` and `errors`); fails only when no
+    /// JSON response came back.
+    pub async fn send(&self, token: Option<&str>, query: &str, variables: Value) -> Outcome<Value> {
         let mut request = self
             .http
             .post(format!("{}/graphql", self.base_url))
@@ -96,22 +113,11 @@ impl Client {
             .await
             .map_err(|error| Failure::transport(&error))?;
         let status = response.status();
-        let body: Value = response.json().await.map_err(|error| Failure {
+        response.json().await.map_err(|error| Failure {
             code: format!("HTTP_{}", status.as_u16()),
             message: error.to_string(),
             retryable: false,
-        })?;
-        if let Some(error) = body["errors"].get(0) {
-            return Err(Failure {
-                code: error["extensions"]["code"]
-                    .as_str()
-                    .unwrap_or("NO_CODE")
-                    .to_string(),
-                message: error["message"].as_str().unwrap_or_default().to_string(),
-                retryable: error["extensions"]["retryable"] == true,
-            });
-        }
-        Ok(body["data"].clone())
+        })
     }
 
     pub async fn is_ready(&self) -> bool {

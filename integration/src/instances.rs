@@ -26,6 +26,8 @@ impl SpawnedInstance {
     }
 
     /// Like [`start`](Self::start), with more environment for the instance (e.g. pool size).
+    /// Port 0 lets the instance bind any free port (read back from its log), so that no port is
+    /// probed free and then raced for; a restart binds the port it had.
     pub async fn start_with(
         binary: PathBuf,
         port: u16,
@@ -40,7 +42,8 @@ impl SpawnedInstance {
             jwt_secret: jwt_secret.to_string(),
             extra_env,
             child: None,
-            log_path: std::env::temp_dir().join(format!("home-visits-{port}.log")),
+            log_path: std::env::temp_dir()
+                .join(format!("home-visits-{}.log", uuid::Uuid::new_v4().simple())),
         };
         instance.launch().await?;
         Ok(instance)
@@ -68,26 +71,31 @@ impl SpawnedInstance {
             .create(true)
             .append(true)
             .open(&self.log_path)?;
+        let log_start = log.metadata()?.len();
         let child = Command::new(&self.binary)
             .arg("serve")
             .env("DATABASE_URL", &self.database_url)
             .env("BIND_ADDR", format!("127.0.0.1:{}", self.port))
             .env("JWT_SECRET", &self.jwt_secret)
             .env("APP_ENV", "development")
-            .env("RUST_LOG", "warn")
+            // The start-up line says which port was bound; uncoloured, so it can be read back.
+            .env("RUST_LOG", "warn,home_visits::startup=info")
+            .env("NO_COLOR", "1")
             .envs(self.extra_env.iter().map(|(key, value)| (key, value)))
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
             .spawn()?;
         self.child = Some(child);
-        self.wait_ready().await
+        self.wait_ready(log_start).await
     }
 
-    /// Polls `/readyz` until the instance answers; it binds and migrates first.
-    pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let client = Client::new(&self.url())?;
+    /// Waits for this launch's "listening" line (which names the bound port), then polls `/readyz`.
+    /// Reading the line first means the server that answers is our child, not a stranger that took
+    /// the port.
+    async fn wait_ready(&mut self, log_start: u64) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut client = None;
         while tokio::time::Instant::now() < deadline {
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
@@ -98,12 +106,33 @@ impl SpawnedInstance {
                     self.log_path.display()
                 );
             }
-            if client.is_ready().await {
+            if client.is_none()
+                && let Some(port) = self.bound_port(log_start)
+            {
+                self.port = port;
+                client = Some(Client::new(&self.url())?);
+            }
+            if let Some(client) = &client
+                && client.is_ready().await
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        anyhow::bail!("instance on port {} not ready after 60 s", self.port)
+        anyhow::bail!(
+            "instance (port {}) not ready after 60 s; see {}",
+            self.port,
+            self.log_path.display()
+        )
+    }
+
+    /// The port in the instance's `listening port=N` line, written after `log_start`.
+    fn bound_port(&self, log_start: u64) -> Option<u16> {
+        let log = std::fs::read(&self.log_path).ok()?;
+        let written = String::from_utf8_lossy(log.get(usize::try_from(log_start).ok()?..)?);
+        let after = written.split("listening port=").nth(1)?;
+        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
     }
 
     /// SIGKILL: no graceful shutdown, in-flight requests are cut.

@@ -1,4 +1,4 @@
-//! DESIGN.md's four invariants, read from PostgreSQL in one statement, hence one snapshot.
+//! The four invariants of the books, read from PostgreSQL in one statement, hence one snapshot.
 use std::fmt;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};

@@ -1,5 +1,5 @@
 //! The two-instance concurrency harness for home-visits. Black-box: it drives instances over HTTP
-//! GraphQL only, and reads PostgreSQL only to check DESIGN.md's invariants.
+//! GraphQL only, and reads PostgreSQL only to check the invariants of the books.
 pub mod bank;
 pub mod bench;
 pub mod client;

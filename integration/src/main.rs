@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use integration::{
     bank::BankOptions,
-    bench::{BenchOptions, WORKLOADS, run_bench},
+    bench::{BenchOptions, Workload, run_bench},
     client::Client,
     instances::SpawnedInstance,
     recreate_database, run_suite,
@@ -78,9 +78,9 @@ struct BenchArgs {
     /// Seconds per workload (and per pgbench run).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// `all` or a comma-separated list of: request, request-hot, complete, complete-hot, read, login.
-    #[arg(long, default_value = "all")]
-    workload: String,
+    /// Workloads to run, comma-separated (default: all of them, in this order).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    workload: Vec<Workload>,
     /// Database connections per instance (measured best on 2 cores: 4 each for 2 instances).
     #[arg(long, default_value_t = 4)]
     pool_size: u32,
@@ -127,21 +127,10 @@ fn main() -> ExitCode {
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let workloads = if args.workload == "all" {
-        WORKLOADS.to_vec()
+    let workloads = if args.workload.is_empty() {
+        Workload::ALL.to_vec()
     } else {
         args.workload
-            .split(',')
-            .map(|name| {
-                WORKLOADS
-                    .iter()
-                    .find(|known| **known == name.trim())
-                    .copied()
-                    .with_context(|| {
-                        format!("unknown workload `{name}`; known: {}", WORKLOADS.join(", "))
-                    })
-            })
-            .collect::<anyhow::Result<_>>()?
     };
     let instance_ports = args
         .instances

@@ -3,47 +3,9 @@
 use std::{net::IpAddr, sync::Arc};
 
 use async_graphql::{Context, ErrorExtensions};
-use sea_orm::DatabaseConnection;
 use tokio::sync::OnceCell;
 
-use crate::{
-    config::Config,
-    error::AppError,
-    identity::{self, Caller, LoginThrottle, PasswordHasher, SessionCache, TokenKeys},
-};
-
-/// Services shared by every request of one instance.
-pub struct AppState {
-    pub db: DatabaseConnection,
-    pub config: Config,
-    pub keys: TokenKeys,
-    pub hasher: PasswordHasher,
-    pub throttle: LoginThrottle,
-    pub sessions: SessionCache,
-}
-
-impl AppState {
-    pub fn new(config: Config, db: DatabaseConnection) -> anyhow::Result<Arc<Self>> {
-        use secrecy::ExposeSecret;
-        let keys = TokenKeys::new(
-            config.jwt_secret.expose_secret(),
-            &config.jwt_issuer,
-            &config.jwt_audience,
-            config.access_token_ttl,
-        );
-        Ok(Arc::new(Self {
-            hasher: PasswordHasher::new(config.password_hashing_concurrency)?,
-            throttle: LoginThrottle::new(
-                config.login_attempts_per_address_per_minute,
-                config.login_attempts_per_account_per_minute,
-            ),
-            keys,
-            sessions: SessionCache::default(),
-            db,
-            config,
-        }))
-    }
-}
+use crate::{error::AppError, identity::Caller, state::AppState};
 
 /// Per-request data: who is asking, from where. The caller is resolved at most once per request.
 pub struct RequestContext {
@@ -82,7 +44,7 @@ pub async fn caller(ctx: &Context<'_>) -> Result<Caller, AppError> {
             let Some(bearer) = request.bearer.as_deref() else {
                 return Ok(None);
             };
-            match identity::authenticate(&state.db, &state.keys, &state.sessions, bearer).await {
+            match state.identity.authenticate(&state.db, bearer).await {
                 Ok(caller) => Ok(Some(caller)),
                 Err(AppError::Unauthenticated) => Ok(None),
                 Err(other) => Err(other),

@@ -1,8 +1,10 @@
 //! Relay-style pages: opaque cursors and the page-size cap shared by every connection.
 use async_graphql::SimpleObject;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, NaiveDate, Utc};
+use uuid::Uuid;
 
-use crate::error::AppError;
+use crate::{error::AppError, paging::Cursor};
 
 pub const DEFAULT_PAGE_SIZE: i32 = 20;
 pub const MAX_PAGE_SIZE: i32 = 100;
@@ -26,15 +28,47 @@ pub fn page_size(first: Option<i32>) -> Result<u64, AppError> {
     Ok(u64::try_from(first).unwrap_or(0))
 }
 
-pub fn encode_cursor(parts: &str) -> String {
-    URL_SAFE_NO_PAD.encode(parts)
+/// A list's sort key as it is written inside a cursor.
+pub trait CursorKey: Sized {
+    fn write(&self) -> String;
+    fn read(text: &str) -> Option<Self>;
 }
 
-/// Decodes a cursor made by [`encode_cursor`] into its two `|`-separated parts.
-pub fn decode_cursor(cursor: &str) -> Result<(String, String), AppError> {
+impl CursorKey for NaiveDate {
+    fn write(&self) -> String {
+        self.to_string()
+    }
+
+    fn read(text: &str) -> Option<Self> {
+        text.parse().ok()
+    }
+}
+
+impl CursorKey for DateTime<Utc> {
+    fn write(&self) -> String {
+        self.to_rfc3339()
+    }
+
+    fn read(text: &str) -> Option<Self> {
+        DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|time| time.with_timezone(&Utc))
+    }
+}
+
+/// An opaque cursor for the row with this sort key and id.
+pub fn encode_cursor<K: CursorKey>(key: &K, id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{id}", key.write()))
+}
+
+/// Decodes a cursor made by [`encode_cursor`]; anything else is a `BAD_USER_INPUT` on `after`.
+pub fn decode_cursor<K: CursorKey>(cursor: &str) -> Result<Cursor<K>, AppError> {
     let invalid = || AppError::bad_input("after", "is not a cursor from this API");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let (first, second) = text.split_once('|').ok_or_else(invalid)?;
-    Ok((first.to_string(), second.to_string()))
+    let (key, id) = text.split_once('|').ok_or_else(invalid)?;
+    Ok(Cursor {
+        key: K::read(key).ok_or_else(invalid)?,
+        id: id.parse().map_err(|_| invalid())?,
+    })
 }

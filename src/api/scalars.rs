@@ -1,5 +1,8 @@
-use async_graphql::{InputValueError, InputValueResult, Scalar, ScalarType, Value};
+use async_graphql::{ID, InputValueError, InputValueResult, Scalar, ScalarType, Value};
 use chrono::NaiveDate;
+use uuid::Uuid;
+
+use crate::error::AppError;
 
 /// A calendar date, `YYYY-MM-DD`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,4 +22,10 @@ impl ScalarType for Date {
     fn to_value(&self) -> Value {
         Value::String(self.0.format("%Y-%m-%d").to_string())
     }
+}
+
+/// An `ID` argument as the uuid it must be; `field` names the argument in the error.
+pub fn parse_id(id: &ID, field: &str) -> Result<Uuid, AppError> {
+    id.parse()
+        .map_err(|_| AppError::bad_input(field, "is not a valid id"))
 }

@@ -1,34 +1,14 @@
-//! GraphQL for visits: the `Visit` type, its queries and the four mutations.
+//! GraphQL for visits: listing them, and the four mutations of their life.
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
-use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::TransactionTrait;
-use uuid::Uuid;
 
 use super::{
     context::{ApiResult, caller, state},
-    identity::User,
-    ledger::Transaction,
-    loaders::{TasksKey, UserKey, loader},
+    objects::{Transaction, Visit, VisitStatus},
     pagination::{PageInfo, decode_cursor, encode_cursor, page_size},
-    scalars::Date,
+    scalars::{Date, parse_id},
 };
-use crate::{
-    error::AppError,
-    visits::{self, VisitCursor, VisitRequest, entities::visit},
-};
-
-#[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(remote = "crate::visits::VisitStatus")]
-pub enum VisitStatus {
-    /// Waiting for a pal; its minutes are held from the member's available minutes.
-    Requested,
-    /// A pal has claimed it; only they may complete it.
-    Accepted,
-    /// Done and paid.
-    Completed,
-    /// Withdrawn by the member; nothing was paid.
-    Cancelled,
-}
+use crate::visits::{self, VisitCursor, VisitRequest, entities::visit};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(remote = "crate::visits::VisitRole")]
@@ -68,81 +48,6 @@ pub struct RequestVisitInput {
     pub idempotency_key: Option<String>,
 }
 
-/// Something to do during a visit.
-#[derive(SimpleObject)]
-pub struct Task {
-    pub name: String,
-    pub description: Option<String>,
-}
-
-/// A visit a member asked for.
-pub struct Visit(pub visit::Model);
-
-#[Object]
-impl Visit {
-    async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
-    }
-
-    async fn date(&self) -> Date {
-        Date(self.0.date)
-    }
-
-    async fn minutes(&self) -> i32 {
-        self.0.minutes
-    }
-
-    async fn status(&self) -> VisitStatus {
-        self.0.status.into()
-    }
-
-    async fn tasks(&self, ctx: &Context<'_>) -> ApiResult<Vec<Task>> {
-        let tasks = loader(ctx)
-            .load_one(TasksKey(self.0.id))
-            .await?
-            .unwrap_or_default();
-        Ok(tasks
-            .into_iter()
-            .map(|task| Task {
-                name: task.name,
-                description: task.description,
-            })
-            .collect())
-    }
-
-    /// Who asked for the visit.
-    async fn member(&self, ctx: &Context<'_>) -> ApiResult<User> {
-        load_user(ctx, self.0.member_id).await
-    }
-
-    /// Who accepted or completed it, if anyone has.
-    async fn pal(&self, ctx: &Context<'_>) -> ApiResult<Option<User>> {
-        match self.0.pal_id {
-            Some(pal_id) => Ok(Some(load_user(ctx, pal_id).await?)),
-            None => Ok(None),
-        }
-    }
-
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
-    }
-
-    async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.updated_at
-    }
-}
-
-pub async fn load_user(ctx: &Context<'_>, user_id: Uuid) -> ApiResult<User> {
-    let viewer = caller(ctx).await?.user_id;
-    let model = loader(ctx)
-        .load_one(UserKey(user_id))
-        .await?
-        .ok_or_else(|| {
-            AppError::internal(anyhow::anyhow!("user {user_id} referenced but missing"))
-        })?;
-    Ok(User::new(model, Some(viewer)))
-}
-
 #[derive(SimpleObject)]
 pub struct VisitEdge {
     pub cursor: String,
@@ -158,21 +63,7 @@ pub struct VisitConnection {
 }
 
 fn visit_cursor(visit: &visit::Model) -> String {
-    encode_cursor(&format!("{}|{}", visit.date, visit.id))
-}
-
-fn parse_visit_cursor(cursor: &str) -> Result<VisitCursor, AppError> {
-    let (date, id) = decode_cursor(cursor)?;
-    let invalid = || AppError::bad_input("after", "is not a cursor from this API");
-    Ok(VisitCursor {
-        date: date.parse::<NaiveDate>().map_err(|_| invalid())?,
-        id: id.parse().map_err(|_| invalid())?,
-    })
-}
-
-pub fn parse_id(id: &ID, field: &str) -> Result<Uuid, AppError> {
-    id.parse()
-        .map_err(|_| AppError::bad_input(field, "is not a valid id"))
+    encode_cursor(&visit.date, visit.id)
 }
 
 #[derive(Default)]
@@ -197,7 +88,7 @@ impl VisitsQuery {
     ) -> ApiResult<VisitConnection> {
         let viewer = caller(ctx).await?.user_id;
         let first = page_size(first)?;
-        let after = after.as_deref().map(parse_visit_cursor).transpose()?;
+        let after: Option<VisitCursor> = after.as_deref().map(decode_cursor).transpose()?;
         let filter = filter.unwrap_or_default();
         let filter = visits::VisitFilter {
             status: filter.status.map(Into::into),

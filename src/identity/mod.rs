@@ -1,16 +1,18 @@
 //! Identity: users, sessions, passwords and tokens. Knows nothing of minutes or visits.
 pub mod entities;
 pub mod password;
-pub mod service;
 pub mod session_cache;
+pub mod sessions;
 pub mod throttle;
 pub mod tokens;
+pub mod users;
 
 pub use password::PasswordHasher;
-pub use service::*;
 pub use session_cache::SessionCache;
+pub use sessions::{Identity, SessionTokens, SignedIn};
 pub use throttle::LoginThrottle;
 pub use tokens::{AccessClaims, TokenKeys};
+pub use users::*;
 
 /// The authenticated user behind a request, and the session their access token belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -63,29 +63,32 @@ impl SessionCache {
         }
     }
 
-    /// Forgets one session (`session:<id>`) or every session of a user (`user:<id>`).
-    pub fn evict(&self, payload: &str) {
+    /// Forgets one session on this instance (others learn it from [`Revocation::announce`]).
+    pub fn evict_session(&self, session_id: Uuid) {
+        self.evict(Revocation::Session(session_id));
+    }
+
+    /// Forgets every session of a user on this instance.
+    pub fn evict_user(&self, user_id: Uuid) {
+        self.evict(Revocation::User(user_id));
+    }
+
+    fn evict(&self, revocation: Revocation) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         let Ok(mut live) = self.live.lock() else {
             return;
         };
-        match payload.split_once(':') {
-            Some(("session", id)) => {
-                if let Ok(id) = id.parse() {
-                    live.remove(&id);
-                }
+        match revocation {
+            Revocation::Session(id) => {
+                live.remove(&id);
             }
-            Some(("user", id)) => {
-                if let Ok(user) = id.parse::<Uuid>() {
-                    live.retain(|_, (owner, _)| *owner != user);
-                }
-            }
-            _ => live.clear(),
+            Revocation::User(user) => live.retain(|_, (owner, _)| *owner != user),
+            Revocation::Everything => live.clear(),
         }
     }
 
     fn set_listening(&self, listening: bool) {
-        self.evict("all");
+        self.evict(Revocation::Everything);
         self.listening.store(listening, Ordering::Release);
     }
 
@@ -115,9 +118,11 @@ impl SessionCache {
             self.set_listening(true);
             loop {
                 match listener.try_recv().await {
-                    Ok(Some(notification)) => self.evict(notification.payload()),
+                    Ok(Some(notification)) => {
+                        self.evict(Revocation::from_payload(notification.payload()));
+                    }
                     // The connection dropped (and was re-established): revocations may have been missed.
-                    Ok(None) => self.evict("all"),
+                    Ok(None) => self.evict(Revocation::Everything),
                     Err(error) => {
                         tracing::warn!(%error, "session revocation listener lost; not caching sessions");
                         break;
@@ -133,16 +138,85 @@ impl SessionCache {
     }
 }
 
-/// Announces a revocation to every instance; delivered when the surrounding transaction commits.
-pub async fn announce_revocation(
-    conn: &impl ConnectionTrait,
-    payload: String,
-) -> Result<(), sea_orm::DbErr> {
-    conn.execute_raw(Statement::from_sql_and_values(
-        conn.get_database_backend(),
-        "SELECT pg_notify($1, $2)",
-        [CHANNEL.into(), payload.into()],
-    ))
-    .await
-    .map(drop)
+/// What a revocation covers; travels between instances as the `NOTIFY` payload
+/// `session:<id>` or `user:<id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    Session(Uuid),
+    User(Uuid),
+    /// Anything unreadable: forgetting everything is always safe.
+    Everything,
+}
+
+impl Revocation {
+    fn payload(self) -> String {
+        match self {
+            Self::Session(id) => format!("session:{id}"),
+            Self::User(id) => format!("user:{id}"),
+            Self::Everything => "all".into(),
+        }
+    }
+
+    fn from_payload(payload: &str) -> Self {
+        let parsed = match payload.split_once(':') {
+            Some(("session", id)) => id.parse().ok().map(Self::Session),
+            Some(("user", id)) => id.parse().ok().map(Self::User),
+            _ => None,
+        };
+        parsed.unwrap_or(Self::Everything)
+    }
+
+    /// Tells every instance; delivered when the surrounding transaction commits.
+    pub async fn announce(self, conn: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr> {
+        conn.execute_raw(Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            "SELECT pg_notify($1, $2)",
+            [CHANNEL.into(), self.payload().into()],
+        ))
+        .await
+        .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revocation_survives_its_trip_through_notify() {
+        let id = Uuid::new_v4();
+        for revocation in [
+            Revocation::Session(id),
+            Revocation::User(id),
+            Revocation::Everything,
+        ] {
+            assert_eq!(Revocation::from_payload(&revocation.payload()), revocation);
+        }
+        assert_eq!(
+            Revocation::from_payload("session:garbage"),
+            Revocation::Everything
+        );
+    }
+
+    #[test]
+    fn evicting_a_user_forgets_only_their_sessions() {
+        let cache = SessionCache::default();
+        cache.listening.store(true, Ordering::Release);
+        let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let ann_session = Caller {
+            user_id: ann,
+            session_id: Uuid::new_v4(),
+        };
+        let bob_session = Caller {
+            user_id: bob,
+            session_id: Uuid::new_v4(),
+        };
+        cache.remember(ann_session, cache.generation());
+        cache.remember(bob_session, cache.generation());
+        cache.evict_user(ann);
+        assert!(!cache.is_known_live(ann_session));
+        assert!(cache.is_known_live(bob_session));
+        cache.evict_session(bob_session.session_id);
+        assert!(!cache.is_known_live(bob_session));
+    }
 }

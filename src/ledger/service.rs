@@ -2,8 +2,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, Order,
+    QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use uuid::Uuid;
 
@@ -11,7 +11,7 @@ use super::entities::{balance, transaction};
 use crate::{
     error::{AppError, violated_constraint},
     locking::for_update,
-    paging::Page,
+    paging::{Cursor, Keyset, Page},
 };
 
 /// How a visit's minutes divide between the pal and the service.
@@ -156,45 +156,29 @@ RETURNING *"#;
         })
 }
 
-/// Keyset position after which a page starts: the last item of the previous page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TransactionCursor {
-    pub created_at: DateTime<Utc>,
-    pub id: Uuid,
-}
+/// Where a page of transactions starts: newest first, so after this `created_at` and id.
+pub type TransactionCursor = Cursor<DateTime<Utc>>;
 
+/// The user's transactions, as member or pal, newest first.
 pub async fn transactions_of(
     conn: &impl ConnectionTrait,
     user_id: Uuid,
     first: u64,
     after: Option<TransactionCursor>,
 ) -> Result<Page<transaction::Model>, AppError> {
-    let involving_user = Condition::any()
-        .add(transaction::Column::MemberId.eq(user_id))
-        .add(transaction::Column::PalId.eq(user_id));
-    let total_count = transaction::Entity::find()
-        .filter(involving_user.clone())
-        .count(conn)
-        .await?;
-    let mut query = transaction::Entity::find().filter(involving_user);
-    if let Some(cursor) = after {
-        query = query.filter(
-            Condition::any()
-                .add(transaction::Column::CreatedAt.lt(cursor.created_at))
-                .add(
-                    Condition::all()
-                        .add(transaction::Column::CreatedAt.eq(cursor.created_at))
-                        .add(transaction::Column::Id.lt(cursor.id)),
-                ),
-        );
-    }
-    let items = query
-        .order_by_desc(transaction::Column::CreatedAt)
-        .order_by_desc(transaction::Column::Id)
-        .limit(first + 1)
-        .all(conn)
-        .await?;
-    Ok(Page::from_one_extra(items, first, total_count))
+    let involving_user = transaction::Entity::find().filter(
+        Condition::any()
+            .add(transaction::Column::MemberId.eq(user_id))
+            .add(transaction::Column::PalId.eq(user_id)),
+    );
+    let newest_first = Keyset {
+        sort: transaction::Column::CreatedAt,
+        id: transaction::Column::Id,
+        order: Order::Desc,
+    };
+    Ok(newest_first
+        .fetch(conn, involving_user, first, after)
+        .await?)
 }
 
 #[cfg(test)]

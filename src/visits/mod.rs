@@ -1,7 +1,11 @@
 //! Visits: requesting, accepting, completing and cancelling them, with the locks that keep every
 //! member's outstanding minutes within their balance. Pays through the ledger; knows no GraphQL.
 pub mod entities;
-pub mod service;
+pub mod lifecycle;
+pub mod queries;
+pub mod requesting;
 
 pub use entities::VisitStatus;
-pub use service::*;
+pub use lifecycle::{accept_visit, cancel_visit, complete_visit, withdraw_user};
+pub use queries::*;
+pub use requesting::{TaskRequest, VisitRequest, request_visit};

@@ -34,7 +34,7 @@ async fn admin_url() -> SecretString {
                 _ => {
                     let settings =
                         Config::from_env().expect("valid configuration in the environment");
-                    db::ensure_local_postgres(
+                    home_visits::local_postgres::ensure_running(
                         &settings.local_postgres_dir,
                         settings.local_postgres_port,
                     )
@@ -86,16 +86,46 @@ pub struct TestDatabase {
     admin_url: SecretString,
 }
 
+/// A database migrated once per test process, which every test's database is copied from: a copy
+/// is one statement, where migrating is a dozen.
+async fn migrated_template() -> &'static str {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let admin_url = admin_url().await;
+            let name = format!("{TEST_DATABASE_PREFIX}{}_template", std::process::id());
+            db::create_database_if_missing(&admin_url, &name)
+                .await
+                .expect("create the template database");
+            let template = Database::connect(db::with_database(&admin_url, &name).expose_secret())
+                .await
+                .expect("connect to the template");
+            db::migrate(&template).await.expect("migrate the template");
+            // A template must have no connections while it is copied.
+            template.close().await.expect("close the template");
+            name
+        })
+        .await
+}
+
 pub async fn fresh_database() -> TestDatabase {
     let admin_url = admin_url().await;
+    let template = migrated_template().await;
     let name = format!(
         "{TEST_DATABASE_PREFIX}{}_{}",
         std::process::id(),
         Uuid::new_v4().simple()
     );
-    db::create_database_if_missing(&admin_url, &name)
+    let admin = Database::connect(admin_url.expose_secret())
         .await
-        .expect("create the test database");
+        .expect("admin connection");
+    admin
+        .execute_unprepared(&format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+        ))
+        .await
+        .expect("copy the template into the test database");
+    let _ = admin.close().await;
     TestDatabase {
         url: db::with_database(&admin_url, &name),
         name,
@@ -129,7 +159,10 @@ impl Drop for TestDatabase {
 
 pub struct TestApp {
     pub address: String,
-    pub client: reqwest::Client,
+    /// The harness's typed GraphQL client: one method per operation, failures as their codes.
+    pub api: integration::client::Client,
+    /// For what is not GraphQL (headers, status codes, malformed bodies).
+    pub http: reqwest::Client,
     /// A connection of the test's own, to look at what the service wrote.
     pub db: DatabaseConnection,
     database_url: SecretString,
@@ -202,8 +235,9 @@ impl TestApp {
             .await
             .expect("test connection");
         Self {
+            api: integration::client::Client::new(&address).expect("GraphQL client"),
             address,
-            client: reqwest::Client::builder()
+            http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("http client"),
@@ -216,15 +250,10 @@ impl TestApp {
 
     /// Sends a GraphQL request over POST and returns the whole JSON response.
     pub async fn graphql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut request = self
-            .client
-            .post(format!("{}/graphql", self.address))
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.expect("request sent");
-        response.json().await.expect("a JSON response")
+        self.api
+            .send(token, query, variables)
+            .await
+            .unwrap_or_else(|failure| panic!("no GraphQL response: {failure:?}"))
     }
 
     pub async fn register(
@@ -443,27 +472,15 @@ impl TestApp {
 
     /// `me`'s minutes, outstanding minutes and available minutes.
     pub async fn minutes_of(&self, token: &str) -> (i64, i64, i64) {
-        let response = self
-            .graphql(
-                Some(token),
-                "{ me { minutes outstandingMinutes availableMinutes } }",
-                json!({}),
-            )
-            .await;
-        let me = &response["data"]["me"];
-        let field = |name: &str| {
-            me[name]
-                .as_i64()
-                .unwrap_or_else(|| panic!("no {name}: {response}"))
-        };
-        (
-            field("minutes"),
-            field("outstandingMinutes"),
-            field("availableMinutes"),
-        )
+        let balance = self
+            .api
+            .balance(token)
+            .await
+            .unwrap_or_else(|failure| panic!("no balance: {failure:?}"));
+        (balance.minutes, balance.outstanding, balance.available)
     }
 
-    /// DESIGN.md's four ledger invariants, checked by the harness's own checker (one snapshot).
+    /// The four invariants of the books, checked by the harness's own checker (one snapshot).
     pub async fn assert_invariants(&self) {
         let violations = integration::invariants::check(&self.db)
             .await

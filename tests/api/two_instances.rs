@@ -10,13 +10,6 @@ use secrecy::ExposeSecret;
 
 use crate::helpers::fresh_database;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
-}
-
 #[tokio::test]
 async fn two_instances_on_one_database_pass_every_scenario_and_a_faulty_randomized_run() {
     let database = fresh_database().await;
@@ -26,7 +19,7 @@ async fn two_instances_on_one_database_pass_every_scenario_and_a_faulty_randomiz
     let mut instances = Vec::new();
     for _ in 0..2 {
         instances.push(
-            SpawnedInstance::start(binary.clone(), free_port(), &url, secret)
+            SpawnedInstance::start(binary.clone(), 0, &url, secret)
                 .await
                 .expect("instance starts"),
         );

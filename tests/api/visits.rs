@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, assert_error_code, tomorrow};
+use crate::helpers::{PASSWORD, TestApp, assert_error_code, error_code, tomorrow};
 
 fn field_errors(response: &Value) -> &Value {
     &response["errors"][0]["extensions"]["fields"]
@@ -44,7 +44,15 @@ async fn a_request_beyond_the_available_minutes_is_refused() {
 
     assert_error_code(&response, "INSUFFICIENT_MINUTES");
     assert_eq!(response["errors"][0]["extensions"]["available"], 20);
-    assert!(app.request_visit(&ann.access_token, 20).await["data"]["requestVisit"].is_object());
+    let exactly_what_is_left = app.request_visit(&ann.access_token, 20).await;
+    assert_eq!(
+        exactly_what_is_left["data"]["requestVisit"]["minutes"], 20,
+        "{exactly_what_is_left}"
+    );
+    assert_eq!(
+        exactly_what_is_left["data"]["requestVisit"]["status"],
+        "REQUESTED"
+    );
     assert_eq!(app.minutes_of(&ann.access_token).await, (120, 120, 0));
     app.assert_invariants().await;
 }
@@ -60,42 +68,51 @@ async fn invalid_requests_name_the_fields_at_fault() {
         (
             json!({ "date": yesterday, "minutes": 30, "tasks": [task] }),
             "date",
+            "must be today or later (UTC)",
         ),
         (
             json!({ "date": tomorrow(), "minutes": 0, "tasks": [task] }),
             "minutes",
+            "must be 1 to 480",
         ),
         (
             json!({ "date": tomorrow(), "minutes": 481, "tasks": [task] }),
             "minutes",
+            "must be 1 to 480",
         ),
         (
             json!({ "date": tomorrow(), "minutes": 30, "tasks": [] }),
             "tasks",
+            "must list 1 to 20 tasks",
         ),
         (
             json!({ "date": tomorrow(), "minutes": 30, "tasks": vec![task.clone(); 21] }),
             "tasks",
+            "must list 1 to 20 tasks",
         ),
         (
             json!({ "date": tomorrow(), "minutes": 30, "tasks": [{ "name": "  " }] }),
             "tasks.0.name",
+            "must be 1 to 100 characters",
         ),
         (
             json!({ "date": tomorrow(), "minutes": 30, "tasks": [task, { "name": "x", "description": "d".repeat(1001) }] }),
             "tasks.1.description",
+            "must be at most 1000 characters",
         ),
         (
             json!({ "date": tomorrow(), "minutes": 30, "tasks": [task], "idempotencyKey": "" }),
             "idempotencyKey",
+            "must be 1 to 100 characters",
         ),
     ];
-    for (input, field) in cases {
+    for (input, field, message) in cases {
         let response = app.request_visit_with(&ann.access_token, input).await;
         assert_error_code(&response, "BAD_USER_INPUT");
-        assert!(
-            field_errors(&response)[field].is_array(),
-            "{field} not reported: {response}"
+        assert_eq!(
+            field_errors(&response),
+            &json!({ field: [message] }),
+            "{response}"
         );
     }
     let malformed_date = app
@@ -105,6 +122,13 @@ async fn invalid_requests_name_the_fields_at_fault() {
         )
         .await;
     assert_error_code(&malformed_date, "BAD_USER_INPUT");
+    let message = malformed_date["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("expected a date as YYYY-MM-DD"),
+        "{malformed_date}"
+    );
     let visits: Vec<i64> = app.query_column("SELECT count(*) FROM visits").await;
     assert_eq!(visits, vec![0]);
 }
@@ -204,7 +228,8 @@ async fn a_visit_is_completed_at_most_once() {
     let ann = app.register_user("ann").await;
     let bob = app.register_user("bob").await;
     let visit_id = app.requested_visit(&ann.access_token, 30).await;
-    app.complete_visit(&bob.access_token, &visit_id).await;
+    let first = app.complete_visit(&bob.access_token, &visit_id).await;
+    assert_eq!(error_code(&first), None, "{first}");
 
     let again = app.complete_visit(&bob.access_token, &visit_id).await;
 
@@ -213,7 +238,7 @@ async fn a_visit_is_completed_at_most_once() {
         &app.cancel_visit(&ann.access_token, &visit_id).await,
         "CONFLICT",
     );
-    assert_eq!(app.minutes_of(&ann.access_token).await.0, 90);
+    assert_eq!(app.minutes_of(&ann.access_token).await, (90, 0, 90));
     app.assert_invariants().await;
 }
 
@@ -256,7 +281,11 @@ async fn an_accepted_visit_can_still_be_cancelled_by_its_member() {
     let ann = app.register_user("ann").await;
     let bob = app.register_user("bob").await;
     let visit_id = app.requested_visit(&ann.access_token, 60).await;
-    app.accept_visit(&bob.access_token, &visit_id).await;
+    let accepted = app.accept_visit(&bob.access_token, &visit_id).await;
+    assert_eq!(
+        accepted["data"]["acceptVisit"]["status"], "ACCEPTED",
+        "{accepted}"
+    );
 
     let cancelled = app.cancel_visit(&ann.access_token, &visit_id).await;
 
@@ -366,6 +395,7 @@ async fn visits_page_by_date_then_id_with_a_total_count() {
     }
 
     let mut seen = Vec::new();
+    let mut page_sizes = Vec::new();
     let mut after: Option<String> = None;
     loop {
         let page = app
@@ -378,7 +408,9 @@ async fn visits_page_by_date_then_id_with_a_total_count() {
             .await;
         let connection = &page["data"]["visits"];
         assert_eq!(connection["totalCount"], 5, "{page}");
-        for edge in connection["edges"].as_array().expect("edges") {
+        let edges = connection["edges"].as_array().expect("edges");
+        page_sizes.push(edges.len());
+        for edge in edges {
             seen.push(edge["node"]["date"].as_str().expect("date").to_string());
         }
         if connection["pageInfo"]["hasNextPage"] != true {
@@ -389,19 +421,26 @@ async fn visits_page_by_date_then_id_with_a_total_count() {
             .map(String::from);
     }
 
-    let mut expected = seen.clone();
-    expected.sort();
-    assert_eq!(seen.len(), 5);
+    let expected: Vec<String> = [0, 1, 1, 2, 3]
+        .map(|days| (today + chrono::Days::new(days)).to_string())
+        .to_vec();
+    assert_eq!(page_sizes, vec![2, 2, 1]);
     assert_eq!(seen, expected);
-    assert_error_code(
-        &app.visits(&ann.access_token, json!(null), Some(101), None)
-            .await,
-        "BAD_USER_INPUT",
+    let too_big = app
+        .visits(&ann.access_token, json!(null), Some(101), None)
+        .await;
+    assert_error_code(&too_big, "BAD_USER_INPUT");
+    assert_eq!(
+        too_big["errors"][0]["extensions"]["fields"],
+        json!({ "first": ["must be 0 to 100"] })
     );
-    assert_error_code(
-        &app.visits(&ann.access_token, json!(null), None, Some("bogus"))
-            .await,
-        "BAD_USER_INPUT",
+    let bogus_cursor = app
+        .visits(&ann.access_token, json!(null), None, Some("bogus"))
+        .await;
+    assert_error_code(&bogus_cursor, "BAD_USER_INPUT");
+    assert_eq!(
+        bogus_cursor["errors"][0]["extensions"]["fields"],
+        json!({ "after": ["is not a cursor from this API"] })
     );
 }
 
@@ -436,10 +475,14 @@ async fn a_retry_with_the_same_idempotency_key_books_nothing_twice() {
             json!({ "date": tomorrow(), "minutes": 40, "tasks": [{ "name": "Tea" }], "idempotencyKey": "phone-1" }),
         )
         .await;
-    assert!(
-        same_key_other_member["data"]["requestVisit"].is_object(),
-        "keys are per member"
+    // Keys are per member: Bob's "phone-1" is a visit of his own.
+    let bobs = &same_key_other_member["data"]["requestVisit"];
+    assert_eq!(
+        bobs["member"]["email"],
+        other.email.as_str(),
+        "{same_key_other_member}"
     );
+    assert_ne!(bobs["id"], first["data"]["requestVisit"]["id"]);
     app.assert_invariants().await;
 }
 
@@ -554,16 +597,30 @@ async fn a_page_of_visits_costs_the_same_few_statements_whatever_its_size() {
             let response = app
                 .visits(&token, json!({ "role": "MEMBER" }), Some(first), None)
                 .await;
-            assert!(response["data"]["visits"]["edges"].is_array(), "{response}");
-            app.statements.load(Ordering::SeqCst) - before
+            let cost = app.statements.load(Ordering::SeqCst) - before;
+            let connection = &response["data"]["visits"];
+            assert_eq!(connection["totalCount"], 30, "{response}");
+            let edges = connection["edges"].as_array().map(Vec::len);
+            assert_eq!(
+                edges,
+                Some(usize::try_from(first).unwrap_or(0)),
+                "{response}"
+            );
+            let tasks = connection["edges"][0]["node"]["tasks"]
+                .as_array()
+                .map(Vec::len);
+            assert_eq!(tasks, Some(2), "{response}");
+            cost
         }
     };
     for _ in 0..30 {
-        app.request_visit_with(
-            &ann.access_token,
-            json!({ "date": tomorrow(), "minutes": 10, "tasks": [{ "name": "Tea" }, { "name": "Talk" }] }),
-        )
-        .await;
+        let booked = app
+            .request_visit_with(
+                &ann.access_token,
+                json!({ "date": tomorrow(), "minutes": 10, "tasks": [{ "name": "Tea" }, { "name": "Talk" }] }),
+            )
+            .await;
+        assert_eq!(error_code(&booked), None, "{booked}");
     }
 
     let small = page_cost(2).await;

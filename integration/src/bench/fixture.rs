@@ -1,0 +1,143 @@
+//! The bench's data: 10,000 members with sessions and balances and pre-booked visits, written with
+//! SQL, and access tokens minted for them with the instances' shared secret.
+use anyhow::Context;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use serde_json::json;
+
+use crate::client::Client;
+
+/// Members are numbered 1..=MEMBERS; 1 is the hot requester, 2 the hot member whose visits are completed.
+pub const MEMBERS: i64 = 10_000;
+pub const PASSWORD: &str = "bench password 1";
+/// Visits to pre-book per second of run, so neither pgbench nor the service runs out.
+pub const RANDOM_VISITS_PER_SECOND: u64 = 9_000;
+pub const HOT_VISITS_PER_SECOND: u64 = 4_000;
+
+pub fn member_id(n: i64) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+pub fn session_id(n: i64) -> String {
+    format!("10000000-0000-4000-8000-{n:012}")
+}
+
+pub fn random_visit_id(v: u64) -> String {
+    format!("20000000-0000-4000-8000-{v:012}")
+}
+
+pub fn hot_visit_id(v: u64) -> String {
+    format!("30000000-0000-4000-8000-{v:012}")
+}
+
+/// The member of random visit `v`, and the pal who completes it (as in `pgbench/complete.sql`).
+pub fn random_visit_parties(v: u64) -> (i64, i64) {
+    let v = i64::try_from(v).unwrap_or(0);
+    (3 + v % (MEMBERS - 2), 3 + (v + 1) % (MEMBERS - 2))
+}
+
+/// A member other than the two hot ones, the same for a given client and iteration.
+pub fn random_member(client: usize, iteration: u64) -> i64 {
+    StdRng::seed_from_u64((client as u64) << 32 | iteration).random_range(3..=MEMBERS)
+}
+
+/// Users, sessions, balances and pre-booked visits, written with SQL: registering 10,000 users
+/// through the API would spend minutes in Argon2 before measuring anything.
+pub async fn load_fixture(
+    db: &DatabaseConnection,
+    password_hash: &str,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    let random_visits = seconds * RANDOM_VISITS_PER_SECOND;
+    let hot_visits = seconds * HOT_VISITS_PER_SECOND;
+    let uuid = |prefix: &str, expr: &str| {
+        format!("('{prefix}-0000-4000-8000-' || lpad(({expr})::text, 12, '0'))::uuid")
+    };
+    let member = |expr: &str| uuid("00000000", expr);
+    let statements = [
+        format!(
+            "INSERT INTO users (id, email, password_hash, first_name, last_name) \
+             SELECT {}, 'bench-' || n || '@bench.test', $1, 'Bench', 'Member ' || n FROM generate_series(1, {MEMBERS}) n",
+            member("n")
+        ),
+        // Realistic balances: the hot requester can book for the whole run without being refused,
+        // the hot member can pay for every pre-booked visit, everyone else has 1,000 minutes.
+        format!(
+            "INSERT INTO balances (user_id, minutes, starting_minutes) \
+             SELECT {}, m, m FROM (SELECT n, CASE n WHEN 1 THEN {} WHEN 2 THEN {} ELSE 1000 END AS m \
+             FROM generate_series(1, {MEMBERS}) n) grants",
+            member("n"),
+            seconds * 5_000,
+            hot_visits * 10
+        ),
+        format!(
+            "INSERT INTO sessions (id, user_id, expires_at) \
+             SELECT {}, {}, now() + interval '1 day' FROM generate_series(1, {MEMBERS}) n",
+            uuid("10000000", "n"),
+            member("n")
+        ),
+        format!(
+            "INSERT INTO visits (id, member_id, date, minutes, status) \
+             SELECT {}, {}, current_date + 1, 10, 'REQUESTED' FROM generate_series(1, {random_visits}) v",
+            uuid("20000000", "v"),
+            member(&format!("3 + v % {}", MEMBERS - 2))
+        ),
+        format!(
+            "INSERT INTO visits (id, member_id, date, minutes, status) \
+             SELECT {}, {}, current_date + 1, 10, 'REQUESTED' FROM generate_series(1, {hot_visits}) v",
+            uuid("30000000", "v"),
+            member("2")
+        ),
+        "INSERT INTO visit_tasks (visit_id, position, name) SELECT id, 0, 'Company' FROM visits"
+            .to_string(),
+        "ANALYZE".to_string(),
+    ];
+    for (index, sql) in statements.iter().enumerate() {
+        let statement = if index == 0 {
+            Statement::from_sql_and_values(db.get_database_backend(), sql, [password_hash.into()])
+        } else {
+            Statement::from_string(db.get_database_backend(), sql)
+        };
+        db.execute_raw(statement)
+            .await
+            .with_context(|| format!("fixture: {sql}"))?;
+    }
+    Ok(())
+}
+
+/// Access tokens the instances accept, minted with their shared secret for the fixture's sessions.
+pub fn mint_tokens(secret: &str) -> anyhow::Result<Vec<String>> {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let now = chrono::Utc::now().timestamp();
+    (0..=MEMBERS)
+        .map(|n| {
+            let claims = json!({ "sub": member_id(n), "sid": session_id(n), "iat": now, "exp": now + 3600,
+                                 "iss": "home-visits", "aud": "home-visits" });
+            jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).context("minting a token")
+        })
+        .collect()
+}
+
+/// Deletes the hot requester's bookings (their tasks go with them).
+pub async fn forget_hot_requests(db: &DatabaseConnection) -> anyhow::Result<()> {
+    db.execute_raw(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "DELETE FROM visits WHERE member_id = $1::uuid",
+        [member_id(1).into()],
+    ))
+    .await
+    .context("forgetting the hot requester's bookings")?;
+    Ok(())
+}
+
+/// What the workloads drive: a client per instance and a token per fixture member.
+pub struct Fixture {
+    pub clients: Vec<Client>,
+    pub tokens: Vec<String>,
+}
+
+impl Fixture {
+    pub fn client(&self, index: usize) -> &Client {
+        &self.clients[index % self.clients.len()]
+    }
+}

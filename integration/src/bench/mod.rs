@@ -1,0 +1,281 @@
+//! `integration bench`: closed-loop load on the hot paths through the instances, side by side with
+//! pgbench running the very statements the service issues, on a copy of the same fixture.
+mod fixture;
+mod pgbench;
+mod report;
+mod stats;
+mod workloads;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+
+use self::{
+    fixture::{Fixture, PASSWORD, forget_hot_requests, load_fixture, mint_tokens},
+    pgbench::run_pgbench,
+    report::Reference,
+    stats::Summary,
+    workloads::run_workload,
+};
+pub use self::{stats::Measurement, workloads::Workload};
+use crate::{
+    client::Client,
+    cpu::{Meter, Reading, postmaster_pid},
+    instances::SpawnedInstance,
+    invariants, recreate_database,
+};
+
+pub struct BenchOptions {
+    pub binary: PathBuf,
+    pub instance_ports: Vec<u16>,
+    pub database_url: String,
+    pub clients: usize,
+    pub duration: Duration,
+    pub rounds: u32,
+    pub workloads: Vec<Workload>,
+    pub pool_size: u32,
+    /// Tokio worker threads per instance (`TOKIO_WORKER_THREADS`).
+    pub worker_threads: usize,
+    pub pgbench: bool,
+}
+
+/// The pid of the PostgreSQL server behind `db`, if it runs on this machine where we can see it.
+async fn local_postmaster(db: &DatabaseConnection) -> Option<u32> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT current_setting('data_directory') AS directory",
+        ))
+        .await
+        .ok()??;
+    let directory: String = row.try_get("", "directory").ok()?;
+    postmaster_pid(&directory)
+}
+
+/// Time for one Argon2id verification with the service's parameters, on this machine.
+fn argon2_verify_time() -> anyhow::Result<Duration> {
+    use argon2::{
+        Argon2,
+        password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash},
+    };
+    let hash = Argon2::default()
+        .hash_password(b"reference")
+        .map_err(|error| anyhow::anyhow!("{error}"))?
+        .to_string();
+    let parsed = PasswordHash::new(&hash).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let started = Instant::now();
+    for _ in 0..5 {
+        let _ = Argon2::default().verify_password(b"reference", &parsed);
+    }
+    Ok(started.elapsed() / 5)
+}
+
+/// Runs the benchmark and prints its report; fails only if the invariants break.
+pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
+    let mut url = reqwest::Url::parse(&options.database_url)?;
+    let pgbench_db = format!("{}_pgbench", url.path().trim_start_matches('/'));
+    url.set_path(&format!("/{pgbench_db}"));
+    let pgbench_url = url.to_string();
+    recreate_database(&options.database_url).await?;
+    recreate_database(&pgbench_url).await?;
+
+    let secret = format!("bench-{}-{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    // Login is throttled per client address; the bench is one address sending thousands.
+    let env = vec![
+        (
+            "DATABASE_POOL_SIZE".to_string(),
+            options.pool_size.to_string(),
+        ),
+        // Read by tokio's runtime builder in the instance's `#[tokio::main]`.
+        (
+            "TOKIO_WORKER_THREADS".to_string(),
+            options.worker_threads.to_string(),
+        ),
+        (
+            "LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE".to_string(),
+            "100000000".to_string(),
+        ),
+        (
+            "LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE".to_string(),
+            "100000000".to_string(),
+        ),
+    ];
+    let mut instances = Vec::new();
+    for port in &options.instance_ports {
+        instances.push(
+            SpawnedInstance::start_with(
+                options.binary.clone(),
+                *port,
+                &options.database_url,
+                &secret,
+                env.clone(),
+            )
+            .await?,
+        );
+    }
+    let clients = instances
+        .iter()
+        .map(|instance| Client::new(&instance.url()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // The same migrations on pgbench's copy: the service's own binary applies them.
+    let migrated = Command::new(&options.binary)
+        .arg("migrate")
+        .env("DATABASE_URL", &pgbench_url)
+        .env("RUST_LOG", "warn")
+        .status()?;
+    anyhow::ensure!(migrated.success(), "migrating {pgbench_db} failed");
+
+    // One real registration gives a genuine Argon2id hash of PASSWORD for every fixture member.
+    let probe_email = format!("probe-{}@bench.test", uuid::Uuid::new_v4().simple());
+    clients[0]
+        .register(&probe_email, PASSWORD)
+        .await
+        .map_err(|failure| anyhow::anyhow!("probe registration failed: {failure:?}"))?;
+    let db = Database::connect(&options.database_url).await?;
+    let hash_row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT password_hash FROM users WHERE email = $1",
+            [probe_email.into()],
+        ))
+        .await?
+        .context("probe user missing")?;
+    let password_hash: String = hash_row.try_get("", "password_hash")?;
+    let seconds = options.duration.as_secs().max(1);
+    let seconds_in_all = seconds * u64::from(options.rounds);
+    load_fixture(&db, &password_hash, seconds_in_all).await?;
+    let pgbench_conn = Database::connect(&pgbench_url).await?;
+    load_fixture(&pgbench_conn, &password_hash, seconds_in_all).await?;
+    let fixture = Fixture {
+        clients,
+        tokens: mint_tokens(&secret)?,
+    };
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("pgbench");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+
+    println!(
+        "home-visits bench: {} instance(s), pool {} and {} worker thread(s) each, {} clients, {} s per workload, {} cores",
+        options.instance_ports.len(),
+        options.pool_size,
+        options.worker_threads,
+        options.clients,
+        seconds,
+        cores
+    );
+    report::print_header();
+    let meter = local_postmaster(&db).await.map(|postmaster| {
+        Meter::new(
+            instances.iter().filter_map(SpawnedInstance::pid).collect(),
+            postmaster,
+        )
+    });
+    let mut cpu_lines = Vec::new();
+    let mut run = 0_u32;
+    for &workload in &options.workloads {
+        let script = workload.pgbench_script().map(|name| scripts.join(name));
+        let mut service_rounds = Vec::new();
+        let mut reference_rounds = Vec::new();
+        let mut errors = BTreeMap::new();
+        let (mut service_cpu, mut reference_cpu) = (Reading::default(), Reading::default());
+        for round in 0..options.rounds {
+            run += 1;
+            // Each round completes visits no earlier round touched, on both sides.
+            let first_visit = u64::from(round) * seconds * workload.visits_per_second();
+            let first_iteration = first_visit.div_ceil(options.clients as u64);
+            if workload == Workload::RequestHot {
+                // The hot requester starts every round with no bookings, as in the first: thousands of
+                // outstanding visits would slow the sum under its lock (an artifact, not the product).
+                forget_hot_requests(&db).await?;
+            }
+            if let Some(script) = script.as_ref().filter(|_| options.pgbench) {
+                if workload == Workload::RequestHot {
+                    forget_hot_requests(&pgbench_conn).await?;
+                }
+                let script = script.clone();
+                let (url, clients, duration) =
+                    (pgbench_url.clone(), options.clients, options.duration);
+                let before = meter.as_ref().map(Meter::read);
+                reference_rounds.push(
+                    tokio::task::spawn_blocking(move || {
+                        run_pgbench(&url, &script, clients, duration, run, first_iteration)
+                    })
+                    .await??,
+                );
+                if let (Some(meter), Some(before)) = (&meter, before) {
+                    reference_cpu += meter.read() - before;
+                }
+            }
+            let before = meter.as_ref().map(Meter::read);
+            let measured = run_workload(
+                &fixture,
+                workload,
+                options.clients,
+                options.duration,
+                first_iteration,
+            )
+            .await;
+            for (code, count) in &measured.errors {
+                *errors.entry(code.clone()).or_insert(0) += count;
+            }
+            if let (Some(meter), Some(before)) = (&meter, before) {
+                service_cpu += meter.read() - before;
+            }
+            service_rounds.push(Summary::of(&measured));
+        }
+        cpu_lines.push(report::cpu_line(
+            workload,
+            &service_cpu,
+            service_rounds.iter().map(|round| round.count).sum(),
+            &reference_cpu,
+            reference_rounds.iter().map(|round| round.count).sum(),
+        ));
+        let reference = if !reference_rounds.is_empty() {
+            Reference::Pgbench(&reference_rounds)
+        } else if workload == Workload::Login {
+            let verify = argon2_verify_time()?;
+            Reference::Bound {
+                per_second: cores as f64 / verify.as_secs_f64(),
+                detail: format!("{} ms argon2", report::millis(verify)),
+            }
+        } else {
+            Reference::None
+        };
+        report::print_row(workload, &service_rounds, reference, &errors);
+    }
+    let rss: Vec<String> = instances
+        .iter()
+        .map(|instance| match instance.peak_rss_bytes() {
+            Some(bytes) => format!("{} {:.0} MB", instance.url(), bytes as f64 / 1_048_576.0),
+            None => format!("{} n/a", instance.url()),
+        })
+        .collect();
+    pgbench_conn.close().await?;
+    if meter.is_some() {
+        report::print_cpu_table(&cpu_lines);
+    } else {
+        println!("CPU per call: n/a (the database server is not a process on this machine)");
+    }
+    println!("peak RSS: {}", rss.join(", "));
+    println!(
+        "login reference: {cores} cores / one Argon2id verification (the pgbench/s column of login)"
+    );
+    let violations = invariants::check(&db).await?;
+    println!(
+        "invariants: {}",
+        if violations.is_clean() {
+            "PASS".to_string()
+        } else {
+            format!("FAIL ({violations})")
+        }
+    );
+    for instance in &mut instances {
+        instance.kill().await?;
+    }
+    Ok(violations.is_clean())
+}

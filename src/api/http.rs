@@ -1,0 +1,211 @@
+//! HTTP routing: `/graphql` (POST, and GET for queries and GraphiQL), `/healthz`, `/readyz`, and
+//! the layers every request passes (request id, tracing, timeout, CORS, body limit).
+use std::{net::SocketAddr, sync::Arc};
+
+use async_graphql::{
+    Response, ServerError,
+    dataloader::DataLoader,
+    http::GraphiQLSource,
+    parser::types::{DocumentOperations, OperationType},
+};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::{
+    Json, Router,
+    extract::{ConnectInfo, DefaultBodyLimit, RawQuery, State},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
+    response::{Html, IntoResponse},
+    routing::get,
+};
+use tower::ServiceBuilder;
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    limit::RequestBodyLimitLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+use super::{
+    context::RequestContext,
+    loaders,
+    schema::{AppSchema, schema},
+};
+use crate::state::AppState;
+
+#[derive(Clone)]
+struct HttpState {
+    schema: AppSchema,
+    app: Arc<AppState>,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(app: Arc<AppState>) -> Router {
+    let config = &app.config;
+    let origins: Vec<HeaderValue> = config
+        .cors_origins
+        .iter()
+        .filter_map(|origin| match HeaderValue::from_str(origin) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                tracing::warn!(%origin, "ignoring an unusable CORS origin");
+                None
+            }
+        })
+        .collect();
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                let request_id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .layer(cors)
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    let state = HttpState {
+        schema: schema(app.clone()),
+        app,
+    };
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(layers)
+        .with_state(state)
+}
+
+async fn graphql_post(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> GraphQLResponse {
+    let request = with_request_data(request.into_inner(), &state, &headers, peer);
+    with_error_codes(state.schema.execute(request).await).into()
+}
+
+/// Queries only: a mutation must not run from a link or an `<img>` tag. Without a query, browsers
+/// get GraphiQL (when enabled).
+async fn graphql_get(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query_string): RawQuery,
+) -> axum::response::Response {
+    let query_string = query_string.unwrap_or_default();
+    if query_string.is_empty() {
+        let wants_html = headers
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"));
+        if wants_html && state.app.config.graphiql_enabled {
+            return Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response();
+        }
+        return graphql_error(
+            StatusCode::BAD_REQUEST,
+            "send a `query` parameter, or POST a JSON body",
+        );
+    }
+    let mut request = match async_graphql::http::parse_query_string(&query_string) {
+        Ok(request) => request,
+        Err(error) => return graphql_error(StatusCode::BAD_REQUEST, &error.to_string()),
+    };
+    let operation_name = request.operation_name.clone();
+    if let Ok(document) = request.parsed_query() {
+        let is_mutation = match &document.operations {
+            DocumentOperations::Single(operation) => operation.node.ty == OperationType::Mutation,
+            DocumentOperations::Multiple(operations) => match &operation_name {
+                Some(name) => operations
+                    .get(name.as_str())
+                    .is_some_and(|operation| operation.node.ty == OperationType::Mutation),
+                None => operations
+                    .values()
+                    .any(|operation| operation.node.ty == OperationType::Mutation),
+            },
+        };
+        if is_mutation {
+            let mut response = graphql_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "mutations are only accepted with POST",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+    }
+    let request = with_request_data(request, &state, &headers, peer);
+    GraphQLResponse::from(with_error_codes(state.schema.execute(request).await)).into_response()
+}
+
+async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
+    match state.app.db.ping().await {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(error) => {
+            tracing::warn!(%error, "database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+        }
+    }
+}
+
+/// Per-request data: the caller's credentials and address, and batch loaders whose cache lives
+/// only as long as the request, so no response shows another request's stale rows.
+fn with_request_data(
+    request: async_graphql::Request,
+    state: &HttpState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> async_graphql::Request {
+    let loader = DataLoader::new(
+        loaders::DbLoader {
+            db: state.app.db.clone(),
+        },
+        tokio::spawn,
+    );
+    request.data(request_context(headers, peer)).data(loader)
+}
+
+fn request_context(headers: &HeaderMap, peer: SocketAddr) -> RequestContext {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(|token| token.trim().to_string());
+    RequestContext::new(bearer, peer.ip())
+}
+
+/// Errors raised by async-graphql itself (syntax, unknown fields, depth and complexity limits)
+/// carry no code; they are all the client's to fix.
+fn with_error_codes(mut response: Response) -> Response {
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", "BAD_USER_INPUT");
+        }
+    }
+    response
+}
+
+fn graphql_error(status: StatusCode, message: &str) -> axum::response::Response {
+    let mut error = ServerError::new(message, None);
+    error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("code", "BAD_USER_INPUT");
+    (status, Json(Response::from_errors(vec![error]))).into_response()
+}

@@ -1,0 +1,8 @@
+//! The object types clients read, shared by every area's queries and mutations.
+mod transaction;
+mod user;
+mod visit;
+
+pub use transaction::Transaction;
+pub use user::User;
+pub use visit::{Visit, VisitStatus};

@@ -1,0 +1,23 @@
+//! What one instance shares across requests and background tasks, wired once at start-up.
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+use crate::{config::Config, identity::Identity};
+
+/// Services shared by every request of one instance.
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub config: Config,
+    pub identity: Identity,
+}
+
+impl AppState {
+    pub fn new(config: Config, db: DatabaseConnection) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            identity: Identity::new(&config)?,
+            db,
+            config,
+        }))
+    }
+}

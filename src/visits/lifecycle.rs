@@ -1,0 +1,168 @@
+//! A visit's life after its request: accepted by a pal, completed (and paid through the ledger),
+//! cancelled by its member. Every transition locks the visit row first and is decided by
+//! [`check_transition`] under that lock.
+use chrono::Utc;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::Expr};
+use uuid::Uuid;
+
+use super::{
+    entities::{VisitStatus, visit},
+    queries::is_visible_to,
+};
+use crate::{
+    error::AppError,
+    ledger::{self, Transfer, entities::transaction},
+    locking::for_update,
+};
+
+/// What a caller asks of a visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Accept,
+    Complete,
+    Cancel,
+}
+
+/// What the visit's state allows.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Make the change.
+    Proceed,
+    /// Already done by this caller: answer with the visit as it is (a retried accept).
+    AlreadyDone,
+}
+
+/// The transition rules in one place: who may do what to a visit in each status.
+fn check_transition(
+    visit: &visit::Model,
+    caller: Uuid,
+    action: Action,
+) -> Result<Verdict, AppError> {
+    use {Action::*, VisitStatus::*};
+    let is_member = visit.member_id == caller;
+    let is_its_pal = visit.pal_id == Some(caller);
+    match (action, visit.status) {
+        (Accept, _) if is_member => Err(AppError::Forbidden("you cannot accept your own visit")),
+        (Complete, _) if is_member => {
+            Err(AppError::Forbidden("you cannot complete your own visit"))
+        }
+        (Cancel, _) if !is_member => Err(if is_visible_to(visit, caller) {
+            AppError::Forbidden("only the visit's member can cancel it")
+        } else {
+            AppError::NotFound("visit")
+        }),
+        (Accept | Complete | Cancel, Requested) => Ok(Verdict::Proceed),
+        (Accept, Accepted) if is_its_pal => Ok(Verdict::AlreadyDone),
+        (Accept, Accepted) => Err(AppError::Conflict(
+            "another pal has already accepted this visit",
+        )),
+        (Complete, Accepted) if is_its_pal => Ok(Verdict::Proceed),
+        (Complete, Accepted) => Err(AppError::Forbidden("another pal accepted this visit")),
+        (Cancel, Accepted) => Ok(Verdict::Proceed),
+        (_, Completed) => Err(AppError::Conflict("this visit is already completed")),
+        (Cancel, Cancelled) => Err(AppError::Conflict("this visit is already cancelled")),
+        (Accept | Complete, Cancelled) => Err(AppError::Conflict("this visit was cancelled")),
+    }
+}
+
+/// A pal claims a requested visit; from then on only they may complete it.
+pub async fn accept_visit(
+    conn: &impl ConnectionTrait,
+    pal_id: Uuid,
+    visit_id: Uuid,
+) -> Result<visit::Model, AppError> {
+    // Held until commit: of two pals claiming this visit, the second sees it taken.
+    let visit = lock_visit(conn, visit_id).await?;
+    match check_transition(&visit, pal_id, Action::Accept)? {
+        Verdict::AlreadyDone => Ok(visit),
+        Verdict::Proceed => set_status(conn, visit_id, VisitStatus::Accepted, Some(pal_id)).await,
+    }
+}
+
+/// The pal completes the visit: the member pays its minutes, the pal is credited them less the fee.
+pub async fn complete_visit(
+    conn: &impl ConnectionTrait,
+    pal_id: Uuid,
+    visit_id: Uuid,
+    overhead_percent: i32,
+) -> Result<transaction::Model, AppError> {
+    // Held until commit: completions, acceptances and cancellations of one visit queue here, so it
+    // is paid at most once and never after a cancellation.
+    let visit = lock_visit(conn, visit_id).await?;
+    check_transition(&visit, pal_id, Action::Complete)?;
+    // Then both balances, in user-id order (one statement), after the visit: the fixed lock order.
+    let balances = ledger::lock_balances(conn, &[visit.member_id, pal_id]).await?;
+    let member_balance = balances.get(&visit.member_id).copied().unwrap_or(0);
+    if member_balance < visit.minutes {
+        return Err(AppError::InsufficientMinutes {
+            requested: visit.minutes,
+            available: member_balance,
+        });
+    }
+    let transfer = Transfer {
+        visit_id,
+        member_id: visit.member_id,
+        pal_id,
+        minutes: visit.minutes,
+    };
+    let transaction = ledger::record_transfer(conn, transfer, overhead_percent).await?;
+    set_status(conn, visit_id, VisitStatus::Completed, Some(pal_id)).await?;
+    Ok(transaction)
+}
+
+/// The member withdraws a visit that is not yet completed, freeing its minutes.
+pub async fn cancel_visit(
+    conn: &impl ConnectionTrait,
+    member_id: Uuid,
+    visit_id: Uuid,
+) -> Result<visit::Model, AppError> {
+    // Held until commit: a cancellation and a completion of one visit cannot both succeed.
+    let visit = lock_visit(conn, visit_id).await?;
+    check_transition(&visit, member_id, Action::Cancel)?;
+    set_status(conn, visit_id, VisitStatus::Cancelled, visit.pal_id).await
+}
+
+/// For a departing user: their outstanding visits are cancelled and the visits they had accepted as
+/// a pal are open again for others.
+pub async fn withdraw_user(conn: &impl ConnectionTrait, user_id: Uuid) -> Result<(), AppError> {
+    let now = Utc::now();
+    visit::Entity::update_many()
+        .col_expr(visit::Column::Status, Expr::value(VisitStatus::Cancelled))
+        .col_expr(visit::Column::UpdatedAt, Expr::value(now))
+        .filter(visit::Column::MemberId.eq(user_id))
+        .filter(visit::Column::Status.is_in(VisitStatus::OUTSTANDING))
+        .exec(conn)
+        .await?;
+    visit::Entity::update_many()
+        .col_expr(visit::Column::Status, Expr::value(VisitStatus::Requested))
+        .col_expr(visit::Column::PalId, Expr::value(Option::<Uuid>::None))
+        .col_expr(visit::Column::UpdatedAt, Expr::value(now))
+        .filter(visit::Column::PalId.eq(user_id))
+        .filter(visit::Column::Status.eq(VisitStatus::Accepted))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+async fn lock_visit(conn: &impl ConnectionTrait, visit_id: Uuid) -> Result<visit::Model, AppError> {
+    for_update(visit::Entity::find_by_id(visit_id))
+        .one(conn)
+        .await?
+        .ok_or(AppError::NotFound("visit"))
+}
+
+async fn set_status(
+    conn: &impl ConnectionTrait,
+    visit_id: Uuid,
+    status: VisitStatus,
+    pal_id: Option<Uuid>,
+) -> Result<visit::Model, AppError> {
+    let mut updated = visit::Entity::update_many()
+        .col_expr(visit::Column::Status, Expr::value(status))
+        .col_expr(visit::Column::PalId, Expr::value(pal_id))
+        .col_expr(visit::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(visit::Column::Id.eq(visit_id))
+        .exec_with_returning(conn)
+        .await?;
+    updated.pop().ok_or(AppError::NotFound("visit"))
+}
