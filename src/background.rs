@@ -2,9 +2,16 @@
 //! table of contents and shutdown stops them all.
 use std::{sync::Arc, time::Duration};
 
+use secrecy::SecretString;
 use tokio::task::JoinSet;
 
-use crate::state::AppState;
+use crate::{
+    events::{
+        relay::{self, RelaySettings},
+        retention,
+    },
+    state::AppState,
+};
 
 pub struct BackgroundTasks {
     tasks: JoinSet<()>,
@@ -15,6 +22,12 @@ impl BackgroundTasks {
         let mut tasks = JoinSet::new();
         tasks.spawn(forget_idle_login_throttles(state.clone()));
         tasks.spawn(follow_session_revocations(state.clone()));
+        if let Some(settings) = relay_settings(state) {
+            tasks.spawn(relay::run(state.db.clone(), settings, state.relay.clone()));
+        }
+        if state.config.outbox_retention.is_some() {
+            tasks.spawn(prune_outbox(state.clone()));
+        }
         Self { tasks }
     }
 
@@ -36,4 +49,39 @@ async fn forget_idle_login_throttles(state: Arc<AppState>) {
 /// Revocations on other instances evict sessions from this one's cache.
 async fn follow_session_revocations(state: Arc<AppState>) {
     state.identity.sessions.follow_revocations(&state.db).await;
+}
+
+/// The relay runs when a broker is configured.
+fn relay_settings(state: &AppState) -> Option<RelaySettings> {
+    let config = &state.config;
+    if config.nats_servers.is_empty() {
+        return None;
+    }
+    let direct_url: SecretString = config
+        .database_direct_url
+        .clone()
+        .or_else(|| config.database_url.clone())?;
+    Some(RelaySettings {
+        servers: config.nats_servers.clone(),
+        stream_replicas: config.nats_stream_replicas,
+        direct_url,
+        batch_size: config.relay_batch_size,
+    })
+}
+
+/// Applies `OUTBOX_RETENTION_DAYS`, hourly. Deleting is idempotent, so every instance may do it.
+async fn prune_outbox(state: Arc<AppState>) {
+    let Some(keep) = state.config.outbox_retention else {
+        return;
+    };
+    let relay_enabled = !state.config.nats_servers.is_empty();
+    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every_hour.tick().await;
+        match retention::prune(&state.db, keep, relay_enabled).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "outbox: pruned events past retention"),
+            Err(error) => tracing::warn!(%error, "outbox: pruning failed"),
+        }
+    }
 }

@@ -36,6 +36,9 @@ pub struct Config {
     pub bind_addr: SocketAddr,
     /// When absent the service provisions a PostgreSQL cluster of its own under `local_postgres_dir`.
     pub database_url: Option<SecretString>,
+    /// A direct connection (not through a transaction-pooling proxy) for what needs a session:
+    /// the relay's leader lock. Defaults to `database_url`.
+    pub database_direct_url: Option<SecretString>,
     pub local_postgres_dir: PathBuf,
     pub local_postgres_port: u16,
     pub database_pool_size: u32,
@@ -64,6 +67,15 @@ pub struct Config {
     pub login_attempts_per_address_per_minute: u32,
     /// Login attempts allowed per (account, client address) pair per minute.
     pub login_attempts_per_account_per_minute: u32,
+    /// NATS servers (one cluster) the relay publishes the event log to; none = no relay.
+    pub nats_servers: Vec<String>,
+    /// Replicas of the JetStream stream (3 in a NATS cluster).
+    pub nats_stream_replicas: usize,
+    /// Events the relay reads and publishes at a time.
+    pub relay_batch_size: u64,
+    /// Delete events older than this (only once published, when there is a relay); `None` keeps
+    /// the whole log.
+    pub outbox_retention: Option<Duration>,
 }
 
 impl Config {
@@ -102,6 +114,26 @@ impl Config {
                 return Err(ConfigError::MissingDatabaseUrl);
             }
             None => {}
+        }
+        if let Some(url) = read_string("DATABASE_DIRECT_URL")? {
+            config.database_direct_url = Some(SecretString::from(url));
+        }
+        if let Some(servers) = read_string("NATS_URL")? {
+            config.nats_servers = servers
+                .split(',')
+                .map(str::trim)
+                .filter(|server| !server.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        set(
+            source,
+            &mut config.nats_stream_replicas,
+            "NATS_STREAM_REPLICAS",
+        )?;
+        set(source, &mut config.relay_batch_size, "RELAY_BATCH_SIZE")?;
+        if let Some(days) = read::<u64>(source, "OUTBOX_RETENTION_DAYS")? {
+            config.outbox_retention = Some(Duration::from_secs(days * 24 * 3600));
         }
         set(source, &mut config.bind_addr, "BIND_ADDR")?;
         set(source, &mut config.local_postgres_dir, "LOCAL_POSTGRES_DIR")?;
@@ -190,6 +222,7 @@ impl Config {
             environment,
             bind_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database_url: None,
+            database_direct_url: None,
             local_postgres_dir: PathBuf::from(".data/postgres"),
             local_postgres_port: 54329,
             database_pool_size: 8,
@@ -222,6 +255,10 @@ impl Config {
                 .map_or(2, usize::from),
             login_attempts_per_address_per_minute: 30,
             login_attempts_per_account_per_minute: 10,
+            nats_servers: Vec::new(),
+            nats_stream_replicas: 1,
+            relay_batch_size: 500,
+            outbox_retention: None,
         }
     }
 
@@ -254,6 +291,14 @@ impl Config {
             (
                 "LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE",
                 self.login_attempts_per_account_per_minute,
+            ),
+            (
+                "NATS_STREAM_REPLICAS",
+                u32::try_from(self.nats_stream_replicas).unwrap_or(u32::MAX),
+            ),
+            (
+                "RELAY_BATCH_SIZE",
+                u32::try_from(self.relay_batch_size).unwrap_or(u32::MAX),
             ),
         ];
         if let Some((name, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
@@ -358,6 +403,8 @@ mod tests {
             "PASSWORD_HASHING_CONCURRENCY",
             "LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
             "LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE",
+            "NATS_STREAM_REPLICAS",
+            "RELAY_BATCH_SIZE",
         ] {
             let error = from(&[(name, "0")]).err();
             assert!(
@@ -398,6 +445,19 @@ mod tests {
         assert_eq!(config.overhead_percent, 15);
         assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8080");
         assert!(config.database_url.is_none());
+    }
+
+    #[test]
+    fn nats_url_takes_a_list_of_servers_and_is_off_by_default() {
+        assert!(from(&[]).expect("valid config").nats_servers.is_empty());
+        let config = from(&[("NATS_URL", "nats://a:4222, nats://b:4222,")]).expect("valid config");
+        assert_eq!(config.nats_servers, vec!["nats://a:4222", "nats://b:4222"]);
+        assert_eq!(config.outbox_retention, None);
+        let kept = from(&[("OUTBOX_RETENTION_DAYS", "7")]).expect("valid config");
+        assert_eq!(
+            kept.outbox_retention,
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
     }
 
     #[test]

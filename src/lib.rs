@@ -8,6 +8,7 @@ pub mod background;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod identity;
 pub mod ledger;
 pub mod local_postgres;

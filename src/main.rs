@@ -15,7 +15,10 @@ const USAGE: &str = "usage: home-visits [serve | migrate | schema]
   migrate  apply pending database migrations and exit
   schema   print the GraphQL SDL (the content of schema.graphql)
   db start start the project-local PostgreSQL (under LOCAL_POSTGRES_DIR) and print its URL
-  db stop  stop it";
+  db stop  stop it
+  events tail [--from POSITION] [--follow]
+           print the event log as JSON lines, in log order, after the event at POSITION
+           (default: from the start); --follow keeps printing new events as they commit";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -29,6 +32,7 @@ async fn main() -> ExitCode {
         None | Some("serve") => serve().await,
         Some("migrate") => migrate().await,
         Some("db") => local_database(std::env::args().nth(2).as_deref()).await,
+        Some("events") => events(std::env::args().skip(2).collect()).await,
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -55,8 +59,8 @@ async fn serve() -> anyhow::Result<()> {
 }
 
 async fn migrate() -> anyhow::Result<()> {
-    let config = Config::from_env()?;
-    let db = startup::connect_database(&config).await?;
+    let mut config = Config::from_env()?;
+    let db = startup::connect_database(&mut config).await?;
     db::migrate(&db).await?;
     tracing::info!("migrations applied");
     Ok(())
@@ -72,5 +76,47 @@ async fn local_database(action: Option<&str>) -> anyhow::Result<()> {
         }
         Some("stop") => local_postgres::stop(&config.local_postgres_dir).await,
         _ => anyhow::bail!("usage: home-visits db start|stop"),
+    }
+}
+
+async fn events(args: Vec<String>) -> anyhow::Result<()> {
+    use std::io::Write;
+
+    use home_visits::events::log::{self, LogPosition};
+
+    let usage = "usage: home-visits events tail [--from POSITION] [--follow]";
+    let mut args = args.into_iter();
+    anyhow::ensure!(args.next().as_deref() == Some("tail"), "{usage}");
+    let (mut from, mut follow) = (None, false);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--follow" => follow = true,
+            "--from" => {
+                let position = args.next().and_then(|value| value.parse::<i64>().ok());
+                from = Some(position.ok_or_else(|| anyhow::anyhow!("{usage}"))?);
+            }
+            _ => anyhow::bail!("{usage}"),
+        }
+    }
+    let mut config = Config::from_env()?;
+    let db = startup::connect_database(&mut config).await?;
+    let mut cursor = match from {
+        None => LogPosition::default(),
+        Some(position) => log::position_of(&db, position)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no event at position {position}"))?,
+    };
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        let batch = log::read_after(&db, cursor, 1_000).await?;
+        for event in &batch {
+            writeln!(stdout, "{}", serde_json::to_string(event)?)?;
+        }
+        stdout.flush()?;
+        match batch.last() {
+            Some(last) => cursor = last.log_position(),
+            None if follow => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            None => return Ok(()),
+        }
     }
 }

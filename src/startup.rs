@@ -17,25 +17,26 @@ pub struct Application {
 }
 
 /// Connects (provisioning a local PostgreSQL when no `DATABASE_URL` is set), migrates and binds.
-pub async fn build(config: Config) -> anyhow::Result<Application> {
+pub async fn build(mut config: Config) -> anyhow::Result<Application> {
     if config.jwt_secret_is_ephemeral {
         tracing::warn!(
             "JWT_SECRET is not set: using a random one for this process, so tokens die with it and \
              are not accepted by other instances"
         );
     }
-    let db = connect_database(&config).await?;
+    let db = connect_database(&mut config).await?;
     db::migrate(&db).await.context("migrations failed")?;
     build_with_database(config, db).await
 }
 
 /// The pool on `DATABASE_URL`, or (in development, when it is unset) on the local PostgreSQL,
-/// which is provisioned first.
-pub async fn connect_database(config: &Config) -> anyhow::Result<DatabaseConnection> {
+/// which is provisioned first and then becomes the configuration's `DATABASE_URL`.
+pub async fn connect_database(config: &mut Config) -> anyhow::Result<DatabaseConnection> {
     let url = match &config.database_url {
         Some(url) => url.clone(),
         None => local_postgres::provision(config).await?,
     };
+    config.database_url = Some(url.clone());
     db::connect_to(&url, config).await
 }
 

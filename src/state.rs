@@ -3,19 +3,22 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use crate::{config::Config, identity::Identity};
+use crate::{config::Config, events::relay::RelayStatus, identity::Identity};
 
 /// Services shared by every request of one instance.
 pub struct AppState {
     pub db: DatabaseConnection,
     pub config: Config,
     pub identity: Identity,
+    /// What this instance's relay is doing (idle when no broker is configured).
+    pub relay: Arc<RelayStatus>,
 }
 
 impl AppState {
     pub fn new(config: Config, db: DatabaseConnection) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             identity: Identity::new(&config)?,
+            relay: Arc::default(),
             db,
             config,
         }))

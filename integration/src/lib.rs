@@ -6,6 +6,7 @@ pub mod client;
 pub mod cpu;
 pub mod instances;
 pub mod invariants;
+pub mod nats;
 pub mod scenarios;
 
 use std::time::{Duration, Instant};

@@ -7,6 +7,7 @@ mod m20261122_000002_create_sessions;
 mod m20261122_000003_create_balances;
 mod m20261122_000004_create_visits;
 mod m20261122_000005_create_transactions;
+mod m20261201_000001_create_outbox;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_create_balances::Migration),
             Box::new(m20261122_000004_create_visits::Migration),
             Box::new(m20261122_000005_create_transactions::Migration),
+            Box::new(m20261201_000001_create_outbox::Migration),
         ]
     }
 }

@@ -30,7 +30,10 @@ use super::{
     loaders,
     schema::{AppSchema, schema},
 };
-use crate::state::AppState;
+use crate::{
+    events::{self, trace},
+    state::AppState,
+};
 
 #[derive(Clone)]
 struct HttpState {
@@ -96,7 +99,7 @@ async fn graphql_post(
     request: GraphQLRequest,
 ) -> GraphQLResponse {
     let request = with_request_data(request.into_inner(), &state, &headers, peer);
-    with_error_codes(state.schema.execute(request).await).into()
+    with_error_codes(execute(&state, &headers, request).await).into()
 }
 
 /// Queries only: a mutation must not run from a link or an `<img>` tag. Without a query, browsers
@@ -150,17 +153,50 @@ async fn graphql_get(
         }
     }
     let request = with_request_data(request, &state, &headers, peer);
-    GraphQLResponse::from(with_error_codes(state.schema.execute(request).await)).into_response()
+    GraphQLResponse::from(with_error_codes(execute(&state, &headers, request).await))
+        .into_response()
 }
 
+/// Ready when the database answers. The relay's state is reported, not judged: with the broker
+/// down, mutations go on and the log waits, so the instance stays in service.
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    match state.app.db.ping().await {
-        Ok(()) => (StatusCode::OK, "ready"),
-        Err(error) => {
-            tracing::warn!(%error, "database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
-        }
+    let app = &state.app;
+    if let Err(error) = app.db.ping().await {
+        tracing::warn!(%error, "database unreachable");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "unavailable", "database": "unreachable" })),
+        );
     }
+    let relay = if app.config.nats_servers.is_empty() {
+        None
+    } else {
+        let lag = match events::log::lag(&app.db, events::relay::CHECKPOINT).await {
+            Ok(lag) => Some(lag),
+            Err(error) => {
+                tracing::warn!(%error, "cannot measure the relay's lag");
+                None
+            }
+        };
+        Some(app.relay.report(lag))
+    };
+    (
+        StatusCode::OK,
+        Json(serde_json::json!({ "status": "ready", "database": "ok", "relay": relay })),
+    )
+}
+
+/// Runs the request with its W3C `traceparent` (if valid) current, so the events it records carry it.
+async fn execute(
+    state: &HttpState,
+    headers: &HeaderMap,
+    request: async_graphql::Request,
+) -> Response {
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .and_then(trace::parse);
+    trace::with_traceparent(traceparent, state.schema.execute(request)).await
 }
 
 /// Per-request data: the caller's credentials and address, and batch loaders whose cache lives

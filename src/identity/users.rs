@@ -13,7 +13,13 @@ use super::{
     entities::{session, user},
     session_cache::Revocation,
 };
-use crate::error::{AppError, violated_constraint};
+use crate::{
+    error::{AppError, violated_constraint},
+    events::{
+        self,
+        catalogue::{UserDeactivated, UserRegistered},
+    },
+};
 
 /// A registration as the domain sees it: normalised by [`Registration::new`], then validated.
 #[derive(Debug, Validate)]
@@ -87,13 +93,15 @@ pub async fn create_user(
     };
     // The unique constraint, not a prior SELECT, decides: two registrations racing for one email
     // cannot both pass.
-    user::Entity::insert(new_user)
+    let user = user::Entity::insert(new_user)
         .exec_with_returning(conn)
         .await
         .map_err(|error| match violated_constraint(&error).as_deref() {
             Some("users_email_key") => AppError::bad_input("email", "is already registered"),
             _ => error.into(),
-        })
+        })?;
+    events::record(conn, &UserRegistered { user_id: user.id }).await?;
+    Ok(user)
 }
 
 pub async fn find_active_user(
@@ -148,5 +156,6 @@ pub async fn deactivate_user(conn: &impl ConnectionTrait, user_id: Uuid) -> Resu
         .exec(conn)
         .await?;
     Revocation::User(user_id).announce(conn).await?;
+    events::record(conn, &UserDeactivated { user_id }).await?;
     Ok(())
 }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::entities::{balance, transaction};
 use crate::{
     error::{AppError, violated_constraint},
+    events::catalogue::TransferRecorded,
     locking::for_update,
     paging::{Cursor, Keyset, Page},
 };
@@ -154,6 +155,19 @@ RETURNING *"#;
         .ok_or_else(|| {
             AppError::internal(anyhow::anyhow!("the transfer statement returned no row"))
         })
+}
+
+/// What [`record_transfer`] recorded, as the ledger's event says it.
+pub fn transfer_recorded(transaction: &transaction::Model) -> TransferRecorded {
+    TransferRecorded {
+        transaction_id: transaction.id,
+        visit_id: transaction.visit_id,
+        member_id: transaction.member_id,
+        pal_id: transaction.pal_id,
+        minutes: transaction.minutes,
+        pal_credit: transaction.pal_credit,
+        fee: transaction.fee,
+    }
 }
 
 /// Where a page of transactions starts: newest first, so after this `created_at` and id.

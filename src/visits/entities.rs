@@ -64,3 +64,18 @@ pub mod task {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+impl visit::Model {
+    /// The visit as its events carry it.
+    pub fn state(&self) -> crate::events::catalogue::VisitState {
+        use sea_orm::ActiveEnum;
+        crate::events::catalogue::VisitState {
+            visit_id: self.id,
+            member_id: self.member_id,
+            pal_id: self.pal_id,
+            date: self.date,
+            minutes: self.minutes,
+            status: self.status.to_value(),
+        }
+    }
+}

@@ -2,7 +2,9 @@
 //! cancelled by its member. Every transition locks the visit row first and is decided by
 //! [`check_transition`] under that lock.
 use chrono::Utc;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::Expr};
+use sea_orm::{
+    ActiveEnum, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::Expr,
+};
 use uuid::Uuid;
 
 use super::{
@@ -11,6 +13,10 @@ use super::{
 };
 use crate::{
     error::AppError,
+    events::{
+        self, NewEvent,
+        catalogue::{VisitAccepted, VisitCancelled, VisitCompleted, VisitReleased},
+    },
     ledger::{self, Transfer, entities::transaction},
     locking::for_update,
 };
@@ -73,10 +79,18 @@ pub async fn accept_visit(
 ) -> Result<visit::Model, AppError> {
     // Held until commit: of two pals claiming this visit, the second sees it taken.
     let visit = lock_visit(conn, visit_id).await?;
-    match check_transition(&visit, pal_id, Action::Accept)? {
-        Verdict::AlreadyDone => Ok(visit),
-        Verdict::Proceed => set_status(conn, visit_id, VisitStatus::Accepted, Some(pal_id)).await,
+    if check_transition(&visit, pal_id, Action::Accept)? == Verdict::AlreadyDone {
+        return Ok(visit);
     }
+    let accepted = set_status(conn, visit_id, VisitStatus::Accepted, Some(pal_id)).await?;
+    events::record(
+        conn,
+        &VisitAccepted {
+            visit: accepted.state(),
+        },
+    )
+    .await?;
+    Ok(accepted)
 }
 
 /// The pal completes the visit: the member pays its minutes, the pal is credited them less the fee.
@@ -106,7 +120,21 @@ pub async fn complete_visit(
         minutes: visit.minutes,
     };
     let transaction = ledger::record_transfer(conn, transfer, overhead_percent).await?;
-    set_status(conn, visit_id, VisitStatus::Completed, Some(pal_id)).await?;
+    let completed = set_status(conn, visit_id, VisitStatus::Completed, Some(pal_id)).await?;
+    // The ledger says what it recorded; both events go in one statement.
+    events::record_all(
+        conn,
+        vec![
+            NewEvent::of(&VisitCompleted {
+                visit: completed.state(),
+                transaction_id: transaction.id,
+                pal_credit: transaction.pal_credit,
+                fee: transaction.fee,
+            })?,
+            NewEvent::of(&ledger::transfer_recorded(&transaction))?,
+        ],
+    )
+    .await?;
     Ok(transaction)
 }
 
@@ -119,29 +147,59 @@ pub async fn cancel_visit(
     // Held until commit: a cancellation and a completion of one visit cannot both succeed.
     let visit = lock_visit(conn, visit_id).await?;
     check_transition(&visit, member_id, Action::Cancel)?;
-    set_status(conn, visit_id, VisitStatus::Cancelled, visit.pal_id).await
+    let cancelled = set_status(conn, visit_id, VisitStatus::Cancelled, visit.pal_id).await?;
+    events::record(
+        conn,
+        &VisitCancelled {
+            visit: cancelled.state(),
+            previous_status: visit.status.to_value(),
+        },
+    )
+    .await?;
+    Ok(cancelled)
 }
 
 /// For a departing user: their outstanding visits are cancelled and the visits they had accepted as
 /// a pal are open again for others.
 pub async fn withdraw_user(conn: &impl ConnectionTrait, user_id: Uuid) -> Result<(), AppError> {
-    let now = Utc::now();
-    visit::Entity::update_many()
-        .col_expr(visit::Column::Status, Expr::value(VisitStatus::Cancelled))
-        .col_expr(visit::Column::UpdatedAt, Expr::value(now))
-        .filter(visit::Column::MemberId.eq(user_id))
-        .filter(visit::Column::Status.is_in(VisitStatus::OUTSTANDING))
-        .exec(conn)
-        .await?;
-    visit::Entity::update_many()
-        .col_expr(visit::Column::Status, Expr::value(VisitStatus::Requested))
-        .col_expr(visit::Column::PalId, Expr::value(Option::<Uuid>::None))
-        .col_expr(visit::Column::UpdatedAt, Expr::value(now))
-        .filter(visit::Column::PalId.eq(user_id))
-        .filter(visit::Column::Status.eq(VisitStatus::Accepted))
-        .exec(conn)
-        .await?;
-    Ok(())
+    // Locked (visits only, no balances: the lock order holds) so each event can say what the
+    // visit was before.
+    let touched = for_update(
+        visit::Entity::find().filter(
+            sea_orm::Condition::any()
+                .add(
+                    sea_orm::Condition::all()
+                        .add(visit::Column::MemberId.eq(user_id))
+                        .add(visit::Column::Status.is_in(VisitStatus::OUTSTANDING)),
+                )
+                .add(
+                    sea_orm::Condition::all()
+                        .add(visit::Column::PalId.eq(user_id))
+                        .add(visit::Column::Status.eq(VisitStatus::Accepted)),
+                ),
+        ),
+    )
+    .all(conn)
+    .await?;
+    let mut recorded = Vec::with_capacity(touched.len());
+    for before in touched {
+        let event = if before.member_id == user_id {
+            let cancelled =
+                set_status(conn, before.id, VisitStatus::Cancelled, before.pal_id).await?;
+            NewEvent::of(&VisitCancelled {
+                visit: cancelled.state(),
+                previous_status: before.status.to_value(),
+            })?
+        } else {
+            let reopened = set_status(conn, before.id, VisitStatus::Requested, None).await?;
+            NewEvent::of(&VisitReleased {
+                visit: reopened.state(),
+                previous_pal_id: user_id,
+            })?
+        };
+        recorded.push(event);
+    }
+    events::record_all(conn, recorded).await
 }
 
 async fn lock_visit(conn: &impl ConnectionTrait, visit_id: Uuid) -> Result<visit::Model, AppError> {

@@ -12,6 +12,7 @@ use validator::{Validate, ValidationError};
 use super::entities::{VisitStatus, visit};
 use crate::{
     error::{AppError, violated_constraint},
+    events::{self, catalogue::VisitRequested},
     ledger,
 };
 
@@ -112,11 +113,21 @@ pub async fn request_visit(
     }
 
     // A fresh statement under the lock sees every booking committed before we got it.
+    let task_count = request.tasks.len();
     let booking = book_if_affordable(conn, member_id, balance, request, fingerprint).await?;
-    booking.visit.ok_or(AppError::InsufficientMinutes {
+    let visit = booking.visit.ok_or(AppError::InsufficientMinutes {
         requested: booking.requested,
         available: (balance - booking.outstanding).max(0),
-    })
+    })?;
+    events::record(
+        conn,
+        &VisitRequested {
+            visit: visit.state(),
+            task_count,
+        },
+    )
+    .await?;
+    Ok(visit)
 }
 
 /// What [`book_if_affordable`] found and did.

@@ -168,6 +168,7 @@ pub struct TestApp {
     database_url: SecretString,
     /// Statements the application has sent to PostgreSQL so far.
     pub statements: Arc<AtomicUsize>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Declared last: fields drop in order, so the connection closes before the database is dropped.
     /// `None` for a sibling, which shares another app's database.
     _database: Option<TestDatabase>,
@@ -190,10 +191,25 @@ impl TestApp {
     /// Starts the real application on a free port against a database of its own.
     /// A second instance of the application on this one's database, as in production.
     pub async fn spawn_sibling(&self) -> Self {
+        self.spawn_sibling_with(|_| {}).await
+    }
+
+    pub async fn spawn_sibling_with(&self, customize: impl FnOnce(&mut Config)) -> Self {
         let url = self.database_url.clone();
-        let mut sibling = Self::start(url, |_| {}).await;
+        let mut sibling = Self::start(url, customize).await;
         sibling._database = None;
         sibling
+    }
+
+    /// The URL of the app's database, for processes the test starts against it.
+    pub fn database_url(&self) -> String {
+        self.database_url.expose_secret().to_string()
+    }
+
+    /// Stops the instance as a crash would, between two requests: its background tasks and their
+    /// connections (the relay's leader lock among them) go with it.
+    pub fn stop(&self) {
+        self.server.abort();
     }
 
     pub async fn spawn_with(customize: impl FnOnce(&mut Config)) -> Self {
@@ -229,7 +245,7 @@ impl TestApp {
             .await
             .expect("the application starts");
         let address = format!("http://127.0.0.1:{}", app.port());
-        tokio::spawn(app.run_until_stopped());
+        let server = tokio::spawn(app.run_until_stopped());
 
         let db = Database::connect(database_url.expose_secret())
             .await
@@ -244,6 +260,7 @@ impl TestApp {
             db,
             database_url,
             statements,
+            server,
             _database: None,
         }
     }
@@ -486,5 +503,55 @@ impl TestApp {
             .await
             .expect("invariant query");
         assert!(violations.is_clean(), "invariants broken: {violations}");
+    }
+}
+
+/// One row of the outbox, as the tests compare it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub event_type: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub aggregate_version: i64,
+    pub payload: Value,
+    pub traceparent: Option<String>,
+}
+
+impl TestApp {
+    /// Everything in the outbox, in the order it was written.
+    pub async fn recorded_events(&self) -> Vec<RecordedEvent> {
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                "SELECT type, aggregate_type, aggregate_id::text AS aggregate_id, aggregate_version, \
+                        payload::text AS payload, traceparent, version FROM outbox ORDER BY position",
+            ))
+            .await
+            .expect("outbox rows");
+        rows.iter()
+            .map(|row| {
+                let version: i32 = row.try_get("", "version").expect("version");
+                assert_eq!(version, 1, "every payload is at version 1");
+                let payload: String = row.try_get("", "payload").expect("payload");
+                RecordedEvent {
+                    event_type: row.try_get("", "type").expect("type"),
+                    aggregate_type: row.try_get("", "aggregate_type").expect("aggregate type"),
+                    aggregate_id: row.try_get("", "aggregate_id").expect("aggregate id"),
+                    aggregate_version: row.try_get("", "aggregate_version").expect("version"),
+                    payload: serde_json::from_str(&payload).expect("JSON payload"),
+                    traceparent: row.try_get("", "traceparent").expect("traceparent"),
+                }
+            })
+            .collect()
+    }
+
+    /// The types of the outbox's events, in order.
+    pub async fn recorded_types(&self) -> Vec<String> {
+        self.recorded_events()
+            .await
+            .into_iter()
+            .map(|event| event.event_type)
+            .collect()
     }
 }

@@ -1,9 +1,11 @@
 //! The service's own tests: real app on port 0, real PostgreSQL, a fresh database per test.
 mod helpers;
 
+mod events;
 mod http;
 mod identity;
 mod races;
+mod relay;
 mod schema;
 mod tokens;
 mod two_instances;

@@ -1,0 +1,207 @@
+//! The reader: the outbox read back as an ordered log that never skips an event.
+//!
+//! Rows are read in `(txid, position)` order and only below the oldest transaction still running
+//! (`pg_snapshot_xmin`). Every transaction with a lower id has ended, and every new one gets a
+//! higher id, so nothing can ever appear behind a reader's cursor. A reader keyed on `position`
+//! alone is not safe: a transaction that took a lower position can commit after a higher one was
+//! read, and the reader, already past it, never sees it.
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbErr, QueryResult, Statement};
+use serde::Serialize;
+use uuid::Uuid;
+
+/// A place in the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogPosition {
+    pub txid: u64,
+    pub position: i64,
+}
+
+/// An event as it was recorded: the envelope of every consumer and of the broker's messages.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredEvent {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: i32,
+    pub aggregate_type: String,
+    pub aggregate_id: Uuid,
+    pub aggregate_version: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub traceparent: Option<String>,
+    pub payload: serde_json::Value,
+    /// The outbox's sequence number: unique and increasing, but not the log's order (see above).
+    pub position: i64,
+    #[serde(skip)]
+    pub txid: u64,
+}
+
+impl StoredEvent {
+    pub fn log_position(&self) -> LogPosition {
+        LogPosition {
+            txid: self.txid,
+            position: self.position,
+        }
+    }
+
+    /// `home_visits.<aggregateType>.<type>`, the broker subject it is published on.
+    pub fn subject(&self) -> String {
+        format!("home_visits.{}.{}", self.aggregate_type, self.event_type)
+    }
+
+    fn from_row(row: &QueryResult) -> Result<Self, DbErr> {
+        let txid: String = row.try_get("", "txid")?;
+        let payload: String = row.try_get("", "payload")?;
+        Ok(Self {
+            id: row.try_get("", "id")?,
+            event_type: row.try_get("", "type")?,
+            version: row.try_get("", "version")?,
+            aggregate_type: row.try_get("", "aggregate_type")?,
+            aggregate_id: row.try_get("", "aggregate_id")?,
+            aggregate_version: row.try_get("", "aggregate_version")?,
+            occurred_at: row.try_get("", "occurred_at")?,
+            traceparent: row.try_get("", "traceparent")?,
+            payload: serde_json::from_str(&payload)
+                .map_err(|error| DbErr::Custom(format!("outbox payload: {error}")))?,
+            position: row.try_get("", "position")?,
+            txid: txid
+                .parse()
+                .map_err(|error| DbErr::Custom(format!("outbox txid: {error}")))?,
+        })
+    }
+}
+
+const COLUMNS: &str = "txid::text AS txid, position, id, type, version, aggregate_type, aggregate_id, \
+     aggregate_version, occurred_at, traceparent, payload::text AS payload";
+
+/// Up to `limit` events after `after`, in log order. Events of transactions still running (and of
+/// any after them) wait for a later read: that is lag, never loss.
+pub async fn read_after(
+    conn: &impl ConnectionTrait,
+    after: LogPosition,
+    limit: u64,
+) -> Result<Vec<StoredEvent>, DbErr> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM outbox \
+         WHERE (txid, position) > ($1::text::xid8, $2) \
+           AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY txid, position LIMIT $3"
+    );
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            sql,
+            [
+                after.txid.to_string().into(),
+                after.position.into(),
+                i64::try_from(limit).unwrap_or(i64::MAX).into(),
+            ],
+        ))
+        .await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}
+
+/// Where the event recorded at `position` sits in the log, to start reading just after it.
+pub async fn position_of(
+    conn: &impl ConnectionTrait,
+    position: i64,
+) -> Result<Option<LogPosition>, DbErr> {
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            "SELECT txid::text AS txid FROM outbox WHERE position = $1",
+            [position.into()],
+        ))
+        .await?;
+    row.map(|row| {
+        let txid: String = row.try_get("", "txid")?;
+        Ok(LogPosition {
+            txid: txid
+                .parse()
+                .map_err(|error| DbErr::Custom(format!("outbox txid: {error}")))?,
+            position,
+        })
+    })
+    .transpose()
+}
+
+/// Where the named reader has got to (the start of the log if it never read).
+pub async fn checkpoint(conn: &impl ConnectionTrait, name: &str) -> Result<LogPosition, DbErr> {
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            "SELECT txid::text AS txid, position FROM event_checkpoints WHERE name = $1",
+            [name.into()],
+        ))
+        .await?;
+    match row {
+        None => Ok(LogPosition::default()),
+        Some(row) => {
+            let txid: String = row.try_get("", "txid")?;
+            Ok(LogPosition {
+                txid: txid
+                    .parse()
+                    .map_err(|error| DbErr::Custom(format!("checkpoint txid: {error}")))?,
+                position: row.try_get("", "position")?,
+            })
+        }
+    }
+}
+
+/// Moves the named reader's checkpoint forward to `to`; never backward, so a reader that lost its
+/// leadership and lags behind its successor cannot undo the successor's progress.
+pub async fn advance_checkpoint(
+    conn: &impl ConnectionTrait,
+    name: &str,
+    to: LogPosition,
+) -> Result<(), DbErr> {
+    conn.execute_raw(Statement::from_sql_and_values(
+        conn.get_database_backend(),
+        "INSERT INTO event_checkpoints (name, txid, position, updated_at) \
+         VALUES ($1, $2::text::xid8, $3, now()) \
+         ON CONFLICT (name) DO UPDATE SET txid = EXCLUDED.txid, position = EXCLUDED.position, updated_at = now() \
+         WHERE (event_checkpoints.txid, event_checkpoints.position) < (EXCLUDED.txid, EXCLUDED.position)",
+        [name.into(), to.txid.to_string().into(), to.position.into()],
+    ))
+    .await
+    .map(drop)
+}
+
+/// How far a reader is behind the log's end.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lag {
+    /// Events recorded after the checkpoint (counted up to [`LAG_COUNT_LIMIT`]).
+    pub events: u64,
+    /// Age of the oldest of them; 0 when there are none.
+    pub seconds: f64,
+}
+
+/// Counting stops here, so a probe stays cheap however far behind a reader is.
+pub const LAG_COUNT_LIMIT: u64 = 100_000;
+
+pub async fn lag(conn: &impl ConnectionTrait, name: &str) -> Result<Lag, DbErr> {
+    let sql = format!(
+        "WITH cp AS (SELECT COALESCE((SELECT txid FROM event_checkpoints WHERE name = $1), '0'::xid8) AS txid, \
+                            COALESCE((SELECT position FROM event_checkpoints WHERE name = $1), 0) AS position), \
+              behind AS (SELECT o.occurred_at FROM outbox o, cp \
+                         WHERE (o.txid, o.position) > (cp.txid, cp.position) \
+                         ORDER BY o.txid, o.position LIMIT {LAG_COUNT_LIMIT}) \
+         SELECT count(*) AS events, \
+                COALESCE(extract(epoch FROM now() - min(occurred_at)), 0)::float8 AS seconds FROM behind"
+    );
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            sql,
+            [name.into()],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("lag query returned no row".into()))?;
+    let events: i64 = row.try_get("", "events")?;
+    Ok(Lag {
+        events: u64::try_from(events).unwrap_or(0),
+        seconds: row.try_get("", "seconds")?,
+    })
+}

@@ -1,0 +1,14 @@
+//! Domain events. A context that changes state records what happened with [`record`], in the
+//! same transaction; the outbox table is the durable, ordered log of them ([`log`]); the
+//! [`relay`] publishes it to NATS JetStream when one is configured. No context is imported here:
+//! events depend on nothing but the database.
+pub mod catalogue;
+pub mod log;
+pub mod outbox;
+pub mod relay;
+pub mod retention;
+pub mod trace;
+
+pub use catalogue::{EventType, Payload};
+pub use log::{LogPosition, StoredEvent};
+pub use outbox::{NewEvent, record, record_all};

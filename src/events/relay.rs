@@ -1,0 +1,322 @@
+//! The relay: publishes the event log to NATS JetStream, in log order, each event once in effect.
+//!
+//! Every instance runs it; one leads at a time, the holder of a session advisory lock on a
+//! connection of its own (`DATABASE_DIRECT_URL`: a transaction-pooling proxy would drop a session
+//! lock). When the leader dies its connection closes, the lock is freed, and another instance
+//! takes over within [`LEADERSHIP_RETRY`]. The leader reads a batch after its checkpoint, publishes
+//! every event of it with `Nats-Msg-Id` = event id (pipelined), and advances the checkpoint only
+//! once the broker acknowledged them all. A batch that fails is published again from the
+//! checkpoint; the broker drops the copies it already has (within its duplicate window, longer
+//! than the relay's longest back-off), and consumers keep an inbox for whatever is older.
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage, stream};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    DatabaseConnection,
+    sqlx::{self, Connection, PgConnection},
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+use super::log::{self, Lag, StoredEvent};
+
+/// The checkpoint's name in `event_checkpoints`.
+pub const CHECKPOINT: &str = "relay:nats";
+pub const STREAM: &str = "HOME_VISITS";
+/// Any fixed number; the same in every instance.
+const LEADER_LOCK_KEY: i64 = 0x686f_6d65_7265_6c61;
+/// How often a follower tries to become the leader.
+const LEADERSHIP_RETRY: Duration = Duration::from_secs(1);
+/// How long an idle leader waits before looking at the log again.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+const LONGEST_BACKOFF: Duration = Duration::from_secs(10);
+/// The broker drops a message whose id it saw this recently; must exceed [`LONGEST_BACKOFF`]
+/// plus a publish timeout by a wide margin.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Servers of one NATS cluster.
+    pub servers: Vec<String>,
+    pub stream_replicas: usize,
+    /// A direct (not pooled) connection URL, for the leader lock.
+    pub direct_url: SecretString,
+    pub batch_size: u64,
+}
+
+/// What the relay of this instance is doing, for `/readyz` and the logs.
+#[derive(Default)]
+pub struct RelayStatus {
+    leader: AtomicBool,
+    broker_connected: AtomicBool,
+    published: AtomicU64,
+    last_published_at: Mutex<Option<DateTime<Utc>>>,
+    last_error: Mutex<Option<String>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayReport {
+    /// Whether this instance is the one publishing.
+    pub leader: bool,
+    pub broker_connected: bool,
+    /// Events this instance has published since it started.
+    pub published: u64,
+    pub last_published_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// How far the relay (whichever instance leads) is behind the log.
+    pub lag: Option<Lag>,
+}
+
+impl RelayStatus {
+    pub fn report(&self, lag: Option<Lag>) -> RelayReport {
+        RelayReport {
+            leader: self.leader.load(Ordering::Acquire),
+            broker_connected: self.broker_connected.load(Ordering::Acquire),
+            published: self.published.load(Ordering::Acquire),
+            last_published_at: self.last_published_at.lock().ok().and_then(|at| *at),
+            last_error: self.last_error.lock().ok().and_then(|error| error.clone()),
+            lag,
+        }
+    }
+
+    fn failed(&self, error: String) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(error);
+        }
+    }
+
+    fn published(&self, count: usize) {
+        self.published.fetch_add(count as u64, Ordering::AcqRel);
+        if let Ok(mut at) = self.last_published_at.lock() {
+            *at = Some(Utc::now());
+        }
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = None;
+        }
+    }
+}
+
+/// Runs until the task is aborted: follows, leads when it can, publishes while it leads.
+pub async fn run(db: DatabaseConnection, settings: RelaySettings, status: Arc<RelayStatus>) {
+    let client = match connect_broker(&settings.servers, &status).await {
+        Ok(client) => client,
+        Err(error) => {
+            // Only a malformed NATS_URL gets here (the client retries unreachable servers).
+            tracing::error!(%error, "relay disabled: cannot use NATS_URL");
+            status.failed(error.to_string());
+            return;
+        }
+    };
+    let jetstream = jetstream::ContextBuilder::new()
+        .timeout(PUBLISH_TIMEOUT)
+        .build(client.clone());
+    loop {
+        let Some(mut leader_connection) = become_leader(&settings.direct_url).await else {
+            tokio::time::sleep(LEADERSHIP_RETRY).await;
+            continue;
+        };
+        status.leader.store(true, Ordering::Release);
+        tracing::info!("relay: leading, publishing the event log to NATS");
+        let outcome = lead(
+            &db,
+            &client,
+            &jetstream,
+            &settings,
+            &status,
+            &mut leader_connection,
+        )
+        .await;
+        status.leader.store(false, Ordering::Release);
+        tracing::warn!(reason = %outcome, "relay: no longer leading");
+        tokio::time::sleep(LEADERSHIP_RETRY).await;
+    }
+}
+
+async fn connect_broker(
+    servers: &[String],
+    status: &Arc<RelayStatus>,
+) -> anyhow::Result<async_nats::Client> {
+    let addresses = servers
+        .iter()
+        .map(|server| server.parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let events_status = status.clone();
+    let client = async_nats::ConnectOptions::new()
+        .name("home-visits relay")
+        // Start (and keep mutations going) while the broker is down; reconnect for ever.
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(2))
+        .event_callback(move |event| {
+            let status = events_status.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        status.broker_connected.store(true, Ordering::Release);
+                        tracing::info!("relay: connected to NATS");
+                    }
+                    async_nats::Event::Disconnected => {
+                        status.broker_connected.store(false, Ordering::Release);
+                        tracing::warn!("relay: disconnected from NATS");
+                    }
+                    other => tracing::debug!(event = %other, "relay: NATS event"),
+                }
+            }
+        })
+        .connect(addresses)
+        .await?;
+    Ok(client)
+}
+
+/// A connection holding the leader lock, or `None` if another instance leads (or the database
+/// cannot be reached).
+async fn become_leader(direct_url: &SecretString) -> Option<PgConnection> {
+    let mut connection = match PgConnection::connect(direct_url.expose_secret()).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            tracing::debug!(%error, "relay: cannot connect for the leader lock");
+            return None;
+        }
+    };
+    let locked: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(LEADER_LOCK_KEY)
+        .fetch_one(&mut connection)
+        .await;
+    match locked {
+        Ok(true) => Some(connection),
+        Ok(false) => {
+            let _ = connection.close().await;
+            None
+        }
+        Err(error) => {
+            tracing::debug!(%error, "relay: cannot take the leader lock");
+            None
+        }
+    }
+}
+
+/// Publishes while this instance leads; returns why it stopped.
+async fn lead(
+    db: &DatabaseConnection,
+    client: &async_nats::Client,
+    jetstream: &jetstream::Context,
+    settings: &RelaySettings,
+    status: &RelayStatus,
+    leader_connection: &mut PgConnection,
+) -> String {
+    let mut stream_ready = false;
+    let mut checkpoint = None;
+    let mut backoff = Duration::from_millis(100);
+    let mut last_lag_log = Instant::now();
+    loop {
+        // The lock lives as long as this connection: if it is gone, so is the leadership.
+        if let Err(error) = leader_connection.ping().await {
+            return format!("leader connection lost: {error}");
+        }
+        let step = async {
+            if client.connection_state() != async_nats::connection::State::Connected {
+                return Err("NATS is not connected".to_string());
+            }
+            if !stream_ready {
+                ensure_stream(jetstream, settings.stream_replicas).await?;
+                stream_ready = true;
+            }
+            let from = match checkpoint {
+                Some(position) => position,
+                None => log::checkpoint(db, CHECKPOINT)
+                    .await
+                    .map_err(|error| format!("reading the checkpoint: {error}"))?,
+            };
+            checkpoint = Some(from);
+            let batch = log::read_after(db, from, settings.batch_size)
+                .await
+                .map_err(|error| format!("reading the log: {error}"))?;
+            let Some(last) = batch.last().map(StoredEvent::log_position) else {
+                return Ok(0);
+            };
+            publish(jetstream, &batch).await?;
+            log::advance_checkpoint(db, CHECKPOINT, last)
+                .await
+                .map_err(|error| format!("advancing the checkpoint: {error}"))?;
+            checkpoint = Some(last);
+            status.published(batch.len());
+            Ok(batch.len())
+        };
+        match step.await {
+            Ok(published) => {
+                backoff = Duration::from_millis(100);
+                if published == 0 {
+                    tokio::time::sleep(IDLE_POLL).await;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "relay: publishing failed");
+                status.failed(error);
+                // Re-read the checkpoint: another leader may have moved it while this one stalled.
+                checkpoint = None;
+                stream_ready = false;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(LONGEST_BACKOFF);
+            }
+        }
+        if last_lag_log.elapsed() >= Duration::from_secs(10) {
+            last_lag_log = Instant::now();
+            match log::lag(db, CHECKPOINT).await {
+                Ok(lag) if lag.events > 0 => {
+                    tracing::info!(events = lag.events, seconds = lag.seconds, "relay lag");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "relay: cannot measure lag"),
+            }
+        }
+    }
+}
+
+/// Creates the stream, or brings an existing one to this configuration.
+async fn ensure_stream(jetstream: &jetstream::Context, replicas: usize) -> Result<(), String> {
+    jetstream
+        .create_or_update_stream(stream::Config {
+            name: STREAM.into(),
+            subjects: vec!["home_visits.>".into()],
+            storage: stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .map(drop)
+        .map_err(|error| format!("ensuring stream {STREAM}: {error}"))
+}
+
+/// Sends the whole batch, then waits for every acknowledgement: one broker round trip per
+/// batch, not per event. Errs if any event was not stored.
+async fn publish(jetstream: &jetstream::Context, batch: &[StoredEvent]) -> Result<(), String> {
+    let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(batch.len());
+    for event in batch {
+        let body = serde_json::to_vec(event)
+            .map_err(|error| format!("serialising event {}: {error}", event.id))?;
+        let message = PublishMessage::build()
+            .payload(body.into())
+            .message_id(event.id.to_string());
+        acks.push(
+            jetstream
+                .send_publish(event.subject(), message)
+                .await
+                .map_err(|error| format!("publishing event {}: {error}", event.id))?,
+        );
+    }
+    for (ack, event) in acks.into_iter().zip(batch) {
+        ack.await
+            .map_err(|error| format!("no acknowledgement for event {}: {error}", event.id))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! The outbox is the event log and is kept by default, so a new consumer can replay it from the
+//! start. With `OUTBOX_RETENTION_DAYS` set, older events are deleted, but never one the relay
+//! (when there is one) has not published yet.
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DbErr, Statement};
+
+use super::relay;
+
+/// Rows deleted per statement, so pruning a large backlog never holds long locks.
+const BATCH: i64 = 10_000;
+
+/// Deletes events older than `keep`; returns how many went.
+pub async fn prune(
+    conn: &impl ConnectionTrait,
+    keep: Duration,
+    relay_enabled: bool,
+) -> Result<u64, DbErr> {
+    let published_only = if relay_enabled {
+        format!(
+            "AND (txid, position) <= (SELECT txid, position FROM event_checkpoints WHERE name = '{}')",
+            relay::CHECKPOINT
+        )
+    } else {
+        String::new()
+    };
+    let sql = format!(
+        "DELETE FROM outbox WHERE position IN (\
+           SELECT position FROM outbox \
+           WHERE occurred_at < now() - make_interval(secs => $1) {published_only} \
+           ORDER BY position LIMIT $2)"
+    );
+    let mut deleted = 0;
+    loop {
+        let result = conn
+            .execute_raw(Statement::from_sql_and_values(
+                conn.get_database_backend(),
+                &sql,
+                [keep.as_secs_f64().into(), BATCH.into()],
+            ))
+            .await?;
+        deleted += result.rows_affected();
+        if result.rows_affected() < BATCH as u64 {
+            return Ok(deleted);
+        }
+    }
+}

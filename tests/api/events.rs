@@ -1,0 +1,324 @@
+//! Domain events: what each change records in the outbox, and the log reader's order.
+use home_visits::events::log::{self, LogPosition};
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use serde_json::json;
+
+use crate::helpers::{PASSWORD, TestApp, error_code, tomorrow};
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[tokio::test]
+async fn a_visits_life_records_each_step_with_the_state_after_it() {
+    let app = TestApp::spawn().await;
+    let ann = app.register_user("ann").await;
+    let bob = app.register_user("bob").await;
+    let date = tomorrow();
+
+    let requested = app
+        .http
+        .post(format!("{}/graphql", app.address))
+        .bearer_auth(&ann.access_token)
+        .header("traceparent", TRACEPARENT)
+        .json(&json!({
+            "query": "mutation($input: RequestVisitInput!) { requestVisit(input: $input) { id } }",
+            "variables": { "input": { "date": date, "minutes": 33,
+                "tasks": [{ "name": "Shopping" }, { "name": "Tea", "description": "Earl Grey" }] } }
+        }))
+        .send()
+        .await
+        .expect("sent")
+        .json::<serde_json::Value>()
+        .await
+        .expect("JSON");
+    let visit = requested["data"]["requestVisit"]["id"]
+        .as_str()
+        .expect("a visit id")
+        .to_string();
+    let accepted = app.accept_visit(&bob.access_token, &visit).await;
+    assert_eq!(error_code(&accepted), None, "{accepted}");
+    let completed = app.complete_visit(&bob.access_token, &visit).await;
+    let transaction = completed["data"]["completeVisit"]["id"]
+        .as_str()
+        .expect("a transaction id")
+        .to_string();
+
+    let events = app.recorded_events().await;
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "user.registered",
+            "user.registered",
+            "visit.requested",
+            "visit.accepted",
+            "visit.completed",
+            "ledger.transfer_recorded"
+        ]
+    );
+    assert_eq!(events[0].payload, json!({ "userId": ann.id }));
+    assert_eq!(
+        (
+            events[0].aggregate_type.as_str(),
+            events[0].aggregate_id.as_str()
+        ),
+        ("user", ann.id.as_str())
+    );
+    assert_eq!(events[1].payload, json!({ "userId": bob.id }));
+    let visit_state = |status: &str, pal: Option<&str>| {
+        json!({ "visitId": visit, "memberId": ann.id, "palId": pal, "date": date,
+                "minutes": 33, "status": status })
+    };
+    let with = |mut state: serde_json::Value, extra: serde_json::Value| {
+        if let (Some(state), Some(extra)) = (state.as_object_mut(), extra.as_object()) {
+            state.extend(extra.clone());
+        }
+        state
+    };
+    assert_eq!(
+        events[2].payload,
+        with(visit_state("REQUESTED", None), json!({ "taskCount": 2 }))
+    );
+    assert_eq!(events[3].payload, visit_state("ACCEPTED", Some(&bob.id)));
+    assert_eq!(
+        events[4].payload,
+        with(
+            visit_state("COMPLETED", Some(&bob.id)),
+            json!({ "transactionId": transaction, "palCredit": 28, "fee": 5 })
+        )
+    );
+    assert_eq!(
+        events[5].payload,
+        json!({ "transactionId": transaction, "visitId": visit, "memberId": ann.id,
+                "palId": bob.id, "minutes": 33, "palCredit": 28, "fee": 5 })
+    );
+    let visit_versions: Vec<(String, i64)> = events[2..5]
+        .iter()
+        .map(|e| (e.aggregate_id.clone(), e.aggregate_version))
+        .collect();
+    assert_eq!(
+        visit_versions,
+        vec![(visit.clone(), 1), (visit.clone(), 2), (visit.clone(), 3)]
+    );
+    assert_eq!(
+        (
+            events[5].aggregate_type.as_str(),
+            events[5].aggregate_version
+        ),
+        ("transaction", 1)
+    );
+    assert_eq!(events[2].traceparent.as_deref(), Some(TRACEPARENT));
+    assert_eq!(events[3].traceparent, None);
+}
+
+#[tokio::test]
+async fn cancellations_and_a_deleted_account_record_what_they_changed() {
+    let app = TestApp::spawn().await;
+    let ann = app.register_user("ann").await;
+    let bob = app.register_user("bob").await;
+    let cy = app.register_user("cy").await;
+    let waiting = app.requested_visit(&ann.access_token, 10).await;
+    let taken = app.requested_visit(&ann.access_token, 20).await;
+    app.accept_visit(&bob.access_token, &taken).await;
+    let cys = app.requested_visit(&cy.access_token, 30).await;
+    app.accept_visit(&ann.access_token, &cys).await;
+    let cys_other = app.requested_visit(&cy.access_token, 40).await;
+    let cancelled = app.cancel_visit(&cy.access_token, &cys_other).await;
+    assert_eq!(error_code(&cancelled), None, "{cancelled}");
+    let before = app.recorded_events().await.len();
+
+    let deleted = app.delete_account(&ann.access_token, PASSWORD).await;
+    assert_eq!(deleted["data"]["deleteAccount"], true, "{deleted}");
+
+    let events = app.recorded_events().await;
+    let cy_cancelled = &events[before - 1];
+    assert_eq!(cy_cancelled.event_type, "visit.cancelled");
+    assert_eq!(cy_cancelled.payload["previousStatus"], "REQUESTED");
+    assert_eq!(cy_cancelled.payload["status"], "CANCELLED");
+    let mut by_visit: Vec<(String, serde_json::Value)> = events[before..]
+        .iter()
+        .filter(|e| e.aggregate_type == "visit")
+        .map(|e| {
+            let mut payload = e.payload.clone();
+            payload["type"] = json!(e.event_type);
+            (e.aggregate_id.clone(), payload)
+        })
+        .collect();
+    by_visit.sort_by(|a, b| a.0.cmp(&b.0));
+    let date = tomorrow();
+    let mut expected = vec![
+        (
+            waiting.clone(),
+            json!({ "type": "visit.cancelled", "visitId": waiting, "memberId": ann.id, "palId": null,
+                    "date": date, "minutes": 10, "status": "CANCELLED", "previousStatus": "REQUESTED" }),
+        ),
+        (
+            taken.clone(),
+            json!({ "type": "visit.cancelled", "visitId": taken, "memberId": ann.id, "palId": bob.id,
+                    "date": date, "minutes": 20, "status": "CANCELLED", "previousStatus": "ACCEPTED" }),
+        ),
+        (
+            cys.clone(),
+            json!({ "type": "visit.released", "visitId": cys, "memberId": cy.id, "palId": null,
+                    "date": date, "minutes": 30, "status": "REQUESTED", "previousPalId": ann.id }),
+        ),
+    ];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(by_visit, expected);
+    // Identity's step comes first in the deletion's transaction, then the visits'.
+    let deactivated = &events[before];
+    assert_eq!(
+        (deactivated.event_type.as_str(), &deactivated.payload),
+        ("user.deactivated", &json!({ "userId": ann.id }))
+    );
+    assert_eq!(events.len(), before + 4);
+}
+
+#[tokio::test]
+async fn refused_and_repeated_mutations_record_nothing() {
+    let app = TestApp::spawn().await;
+    let ann = app.register_user("ann").await;
+    let bob = app.register_user("bob").await;
+    let input = json!({ "date": tomorrow(), "minutes": 60, "tasks": [{ "name": "Tea" }], "idempotencyKey": "k1" });
+    let first = app
+        .request_visit_with(&ann.access_token, input.clone())
+        .await;
+    let visit = first["data"]["requestVisit"]["id"]
+        .as_str()
+        .expect("a visit")
+        .to_string();
+    let after_request = app.recorded_types().await;
+
+    let replay = app.request_visit_with(&ann.access_token, input).await;
+    let refused = app.request_visit(&ann.access_token, 61).await;
+    let own = app.complete_visit(&ann.access_token, &visit).await;
+    assert_eq!(error_code(&replay), None, "{replay}");
+    assert_eq!(error_code(&refused), Some("INSUFFICIENT_MINUTES"));
+    assert_eq!(error_code(&own), Some("FORBIDDEN"));
+    assert_eq!(app.recorded_types().await, after_request);
+
+    app.complete_visit(&bob.access_token, &visit).await;
+    let after_completion = app.recorded_types().await;
+    let again = app.complete_visit(&bob.access_token, &visit).await;
+    let cancel = app.cancel_visit(&ann.access_token, &visit).await;
+    assert_eq!(error_code(&again), Some("CONFLICT"));
+    assert_eq!(error_code(&cancel), Some("CONFLICT"));
+    assert_eq!(app.recorded_types().await, after_completion);
+    assert_eq!(
+        after_completion,
+        [
+            "user.registered",
+            "user.registered",
+            "visit.requested",
+            "visit.completed",
+            "ledger.transfer_recorded"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn no_event_carries_personal_data() {
+    let app = TestApp::spawn().await;
+    let ann = app.register_user("annabelle").await;
+    let bob = app.register_user("bartholomew").await;
+    let visit = app.requested_visit(&ann.access_token, 30).await;
+    app.complete_visit(&bob.access_token, &visit).await;
+    app.delete_account(&bob.access_token, PASSWORD).await;
+
+    let everything: Vec<String> = app
+        .query_column("SELECT payload::text || coalesce(traceparent, '') FROM outbox")
+        .await;
+    assert!(everything.len() >= 5, "{everything:?}");
+    for text in everything {
+        for personal in ["annabelle", "bartholomew", "example.com", "Tester"] {
+            assert!(!text.contains(personal), "{personal} in {text}");
+        }
+    }
+}
+
+/// A reader keyed on `position` alone fails this: after the first read it would stand at the later
+/// event's position, and the earlier position, committed afterwards, would lie behind it for ever.
+#[tokio::test]
+async fn the_log_delivers_an_event_whose_transaction_commits_after_a_later_one() {
+    let app = TestApp::spawn().await;
+    let insert = |id: &str| {
+        format!(
+            "INSERT INTO outbox (id, type, version, aggregate_type, aggregate_id, aggregate_version, payload) \
+             VALUES ('{id}', 'user.registered', 1, 'user', '{id}', 1, '{{}}')"
+        )
+    };
+    let first_id = uuid::Uuid::now_v7().to_string();
+    let second_id = uuid::Uuid::now_v7().to_string();
+    let slow = app.db.begin().await.expect("transaction");
+    slow.execute_unprepared(&insert(&first_id))
+        .await
+        .expect("first event, lower position");
+    let fast = app.db.begin().await.expect("transaction");
+    fast.execute_unprepared(&insert(&second_id))
+        .await
+        .expect("second event, higher position");
+    let lower = position_in(&slow, &first_id).await;
+    let higher = position_in(&fast, &second_id).await;
+    assert!(lower < higher);
+    fast.commit().await.expect("the later event commits first");
+
+    // The slow transaction still runs: nothing at or after it is handed out yet.
+    let mut cursor = LogPosition::default();
+    let early = log::read_after(&app.db, cursor, 100).await.expect("read");
+    assert!(early.is_empty(), "{early:?}");
+    slow.commit().await.expect("the earlier event commits last");
+
+    let mut delivered = Vec::new();
+    for _ in 0..200 {
+        let batch = log::read_after(&app.db, cursor, 100).await.expect("read");
+        if let Some(last) = batch.last() {
+            cursor = last.log_position();
+        }
+        delivered.extend(batch.into_iter().map(|event| event.id.to_string()));
+        if delivered.len() == 2 {
+            break;
+        }
+        // Another test's open transaction in the same cluster holds the horizon back a moment.
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(delivered, vec![first_id, second_id]);
+}
+
+#[tokio::test]
+async fn events_tail_prints_the_log_as_json_lines_from_a_position() {
+    let app = TestApp::spawn().await;
+    app.register_user("ann").await;
+    app.register_user("bob").await;
+    let positions: Vec<i64> = app
+        .query_column("SELECT position FROM outbox ORDER BY position")
+        .await;
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_home-visits"))
+        .args(["events", "tail", "--from", &positions[0].to_string()])
+        .env("DATABASE_URL", app.database_url())
+        .env("RUST_LOG", "error")
+        .output()
+        .await
+        .expect("events tail runs");
+
+    assert!(output.status.success(), "{output:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["type"], "user.registered");
+    assert_eq!(lines[0]["position"], positions[1]);
+    assert_eq!(lines[0]["aggregateVersion"], 1);
+}
+
+async fn position_in(txn: &sea_orm::DatabaseTransaction, id: &str) -> i64 {
+    let row = txn
+        .query_one_raw(sea_orm::Statement::from_string(
+            txn.get_database_backend(),
+            format!("SELECT position FROM outbox WHERE id = '{id}'"),
+        ))
+        .await
+        .expect("query")
+        .expect("row");
+    row.try_get_by_index::<i64>(0).expect("position")
+}
