@@ -51,12 +51,28 @@ integration-unlocked:
         --database-url "${url%/*}/home_visits_unlocked" --fresh-database \
         --seconds 5 --expect-violations
 
+# The event-stream scenario against a build whose log reader follows the sequence alone: passes only if the harness catches the lost events
+integration-position-reader:
+    cargo build --release --features danger-position-reader --bin home-visits
+    cp target/release/home-visits target/release/home-visits-position-reader
+    cargo build --release --bin home-visits
+    url=$(cargo run -q --bin home-visits -- db start) && \
+    cargo run --release -q -p integration -- \
+        --spawn target/release/home-visits-position-reader \
+        --instance http://127.0.0.1:14001 --instance http://127.0.0.1:14002 \
+        --database-url "${url%/*}/home_visits_position_reader" --fresh-database \
+        --scenario event-stream --seconds 6 --expect-violations
+
+# Print the event log as JSON lines (add --follow to keep watching)
+events-tail *args:
+    cargo run -q -- events tail {{args}}
+
 # Benchmark: two release instances vs pgbench running the same statements (figures, not a test)
-bench seconds="10" clients="32":
+bench seconds="10" clients="32" *args:
     cargo build --release --bin home-visits
     url=$(cargo run -q --bin home-visits -- db start) && \
     cargo run --release -q -p integration -- bench \
         --spawn target/release/home-visits \
         --instance http://127.0.0.1:14001 --instance http://127.0.0.1:14002 \
         --database-url "${url%/*}/home_visits_bench" \
-        --seconds {{seconds}} --clients {{clients}}
+        --seconds {{seconds}} --clients {{clients}} {{args}}

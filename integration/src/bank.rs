@@ -224,6 +224,23 @@ pub async fn minute_bank(
     instances: Option<&mut Vec<SpawnedInstance>>,
     options: &BankOptions,
 ) -> Verdict {
+    let faults = async {
+        if options.faults {
+            inject_faults(harness, instances, options.duration).await
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    run_with_faults(harness, options, faults).await
+}
+
+/// The randomized workload on every instance while `faults` runs; returns a summary, or why the
+/// run proves nothing (non-retryable errors, an instance that no longer serves, too little done).
+pub async fn run_with_faults(
+    harness: &Harness,
+    options: &BankOptions,
+    faults: impl Future<Output = Result<Vec<String>, String>>,
+) -> Verdict {
     let mut users = Vec::with_capacity(options.users);
     for _ in 0..options.users {
         users.push(harness.new_user("bank").await?);
@@ -238,13 +255,6 @@ pub async fn minute_bank(
             .wrapping_add(u64::try_from(index).unwrap_or(0).wrapping_mul(0x9E37_79B9));
         worker(&harness.clients, &users, &pool, seed, deadline)
     }));
-    let faults = async {
-        if options.faults {
-            inject_faults(harness, instances, options.duration).await
-        } else {
-            Ok(Vec::new())
-        }
-    };
     let (tallies, fault_log) = tokio::join!(workers, faults);
     let fault_log = fault_log?;
     let mut tally = Tally::default();

@@ -120,6 +120,17 @@ impl Client {
         })
     }
 
+    /// `/readyz`'s JSON, whatever its status; `None` when the instance does not answer.
+    pub async fn readiness(&self) -> Option<Value> {
+        let response = self
+            .http
+            .get(format!("{}/readyz", self.base_url))
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
+    }
+
     pub async fn is_ready(&self) -> bool {
         match self
             .http

@@ -4,6 +4,7 @@ pub mod bank;
 pub mod bench;
 pub mod client;
 pub mod cpu;
+pub mod event_stream;
 pub mod instances;
 pub mod invariants;
 pub mod nats;
@@ -16,13 +17,14 @@ use instances::SpawnedInstance;
 use invariants::Violations;
 use scenarios::{Harness, Verdict};
 
-pub const SCENARIOS: [&str; 6] = [
+pub const SCENARIOS: [&str; 7] = [
     "over-budget-pair",
     "over-budget-burst",
     "double-completion",
     "completions-vs-request",
     "idempotent-retries",
     "minute-bank",
+    "event-stream",
 ];
 
 pub struct ScenarioReport {
@@ -75,6 +77,7 @@ impl SuiteReport {
 pub async fn run_suite(
     harness: &Harness,
     mut instances: Option<&mut Vec<SpawnedInstance>>,
+    mut nats: Option<&mut nats::NatsServer>,
     selected: &[&'static str],
     bank: &BankOptions,
 ) -> anyhow::Result<SuiteReport> {
@@ -90,6 +93,14 @@ pub async fn run_suite(
             "completions-vs-request" => scenarios::completions_racing_a_request(harness).await,
             "idempotent-retries" => scenarios::idempotent_retries(harness).await,
             "minute-bank" => bank::minute_bank(harness, instances.as_deref_mut(), bank).await,
+            "event-stream" => match (instances.as_deref_mut(), nats.as_deref_mut()) {
+                (Some(instances), Some(nats)) => {
+                    event_stream::event_stream(harness, instances, nats, bank).await
+                }
+                _ => {
+                    Err("needs instances and a broker the harness started itself (--spawn)".into())
+                }
+            },
             other => Err(format!("unknown scenario {other}")),
         };
         let after = invariants::check(&harness.db).await?;

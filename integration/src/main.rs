@@ -7,6 +7,7 @@ use integration::{
     bench::{BenchOptions, Workload, run_bench},
     client::Client,
     instances::SpawnedInstance,
+    nats::NatsServer,
     recreate_database, run_suite,
     scenarios::Harness,
     select_scenarios,
@@ -94,6 +95,10 @@ struct BenchArgs {
     /// Skip the pgbench side.
     #[arg(long)]
     no_pgbench: bool,
+    /// Relay the event log to a nats-server (started by the bench) while the load runs, and
+    /// report the relay's throughput and lag.
+    #[arg(long)]
+    relay: bool,
 }
 
 fn main() -> ExitCode {
@@ -155,6 +160,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             (cores / args.instances.len().max(1)).max(1)
         }),
         pgbench: !args.no_pgbench,
+        relay: args.relay,
     })
     .await?;
     Ok(if clean {
@@ -179,14 +185,30 @@ async fn run(cli: SuiteArgs) -> anyhow::Result<ExitCode> {
         recreate_database(&database_url).await?;
     }
     let mut spawned = Vec::new();
+    // With --spawn the harness runs the broker too, so the event-stream scenario can restart it.
+    let mut nats = match &cli.spawn {
+        Some(_) => Some(NatsServer::start().await?),
+        None => None,
+    };
     if let Some(binary) = &cli.spawn {
         let jwt_secret = format!("harness-{}-{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let env: Vec<(String, String)> = nats
+            .iter()
+            .map(|nats| ("NATS_URL".to_string(), nats.url()))
+            .collect();
         for url in &cli.instances {
             let port = reqwest::Url::parse(url)?
                 .port_or_known_default()
                 .context("an --instance URL needs a port")?;
             spawned.push(
-                SpawnedInstance::start(binary.clone(), port, &database_url, &jwt_secret).await?,
+                SpawnedInstance::start_with(
+                    binary.clone(),
+                    port,
+                    &database_url,
+                    &jwt_secret,
+                    env.clone(),
+                )
+                .await?,
             );
         }
     }
@@ -217,7 +239,7 @@ async fn run(cli: SuiteArgs) -> anyhow::Result<ExitCode> {
     } else {
         Some(&mut spawned)
     };
-    let report = run_suite(&harness, instances, &selected, &bank).await?;
+    let report = run_suite(&harness, instances, nats.as_mut(), &selected, &bank).await?;
     println!("{}", report.table());
     for instance in &mut spawned {
         instance.kill().await?;

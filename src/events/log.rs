@@ -72,6 +72,9 @@ impl StoredEvent {
     }
 }
 
+/// See the `danger-position-reader` feature: true only in a build made to prove the harness.
+pub const READS_BY_POSITION_ONLY: bool = cfg!(feature = "danger-position-reader");
+
 const COLUMNS: &str = "txid::text AS txid, position, id, type, version, aggregate_type, aggregate_id, \
      aggregate_version, occurred_at, traceparent, payload::text AS payload";
 
@@ -82,12 +85,19 @@ pub async fn read_after(
     after: LogPosition,
     limit: u64,
 ) -> Result<Vec<StoredEvent>, DbErr> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM outbox \
-         WHERE (txid, position) > ($1::text::xid8, $2) \
-           AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY txid, position LIMIT $3"
-    );
+    let sql = if READS_BY_POSITION_ONLY {
+        format!(
+            "SELECT {COLUMNS} FROM outbox WHERE position > $2 AND $1::text IS NOT NULL \
+             ORDER BY position LIMIT $3"
+        )
+    } else {
+        format!(
+            "SELECT {COLUMNS} FROM outbox \
+             WHERE (txid, position) > ($1::text::xid8, $2) \
+               AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY txid, position LIMIT $3"
+        )
+    };
     let rows = conn
         .query_all_raw(Statement::from_sql_and_values(
             conn.get_database_backend(),
@@ -156,12 +166,19 @@ pub async fn advance_checkpoint(
     name: &str,
     to: LogPosition,
 ) -> Result<(), DbErr> {
+    let forward = if READS_BY_POSITION_ONLY {
+        "event_checkpoints.position < EXCLUDED.position"
+    } else {
+        "(event_checkpoints.txid, event_checkpoints.position) < (EXCLUDED.txid, EXCLUDED.position)"
+    };
     conn.execute_raw(Statement::from_sql_and_values(
         conn.get_database_backend(),
-        "INSERT INTO event_checkpoints (name, txid, position, updated_at) \
-         VALUES ($1, $2::text::xid8, $3, now()) \
-         ON CONFLICT (name) DO UPDATE SET txid = EXCLUDED.txid, position = EXCLUDED.position, updated_at = now() \
-         WHERE (event_checkpoints.txid, event_checkpoints.position) < (EXCLUDED.txid, EXCLUDED.position)",
+        format!(
+            "INSERT INTO event_checkpoints (name, txid, position, updated_at) \
+             VALUES ($1, $2::text::xid8, $3, now()) \
+             ON CONFLICT (name) DO UPDATE SET txid = EXCLUDED.txid, position = EXCLUDED.position, \
+             updated_at = now() WHERE {forward}"
+        ),
         [name.into(), to.txid.to_string().into(), to.position.into()],
     ))
     .await

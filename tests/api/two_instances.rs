@@ -2,8 +2,8 @@
 use std::time::Duration;
 
 use integration::{
-    SCENARIOS, bank::BankOptions, client::Client, instances::SpawnedInstance, run_suite,
-    scenarios::Harness,
+    SCENARIOS, bank::BankOptions, client::Client, instances::SpawnedInstance, nats::NatsServer,
+    run_suite, scenarios::Harness,
 };
 use sea_orm::Database;
 use secrecy::ExposeSecret;
@@ -16,12 +16,19 @@ async fn two_instances_on_one_database_pass_every_scenario_and_a_faulty_randomiz
     let url = database.url.expose_secret().to_string();
     let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_home-visits"));
     let secret = "two-instance-test-secret-of-sufficient-length";
+    let mut nats = NatsServer::start().await.expect("nats-server starts");
     let mut instances = Vec::new();
     for _ in 0..2 {
         instances.push(
-            SpawnedInstance::start(binary.clone(), 0, &url, secret)
-                .await
-                .expect("instance starts"),
+            SpawnedInstance::start_with(
+                binary.clone(),
+                0,
+                &url,
+                secret,
+                vec![("NATS_URL".into(), nats.url())],
+            )
+            .await
+            .expect("instance starts"),
         );
     }
     let clients = instances
@@ -37,9 +44,15 @@ async fn two_instances_on_one_database_pass_every_scenario_and_a_faulty_randomiz
         faults: true,
     };
 
-    let report = run_suite(&harness, Some(&mut instances), &SCENARIOS, &bank)
-        .await
-        .expect("suite runs");
+    let report = run_suite(
+        &harness,
+        Some(&mut instances),
+        Some(&mut nats),
+        &SCENARIOS,
+        &bank,
+    )
+    .await
+    .expect("suite runs");
 
     println!("{}", report.table());
     assert!(report.passed(), "\n{}", report.table());
@@ -84,4 +97,88 @@ async fn the_invariant_checker_reports_each_kind_of_broken_book() {
         .await
         .expect("tamper");
     assert_eq!(check().await.completion_mismatches, 1);
+}
+
+#[tokio::test]
+async fn the_stream_checker_reports_missing_duplicated_and_disordered_events() {
+    use integration::{event_stream::check_stream, nats::StreamedMessage};
+    use serde_json::json;
+
+    use crate::helpers::TestApp;
+
+    let app = TestApp::spawn().await;
+    let ann = app.register_user("ann").await;
+    let bob = app.register_user("bob").await;
+    let visit = app.requested_visit(&ann.access_token, 20).await;
+    app.complete_visit(&bob.access_token, &visit).await;
+    let harness = Harness::new(
+        vec![Client::new(&app.address).expect("client")],
+        Database::connect(app.database_url())
+            .await
+            .expect("database"),
+    );
+    let rows: Vec<String> = app
+        .query_column(
+            "SELECT json_build_object('id', id, 'type', type, 'aggregateType', aggregate_type, \
+             'aggregateId', aggregate_id, 'aggregateVersion', aggregate_version, 'payload', payload)::text \
+             FROM outbox ORDER BY txid, position",
+        )
+        .await;
+    let faithful: Vec<StreamedMessage> = rows
+        .iter()
+        .enumerate()
+        .map(|(index, row)| {
+            let envelope: serde_json::Value = serde_json::from_str(row).expect("JSON");
+            StreamedMessage {
+                sequence: index as u64 + 1,
+                subject: String::new(),
+                message_id: envelope["id"].as_str().map(String::from),
+                envelope,
+            }
+        })
+        .collect();
+    assert_eq!(faithful.len(), 5);
+    let problems = |messages: Vec<StreamedMessage>| {
+        let harness = &harness;
+        async move {
+            check_stream(harness, &messages)
+                .await
+                .expect("checked")
+                .problems
+        }
+    };
+
+    assert_eq!(problems(faithful.clone()).await, Vec::<String>::new());
+    let mut lost = faithful.clone();
+    lost.remove(3);
+    let lost = problems(lost).await;
+    assert!(
+        lost.iter().any(|p| p.contains("missing from the stream")),
+        "{lost:?}"
+    );
+    assert!(
+        lost.iter().any(|p| p.contains("visit.completed")),
+        "{lost:?}"
+    );
+    let mut twice = faithful.clone();
+    twice.push(faithful[2].clone());
+    let twice = problems(twice).await;
+    assert!(
+        twice.iter().any(|p| p.contains("more than once")),
+        "{twice:?}"
+    );
+    let mut swapped = faithful.clone();
+    swapped.swap(2, 3);
+    let swapped = problems(swapped).await;
+    assert!(
+        swapped.iter().any(|p| p.contains("out of order")),
+        "{swapped:?}"
+    );
+    let mut forged = faithful;
+    forged[0].envelope["id"] = json!(uuid::Uuid::new_v4().to_string());
+    let forged = problems(forged).await;
+    assert!(
+        forged.iter().any(|p| p.contains("never recorded")),
+        "{forged:?}"
+    );
 }

@@ -2,6 +2,7 @@
 //! pgbench running the very statements the service issues, on a copy of the same fixture.
 mod fixture;
 mod pgbench;
+mod relay;
 mod report;
 mod stats;
 mod workloads;
@@ -43,6 +44,8 @@ pub struct BenchOptions {
     /// Tokio worker threads per instance (`TOKIO_WORKER_THREADS`).
     pub worker_threads: usize,
     pub pgbench: bool,
+    /// Relay the event log to a nats-server of the bench's own during the load.
+    pub relay: bool,
 }
 
 /// The pid of the PostgreSQL server behind `db`, if it runs on this machine where we can see it.
@@ -87,7 +90,12 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
 
     let secret = format!("bench-{}-{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     // Login is throttled per client address; the bench is one address sending thousands.
-    let env = vec![
+    let nats = if options.relay {
+        Some(crate::nats::NatsServer::start().await?)
+    } else {
+        None
+    };
+    let mut env = vec![
         (
             "DATABASE_POOL_SIZE".to_string(),
             options.pool_size.to_string(),
@@ -106,6 +114,9 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
             "100000000".to_string(),
         ),
     ];
+    if let Some(nats) = &nats {
+        env.push(("NATS_URL".to_string(), nats.url()));
+    }
     let mut instances = Vec::new();
     for port in &options.instance_ports {
         instances.push(
@@ -176,6 +187,7 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
         )
     });
     let mut cpu_lines = Vec::new();
+    let mut relay_lines = Vec::new();
     let mut run = 0_u32;
     for &workload in &options.workloads {
         let script = workload.pgbench_script().map(|name| scripts.join(name));
@@ -212,14 +224,20 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
                 }
             }
             let before = meter.as_ref().map(Meter::read);
-            let measured = run_workload(
+            let load = run_workload(
                 &fixture,
                 workload,
                 options.clients,
                 options.duration,
                 first_iteration,
-            )
-            .await;
+            );
+            let measured = if nats.is_some() {
+                let (measured, figures) = relay::watch(&fixture.clients, load).await;
+                relay_lines.push(relay::line(workload.name(), &figures));
+                measured
+            } else {
+                load.await
+            };
             for (code, count) in &measured.errors {
                 *errors.entry(code.clone()).or_insert(0) += count;
             }
@@ -260,6 +278,9 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
         report::print_cpu_table(&cpu_lines);
     } else {
         println!("CPU per call: n/a (the database server is not a process on this machine)");
+    }
+    for line in &relay_lines {
+        println!("{line}");
     }
     println!("peak RSS: {}", rss.join(", "));
     println!(
