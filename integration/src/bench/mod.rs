@@ -2,14 +2,14 @@
 //! pgbench running the very statements the service issues, on a copy of the same fixture.
 mod fixture;
 mod pgbench;
-mod relay;
 mod report;
 mod stats;
+mod watch;
 mod workloads;
 
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
@@ -46,6 +46,8 @@ pub struct BenchOptions {
     pub pgbench: bool,
     /// Relay the event log to a nats-server of the bench's own during the load.
     pub relay: bool,
+    /// Where the pgbench scripts are (those of the binary under test, when comparing builds).
+    pub pgbench_dir: PathBuf,
 }
 
 /// The pid of the PostgreSQL server behind `db`, if it runs on this machine where we can see it.
@@ -167,7 +169,7 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
         clients,
         tokens: mint_tokens(&secret)?,
     };
-    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("pgbench");
+    let scripts = options.pgbench_dir.clone();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
 
     println!(
@@ -187,7 +189,7 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
         )
     });
     let mut cpu_lines = Vec::new();
-    let mut relay_lines = Vec::new();
+    let mut event_lines = Vec::new();
     let mut run = 0_u32;
     for &workload in &options.workloads {
         let script = workload.pgbench_script().map(|name| scripts.join(name));
@@ -231,13 +233,8 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
                 options.duration,
                 first_iteration,
             );
-            let measured = if nats.is_some() {
-                let (measured, figures) = relay::watch(&fixture.clients, load).await;
-                relay_lines.push(relay::line(workload.name(), &figures));
-                measured
-            } else {
-                load.await
-            };
+            let (measured, figures) = watch::watch(&fixture.clients, nats.is_some(), load).await;
+            event_lines.extend(watch::lines(workload.name(), &figures));
             for (code, count) in &measured.errors {
                 *errors.entry(code.clone()).or_insert(0) += count;
             }
@@ -279,7 +276,7 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
     } else {
         println!("CPU per call: n/a (the database server is not a process on this machine)");
     }
-    for line in &relay_lines {
+    for line in &event_lines {
         println!("{line}");
     }
     println!("peak RSS: {}", rss.join(", "));
