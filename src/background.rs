@@ -7,9 +7,11 @@ use tokio::task::JoinSet;
 
 use crate::{
     events::{
+        consumers,
         relay::{self, RelaySettings},
         retention,
     },
+    notifications::NotificationsHandler,
     state::AppState,
 };
 
@@ -25,6 +27,7 @@ impl BackgroundTasks {
         if let Some(settings) = relay_settings(state) {
             tasks.spawn(relay::run(state.db.clone(), settings, state.relay.clone()));
         }
+        tasks.spawn(consume_notifications(state.clone()));
         if state.config.outbox_retention.is_some() {
             tasks.spawn(prune_outbox(state.clone()));
         }
@@ -82,6 +85,29 @@ async fn prune_outbox(state: Arc<AppState>) {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "outbox: pruned events past retention"),
             Err(error) => tracing::warn!(%error, "outbox: pruning failed"),
+        }
+    }
+}
+
+/// The notifications read model, from the broker when there is one, else from the log.
+async fn consume_notifications(state: Arc<AppState>) {
+    let status = state.notifications.clone();
+    if state.config.nats_servers.is_empty() {
+        return consumers::run_from_log(state.db.clone(), NotificationsHandler, status).await;
+    }
+    match consumers::connect(&state.config.nats_servers).await {
+        Ok(client) => {
+            consumers::run_from_jetstream(
+                state.db.clone(),
+                client,
+                state.config.nats_stream_replicas,
+                NotificationsHandler,
+                status,
+            )
+            .await;
+        }
+        Err(error) => {
+            tracing::error!(%error, "notifications consumer disabled: cannot use NATS_URL")
         }
     }
 }

@@ -73,6 +73,8 @@ pub struct Config {
     pub nats_stream_replicas: usize,
     /// Events the relay reads and publishes at a time.
     pub relay_batch_size: u64,
+    /// `/readyz` turns 503 when a consumer has moved on no event for this long while events wait.
+    pub consumer_stall_after: Duration,
     /// Delete events older than this (only once published, when there is a relay); `None` keeps
     /// the whole log.
     pub outbox_retention: Option<Duration>,
@@ -132,6 +134,9 @@ impl Config {
             "NATS_STREAM_REPLICAS",
         )?;
         set(source, &mut config.relay_batch_size, "RELAY_BATCH_SIZE")?;
+        if let Some(seconds) = read::<u64>(source, "CONSUMER_STALL_SECONDS")? {
+            config.consumer_stall_after = Duration::from_secs(seconds);
+        }
         if let Some(days) = read::<u64>(source, "OUTBOX_RETENTION_DAYS")? {
             config.outbox_retention = Some(Duration::from_secs(days * 24 * 3600));
         }
@@ -259,6 +264,7 @@ impl Config {
             nats_stream_replicas: 1,
             relay_batch_size: 500,
             outbox_retention: None,
+            consumer_stall_after: Duration::from_secs(60),
         }
     }
 

@@ -18,7 +18,10 @@ const USAGE: &str = "usage: home-visits [serve | migrate | schema]
   db stop  stop it
   events tail [--from POSITION] [--follow]
            print the event log as JSON lines, in log order, after the event at POSITION
-           (default: from the start); --follow keeps printing new events as they commit";
+           (default: from the start); --follow keeps printing new events as they commit
+  events dead-letters [--retry ID]
+           list the events consumers gave up on (JSON lines), or hand dead letter ID to its
+           consumer again";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -84,9 +87,13 @@ async fn events(args: Vec<String>) -> anyhow::Result<()> {
 
     use home_visits::events::log::{self, LogPosition};
 
-    let usage = "usage: home-visits events tail [--from POSITION] [--follow]";
+    let usage = "usage: home-visits events tail [--from POSITION] [--follow] | events dead-letters [--retry ID]";
     let mut args = args.into_iter();
-    anyhow::ensure!(args.next().as_deref() == Some("tail"), "{usage}");
+    match args.next().as_deref() {
+        Some("tail") => {}
+        Some("dead-letters") => return dead_letters(args.collect(), usage).await,
+        _ => anyhow::bail!("{usage}"),
+    }
     let (mut from, mut follow) = (None, false);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -119,4 +126,31 @@ async fn events(args: Vec<String>) -> anyhow::Result<()> {
             None => return Ok(()),
         }
     }
+}
+
+async fn dead_letters(args: Vec<String>, usage: &str) -> anyhow::Result<()> {
+    use home_visits::{events::consumer, notifications::NotificationsHandler};
+
+    let retry = match args.as_slice() {
+        [] => None,
+        [flag, id] if flag == "--retry" => {
+            Some(id.parse::<i64>().map_err(|_| anyhow::anyhow!("{usage}"))?)
+        }
+        _ => anyhow::bail!("{usage}"),
+    };
+    let mut config = Config::from_env()?;
+    let db = startup::connect_database(&mut config).await?;
+    match retry {
+        None => {
+            for letter in consumer::dead_letters(&db, None).await? {
+                println!("{}", serde_json::to_string(&letter)?);
+            }
+        }
+        // Notifications is the one consumer today; a second would be chosen by the letter's name.
+        Some(id) => match consumer::redrive(&db, &NotificationsHandler, id).await? {
+            Some(outcome) => println!("dead letter {id}: {outcome:?}"),
+            None => anyhow::bail!("no dead letter {id} of the notifications consumer"),
+        },
+    }
+    Ok(())
 }

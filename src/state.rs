@@ -3,7 +3,15 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use crate::{config::Config, events::relay::RelayStatus, identity::Identity};
+use crate::{
+    config::Config,
+    events::{
+        consumers::{ConsumerStatus, Source},
+        relay::RelayStatus,
+    },
+    identity::Identity,
+    notifications::NotificationsHandler,
+};
 
 /// Services shared by every request of one instance.
 pub struct AppState {
@@ -12,6 +20,8 @@ pub struct AppState {
     pub identity: Identity,
     /// What this instance's relay is doing (idle when no broker is configured).
     pub relay: Arc<RelayStatus>,
+    /// The consumers of the event log this instance runs.
+    pub notifications: Arc<ConsumerStatus>,
 }
 
 impl AppState {
@@ -19,6 +29,14 @@ impl AppState {
         Ok(Arc::new(Self {
             identity: Identity::new(&config)?,
             relay: Arc::default(),
+            notifications: ConsumerStatus::new(
+                <NotificationsHandler as crate::events::consumer::Handler>::NAME,
+                if config.nats_servers.is_empty() {
+                    Source::Postgres
+                } else {
+                    Source::Jetstream
+                },
+            ),
             db,
             config,
         }))

@@ -16,6 +16,7 @@ use crate::{
     scenarios::{Harness, Verdict},
 };
 
+#[derive(Debug, Clone, Copy)]
 pub struct BankOptions {
     pub duration: Duration,
     pub seed: u64,

@@ -8,6 +8,7 @@ pub mod event_stream;
 pub mod instances;
 pub mod invariants;
 pub mod nats;
+pub mod notifications_replay;
 pub mod scenarios;
 
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use instances::SpawnedInstance;
 use invariants::Violations;
 use scenarios::{Harness, Verdict};
 
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 8] = [
     "over-budget-pair",
     "over-budget-burst",
     "double-completion",
@@ -25,6 +26,7 @@ pub const SCENARIOS: [&str; 7] = [
     "idempotent-retries",
     "minute-bank",
     "event-stream",
+    "notifications-replay",
 ];
 
 pub struct ScenarioReport {
@@ -101,6 +103,9 @@ pub async fn run_suite(
                     Err("needs instances and a broker the harness started itself (--spawn)".into())
                 }
             },
+            "notifications-replay" => {
+                notifications_replay::notifications_replay(harness, nats.as_deref(), bank).await
+            }
             other => Err(format!("unknown scenario {other}")),
         };
         let after = invariants::check(&harness.db).await?;

@@ -8,6 +8,8 @@ mod m20261122_000003_create_balances;
 mod m20261122_000004_create_visits;
 mod m20261122_000005_create_transactions;
 mod m20261201_000001_create_outbox;
+mod m20261201_000002_create_consumer_plumbing;
+mod m20261201_000003_create_notifications;
 
 pub struct Migrator;
 
@@ -21,6 +23,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_create_visits::Migration),
             Box::new(m20261122_000005_create_transactions::Migration),
             Box::new(m20261201_000001_create_outbox::Migration),
+            Box::new(m20261201_000002_create_consumer_plumbing::Migration),
+            Box::new(m20261201_000003_create_notifications::Migration),
         ]
     }
 }

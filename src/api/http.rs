@@ -157,8 +157,9 @@ async fn graphql_get(
         .into_response()
 }
 
-/// Ready when the database answers. The relay's state is reported, not judged: with the broker
-/// down, mutations go on and the log waits, so the instance stays in service.
+/// Ready when the database answers and no consumer has stalled (made no progress for
+/// `CONSUMER_STALL_SECONDS` while events wait). The relay's state is reported, not judged: with
+/// the broker down, mutations go on and the log waits, so the instance stays in service.
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     let app = &state.app;
     if let Err(error) = app.db.ping().await {
@@ -180,9 +181,39 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
         };
         Some(app.relay.report(lag))
     };
+    let consumers = match events::consumers::health(
+        &app.db,
+        &app.notifications,
+        app.config.consumer_stall_after,
+    )
+    .await
+    {
+        Ok(health) => vec![health],
+        Err(error) => {
+            tracing::warn!(%error, "cannot measure the consumers");
+            Vec::new()
+        }
+    };
+    let stalled: Vec<&str> = consumers
+        .iter()
+        .filter(|consumer| consumer.stalled)
+        .map(|consumer| consumer.name)
+        .collect();
+    let (status, label) = if stalled.is_empty() {
+        (StatusCode::OK, "ready")
+    } else {
+        tracing::warn!(?stalled, "consumers stalled");
+        (StatusCode::SERVICE_UNAVAILABLE, "stalled")
+    };
     (
-        StatusCode::OK,
-        Json(serde_json::json!({ "status": "ready", "database": "ok", "relay": relay })),
+        status,
+        Json(serde_json::json!({
+            "status": label,
+            "database": "ok",
+            "stalled": stalled,
+            "consumers": consumers,
+            "relay": relay,
+        })),
     )
 }
 

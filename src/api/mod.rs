@@ -4,6 +4,7 @@ mod http;
 mod identity;
 mod ledger;
 mod loaders;
+mod notifications;
 mod objects;
 mod pagination;
 mod scalars;

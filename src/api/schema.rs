@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use async_graphql::{EmptySubscription, MergedObject, Schema};
 
-use super::{identity, ledger, visits};
+use super::{identity, ledger, notifications, visits};
 use crate::state::AppState;
 
 #[derive(MergedObject, Default)]
@@ -12,11 +12,16 @@ pub struct QueryRoot(
     identity::IdentityQuery,
     visits::VisitsQuery,
     ledger::LedgerQuery,
+    notifications::NotificationsQuery,
 );
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(identity::IdentityMutation, visits::VisitsMutation);
+pub struct MutationRoot(
+    identity::IdentityMutation,
+    visits::VisitsMutation,
+    notifications::NotificationsMutation,
+);
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 

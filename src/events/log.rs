@@ -7,7 +7,7 @@
 //! read, and the reader, already past it, never sees it.
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbErr, QueryResult, Statement};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// A place in the log.
@@ -18,7 +18,7 @@ pub struct LogPosition {
 }
 
 /// An event as it was recorded: the envelope of every consumer and of the broker's messages.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredEvent {
     pub id: Uuid,
@@ -134,6 +134,21 @@ pub async fn position_of(
         })
     })
     .transpose()
+}
+
+/// When the named reader last moved its checkpoint (`None` if it never did).
+pub async fn checkpoint_moved_at(
+    conn: &impl ConnectionTrait,
+    name: &str,
+) -> Result<Option<DateTime<Utc>>, DbErr> {
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            "SELECT updated_at FROM event_checkpoints WHERE name = $1",
+            [name.into()],
+        ))
+        .await?;
+    row.map(|row| row.try_get("", "updated_at")).transpose()
 }
 
 /// Where the named reader has got to (the start of the log if it never read).

@@ -1,8 +1,11 @@
 //! Domain events. A context that changes state records what happened with [`record`], in the
 //! same transaction; the outbox table is the durable, ordered log of them ([`log`]); the
-//! [`relay`] publishes it to NATS JetStream when one is configured. No context is imported here:
-//! events depend on nothing but the database.
+//! [`relay`] publishes it to NATS JetStream when one is configured; [`consumer`] and
+//! [`consumers`] are what every reader of the log (such as notifications) is built from. No
+//! context is imported here: events depend on nothing but the database.
 pub mod catalogue;
+pub mod consumer;
+pub mod consumers;
 pub mod log;
 pub mod outbox;
 pub mod relay;

@@ -282,7 +282,7 @@ async fn lead(
 }
 
 /// Creates the stream, or brings an existing one to this configuration.
-async fn ensure_stream(jetstream: &jetstream::Context, replicas: usize) -> Result<(), String> {
+pub async fn ensure_stream(jetstream: &jetstream::Context, replicas: usize) -> Result<(), String> {
     jetstream
         .create_or_update_stream(stream::Config {
             name: STREAM.into(),

@@ -4,6 +4,7 @@ mod helpers;
 mod events;
 mod http;
 mod identity;
+mod notifications;
 mod races;
 mod relay;
 mod schema;

@@ -1,0 +1,273 @@
+//! What every consumer of the event log shares, whatever feeds it (the PostgreSQL log or a
+//! JetStream consumer): the inbox that makes a redelivered event change nothing, per-aggregate
+//! ordering that drops stale events, bounded retries, and dead letters that never block the
+//! events behind them.
+use std::{future::Future, time::Duration};
+
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, Statement, TransactionTrait,
+};
+
+use super::log::StoredEvent;
+
+/// A consumer's reaction to events. Its name keys its checkpoint, inbox and dead letters.
+pub trait Handler: Send + Sync + 'static {
+    const NAME: &'static str;
+
+    /// Whether an event older than the newest version already handled of its aggregate is stale
+    /// (acknowledged and ignored). Right for a consumer that keeps an aggregate's latest state;
+    /// a consumer whose effects do not depend on order (each event its own record) sets it false,
+    /// since competing instances may handle two events of one aggregate out of order.
+    const ORDERED: bool = true;
+
+    /// Whether this consumer reads events of this type; others are skipped without a trace.
+    fn wants(&self, event_type: &str) -> bool;
+
+    /// Applies one event inside `txn`, which also records it in the inbox.
+    fn handle(
+        &self,
+        txn: &DatabaseTransaction,
+        event: &StoredEvent,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+#[derive(Debug)]
+pub enum HandlerError {
+    /// The event can never be applied (bad payload, unknown version): dead-lettered at once.
+    Poison(String),
+    /// This attempt failed; another may succeed.
+    Failed(String),
+}
+
+impl From<DbErr> for HandlerError {
+    fn from(error: DbErr) -> Self {
+        Self::Failed(error.to_string())
+    }
+}
+
+/// What happened to one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// Already in the inbox: a redelivery or a replay.
+    Duplicate,
+    /// The consumer has already seen a newer version of this aggregate.
+    Stale,
+    /// Not a type this consumer reads.
+    Skipped,
+    DeadLettered,
+}
+
+/// Attempts per event before it is dead-lettered, and the pause after each failure.
+pub const ATTEMPTS: u32 = 3;
+const BACKOFF: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(200)];
+
+/// Handles one event: in one transaction, the inbox row, the aggregate's version and the
+/// handler's effect. Retried a few times, then dead-lettered. Errs only when the database itself
+/// fails (the caller retries the event later).
+pub async fn process<H: Handler>(
+    db: &DatabaseConnection,
+    handler: &H,
+    event: &StoredEvent,
+) -> Result<Outcome, DbErr> {
+    if !handler.wants(&event.event_type) {
+        return Ok(Outcome::Skipped);
+    }
+    let mut last_error = String::new();
+    for attempt in 1..=ATTEMPTS {
+        let txn = db.begin().await?;
+        match apply(&txn, handler, event).await {
+            Ok(outcome) => {
+                txn.commit().await?;
+                return Ok(outcome);
+            }
+            Err(HandlerError::Poison(reason)) => {
+                txn.rollback().await?;
+                dead_letter(db, H::NAME, event, attempt, &reason).await?;
+                return Ok(Outcome::DeadLettered);
+            }
+            Err(HandlerError::Failed(reason)) => {
+                txn.rollback().await?;
+                tracing::warn!(consumer = H::NAME, event = %event.id, attempt, %reason, "event handler failed");
+                last_error = reason;
+                if let Some(pause) = BACKOFF.get(attempt as usize - 1) {
+                    tokio::time::sleep(*pause).await;
+                }
+            }
+        }
+    }
+    dead_letter(db, H::NAME, event, ATTEMPTS, &last_error).await?;
+    Ok(Outcome::DeadLettered)
+}
+
+async fn apply<H: Handler>(
+    txn: &DatabaseTransaction,
+    handler: &H,
+    event: &StoredEvent,
+) -> Result<Outcome, HandlerError> {
+    let fresh = txn
+        .execute_raw(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            "INSERT INTO event_inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            [H::NAME.into(), event.id.into()],
+        ))
+        .await?
+        .rows_affected()
+        == 1;
+    if !fresh {
+        return Ok(Outcome::Duplicate);
+    }
+    if !H::ORDERED {
+        handler.handle(txn, event).await?;
+        return Ok(Outcome::Applied);
+    }
+    let newer = txn
+        .execute_raw(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            "INSERT INTO event_aggregate_versions (consumer, aggregate_type, aggregate_id, version) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (consumer, aggregate_type, aggregate_id) DO UPDATE SET version = EXCLUDED.version \
+             WHERE event_aggregate_versions.version < EXCLUDED.version",
+            [
+                H::NAME.into(),
+                event.aggregate_type.clone().into(),
+                event.aggregate_id.into(),
+                event.aggregate_version.into(),
+            ],
+        ))
+        .await?
+        .rows_affected()
+        == 1;
+    if !newer {
+        return Ok(Outcome::Stale);
+    }
+    handler.handle(txn, event).await?;
+    Ok(Outcome::Applied)
+}
+
+/// Keeps the event with why it failed, and marks it handled so no redelivery tries it again
+/// until an operator re-drives it.
+async fn dead_letter(
+    db: &DatabaseConnection,
+    consumer: &str,
+    event: &StoredEvent,
+    attempts: u32,
+    reason: &str,
+) -> Result<(), DbErr> {
+    tracing::error!(consumer, event = %event.id, event_type = %event.event_type, %reason, "event dead-lettered");
+    let envelope =
+        serde_json::to_string(event).map_err(|error| DbErr::Custom(error.to_string()))?;
+    let txn = db.begin().await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        "INSERT INTO event_dead_letters (consumer, event_id, event, attempts, last_error) \
+         VALUES ($1, $2, $3::jsonb, $4, $5) \
+         ON CONFLICT (consumer, event_id) DO UPDATE SET attempts = EXCLUDED.attempts, \
+         last_error = EXCLUDED.last_error, failed_at = now()",
+        [
+            consumer.into(),
+            event.id.into(),
+            envelope.into(),
+            i32::try_from(attempts).unwrap_or(i32::MAX).into(),
+            reason.into(),
+        ],
+    ))
+    .await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        "INSERT INTO event_inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        [consumer.into(), event.id.into()],
+    ))
+    .await?;
+    txn.commit().await
+}
+
+/// One dead letter, as `events dead-letters` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub id: i64,
+    pub consumer: String,
+    pub event_id: uuid::Uuid,
+    pub attempts: i32,
+    pub last_error: String,
+    pub failed_at: chrono::DateTime<chrono::Utc>,
+    pub event: serde_json::Value,
+}
+
+pub async fn dead_letters(
+    conn: &impl ConnectionTrait,
+    consumer: Option<&str>,
+) -> Result<Vec<DeadLetter>, DbErr> {
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            "SELECT id, consumer, event_id, attempts, last_error, failed_at, event::text AS event \
+             FROM event_dead_letters WHERE $1::text IS NULL OR consumer = $1 ORDER BY id",
+            [consumer.map(String::from).into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let event: String = row.try_get("", "event")?;
+            Ok(DeadLetter {
+                id: row.try_get("", "id")?,
+                consumer: row.try_get("", "consumer")?,
+                event_id: row.try_get("", "event_id")?,
+                attempts: row.try_get("", "attempts")?,
+                last_error: row.try_get("", "last_error")?,
+                failed_at: row.try_get("", "failed_at")?,
+                event: serde_json::from_str(&event)
+                    .map_err(|error| DbErr::Custom(error.to_string()))?,
+            })
+        })
+        .collect()
+}
+
+/// Takes dead letter `id` of this handler's consumer out of the dead-letter store and the inbox
+/// and handles it again (it may well be dead-lettered again).
+pub async fn redrive<H: Handler>(
+    db: &DatabaseConnection,
+    handler: &H,
+    id: i64,
+) -> Result<Option<Outcome>, DbErr> {
+    let Some(letter) = dead_letters(db, Some(H::NAME))
+        .await?
+        .into_iter()
+        .find(|letter| letter.id == id)
+    else {
+        return Ok(None);
+    };
+    let event: StoredEvent = serde_json::from_value(letter.event)
+        .map_err(|error| DbErr::Custom(format!("dead letter {id}: {error}")))?;
+    let txn = db.begin().await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        "DELETE FROM event_dead_letters WHERE id = $1",
+        [id.into()],
+    ))
+    .await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        "DELETE FROM event_inbox WHERE consumer = $1 AND event_id = $2",
+        [H::NAME.into(), event.id.into()],
+    ))
+    .await?;
+    txn.commit().await?;
+    process(db, handler, &event).await.map(Some)
+}
+
+pub async fn dead_letter_count(conn: &impl ConnectionTrait, consumer: &str) -> Result<u64, DbErr> {
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            "SELECT count(*) AS letters FROM event_dead_letters WHERE consumer = $1",
+            [consumer.into()],
+        ))
+        .await?;
+    let letters: i64 = match row {
+        Some(row) => row.try_get("", "letters")?,
+        None => 0,
+    };
+    Ok(u64::try_from(letters).unwrap_or(0))
+}

@@ -1,0 +1,298 @@
+//! Running a consumer, from either source, and reporting its health.
+//!
+//! Without a broker a consumer reads the PostgreSQL log: each batch runs under a transaction-level
+//! advisory lock named after the consumer, so of many instances one works at a time, and the
+//! checkpoint moves in the same transaction. With `NATS_URL` it reads a durable JetStream pull
+//! consumer that the instances share (explicit acks; a database failure is nak'ed with a delay).
+//! Both hand each event to [`consumer::process`], so the inbox, ordering, retries and dead letters
+//! are the same.
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement, TransactionTrait};
+use serde::Serialize;
+
+use super::{
+    consumer::{self, Handler},
+    log::{self, Lag, StoredEvent},
+    relay,
+};
+
+const IDLE_POLL: Duration = Duration::from_millis(100);
+const BATCH: u64 = 200;
+/// JetStream redelivers an unacknowledged message after this long (an instance died mid-event).
+const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Deliveries of one message before JetStream gives up; with the nak delays below, about 45
+/// minutes of database outage. Handler failures never get here: they are dead-lettered after
+/// [`consumer::ATTEMPTS`] tries and acknowledged.
+const MAX_DELIVER: i64 = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Postgres,
+    Jetstream,
+}
+
+/// What one consumer on this instance is doing.
+pub struct ConsumerStatus {
+    pub name: &'static str,
+    pub source: Source,
+    heartbeat_at: Mutex<Option<DateTime<Utc>>>,
+    progress_at: Mutex<Option<DateTime<Utc>>>,
+    handled: AtomicU64,
+    /// Messages JetStream holds for this consumer (not yet delivered or not yet acknowledged).
+    pending: AtomicU64,
+}
+
+impl ConsumerStatus {
+    pub fn new(name: &'static str, source: Source) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            source,
+            heartbeat_at: Mutex::new(None),
+            progress_at: Mutex::new(None),
+            handled: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+        })
+    }
+
+    fn beat(&self) {
+        if let Ok(mut at) = self.heartbeat_at.lock() {
+            *at = Some(Utc::now());
+        }
+    }
+
+    fn progressed(&self, handled: usize) {
+        self.handled.fetch_add(handled as u64, Ordering::AcqRel);
+        if let Ok(mut at) = self.progress_at.lock() {
+            *at = Some(Utc::now());
+        }
+    }
+}
+
+/// The checkpoint of a consumer that reads the PostgreSQL log.
+pub fn checkpoint_name(consumer: &str) -> String {
+    format!("consumer:{consumer}")
+}
+
+/// Reads the PostgreSQL log until the task is aborted.
+pub async fn run_from_log<H: Handler>(
+    db: DatabaseConnection,
+    handler: H,
+    status: Arc<ConsumerStatus>,
+) {
+    loop {
+        status.beat();
+        match step_from_log(&db, &handler, &status).await {
+            Ok(0) => tokio::time::sleep(IDLE_POLL).await,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(consumer = H::NAME, %error, "consumer: reading the log failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// One batch, if this instance gets the consumer's lock; returns how many events it read.
+pub async fn step_from_log<H: Handler>(
+    db: &DatabaseConnection,
+    handler: &H,
+    status: &ConsumerStatus,
+) -> Result<usize, DbErr> {
+    let name = checkpoint_name(H::NAME);
+    let lock = db.begin().await?;
+    let row = lock
+        .query_one_raw(Statement::from_sql_and_values(
+            lock.get_database_backend(),
+            "SELECT pg_try_advisory_xact_lock(hashtext($1)::bigint) AS mine",
+            [name.clone().into()],
+        ))
+        .await?;
+    let mine: bool = match row {
+        Some(row) => row.try_get("", "mine")?,
+        None => false,
+    };
+    if !mine {
+        // Another instance runs this consumer now.
+        lock.commit().await?;
+        return Ok(0);
+    }
+    let from = log::checkpoint(&lock, &name).await?;
+    let batch = log::read_after(&lock, from, BATCH).await?;
+    for event in &batch {
+        consumer::process(db, handler, event).await?;
+    }
+    if let Some(last) = batch.last() {
+        log::advance_checkpoint(&lock, &name, last.log_position()).await?;
+        status.progressed(batch.len());
+    }
+    lock.commit().await?;
+    Ok(batch.len())
+}
+
+/// A client for consumers: starts while the broker is down and reconnects for ever.
+pub async fn connect(servers: &[String]) -> anyhow::Result<async_nats::Client> {
+    let addresses = servers
+        .iter()
+        .map(|server| server.parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(async_nats::ConnectOptions::new()
+        .name("home-visits consumers")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(2))
+        .connect(addresses)
+        .await?)
+}
+
+/// Reads the consumer's durable JetStream consumer until the task is aborted.
+pub async fn run_from_jetstream<H: Handler>(
+    db: DatabaseConnection,
+    client: async_nats::Client,
+    replicas: usize,
+    handler: H,
+    status: Arc<ConsumerStatus>,
+) {
+    let jetstream = jetstream::new(client);
+    loop {
+        status.beat();
+        if let Err(error) = consume(&db, &jetstream, replicas, &handler, &status).await {
+            tracing::warn!(consumer = H::NAME, %error, "consumer: JetStream read failed");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn consume<H: Handler>(
+    db: &DatabaseConnection,
+    jetstream: &jetstream::Context,
+    replicas: usize,
+    handler: &H,
+    status: &ConsumerStatus,
+) -> anyhow::Result<()> {
+    relay::ensure_stream(jetstream, replicas)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let stream = jetstream.get_stream(relay::STREAM).await?;
+    let durable = stream
+        .get_or_create_consumer(
+            H::NAME,
+            pull::Config {
+                durable_name: Some(H::NAME.to_string()),
+                deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_deliver: MAX_DELIVER,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut messages = durable.messages().await?;
+    let mut every_few_seconds = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else { return Ok(()) };
+                let message = message?;
+                status.beat();
+                let ack = match serde_json::from_slice::<StoredEvent>(&message.payload) {
+                    Ok(event) => match consumer::process(db, handler, &event).await {
+                        Ok(_) => AckKind::Ack,
+                        Err(error) => {
+                            tracing::warn!(consumer = H::NAME, %error, "consumer: will retry the event");
+                            let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+                            let delay = Duration::from_secs(u64::try_from(delivered.clamp(1, 30)).unwrap_or(1));
+                            AckKind::Nak(Some(delay))
+                        }
+                    },
+                    Err(error) => {
+                        // Not even an envelope: nothing a retry could fix.
+                        tracing::error!(consumer = H::NAME, %error, "consumer: unreadable message terminated");
+                        AckKind::Term
+                    }
+                };
+                message.ack_with(ack).await.map_err(|error| anyhow::anyhow!("{error}"))?;
+                status.progressed(1);
+            }
+            _ = every_few_seconds.tick() => {
+                status.beat();
+                if let Ok(info) = durable.get_info().await {
+                    let pending = info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0);
+                    status.pending.store(pending, Ordering::Release);
+                }
+            }
+        }
+    }
+}
+
+/// A consumer's health as `/readyz` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerHealth {
+    pub name: &'static str,
+    pub source: Source,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub last_progress_at: Option<DateTime<Utc>>,
+    pub handled: u64,
+    pub lag: Lag,
+    pub dead_letters: u64,
+    /// Events wait and the consumer has moved on none of them for longer than the threshold.
+    pub stalled: bool,
+}
+
+pub async fn health(
+    db: &impl ConnectionTrait,
+    status: &ConsumerStatus,
+    stall_after: Duration,
+) -> Result<ConsumerHealth, DbErr> {
+    let stall_after = chrono::Duration::from_std(stall_after).unwrap_or(chrono::Duration::MAX);
+    let now = Utc::now();
+    let local_progress = status.progress_at.lock().ok().and_then(|at| *at);
+    let (lag, progress_at) = match status.source {
+        // Progress is the log checkpoint's, whichever instance moved it.
+        Source::Postgres => {
+            let name = checkpoint_name(status.name);
+            (
+                log::lag(db, &name).await?,
+                log::checkpoint_moved_at(db, &name).await?,
+            )
+        }
+        Source::Jetstream => {
+            let pending = status.pending.load(Ordering::Acquire);
+            let waited = match (pending, local_progress) {
+                (0, _) => 0.0,
+                (_, Some(at)) => (now - at).num_milliseconds() as f64 / 1000.0,
+                (_, None) => f64::INFINITY,
+            };
+            (
+                Lag {
+                    events: pending,
+                    seconds: waited,
+                },
+                local_progress,
+            )
+        }
+    };
+    let idle_too_long = progress_at.is_none_or(|at| now - at > stall_after);
+    let waiting_too_long = lag.seconds > stall_after.num_milliseconds() as f64 / 1000.0;
+    Ok(ConsumerHealth {
+        name: status.name,
+        source: status.source,
+        heartbeat_at: status.heartbeat_at.lock().ok().and_then(|at| *at),
+        last_progress_at: progress_at,
+        handled: status.handled.load(Ordering::Acquire),
+        lag,
+        dead_letters: consumer::dead_letter_count(db, status.name).await?,
+        stalled: lag.events > 0 && waiting_too_long && idle_too_long,
+    })
+}
