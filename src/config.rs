@@ -42,6 +42,8 @@ pub struct Config {
     pub local_postgres_dir: PathBuf,
     pub local_postgres_port: u16,
     pub database_pool_size: u32,
+    /// How long a request waits for a pooled connection (or a new one) before a retryable error.
+    pub database_acquire_timeout: Duration,
     pub lock_timeout: Duration,
     pub statement_timeout: Duration,
     pub idle_in_transaction_timeout: Duration,
@@ -151,6 +153,11 @@ impl Config {
         set_millis(source, &mut config.lock_timeout, "LOCK_TIMEOUT_MS")?;
         set_millis(
             source,
+            &mut config.database_acquire_timeout,
+            "DATABASE_ACQUIRE_TIMEOUT_MS",
+        )?;
+        set_millis(
+            source,
             &mut config.statement_timeout,
             "STATEMENT_TIMEOUT_MS",
         )?;
@@ -231,6 +238,7 @@ impl Config {
             local_postgres_dir: PathBuf::from(".data/postgres"),
             local_postgres_port: 54329,
             database_pool_size: 8,
+            database_acquire_timeout: Duration::from_millis(1500),
             lock_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(10),
             idle_in_transaction_timeout: Duration::from_secs(30),

@@ -31,8 +31,10 @@ pub async fn connect_to(url: &SecretString, config: &Config) -> anyhow::Result<D
     options
         .max_connections(config.database_pool_size)
         .min_connections(1)
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(5))
+        // Both bounded so that during a database outage each call fails fast and retryably instead
+        // of queueing for seconds.
+        .connect_timeout(config.database_acquire_timeout)
+        .acquire_timeout(config.database_acquire_timeout)
         // sqlx pings every connection it hands out by default: one more round trip (and a park and
         // wake on both sides) per transaction. A connection in steady use is known alive; only one
         // idle long enough to have been dropped by the server or a proxy is worth the ping (the

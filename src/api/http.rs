@@ -26,8 +26,8 @@ use tower_http::{
 };
 
 use super::{
-    context::RequestContext,
-    loaders,
+    context::{ApiError, RequestContext},
+    input, loaders,
     schema::{AppSchema, schema},
 };
 use crate::{
@@ -161,6 +161,24 @@ async fn graphql_get(
 /// `CONSUMER_STALL_SECONDS` while events wait). The relay's state is reported, not judged: with
 /// the broker down, mutations go on and the log waits, so the instance stays in service.
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
+    // A probe with a 1-2 s timeout must get an answer, whatever the database is doing.
+    match tokio::time::timeout(READINESS_BUDGET, readiness(&state)).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            tracing::warn!("database did not answer the readiness check in time");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(
+                    serde_json::json!({ "status": "unavailable", "database": "no answer in time" }),
+                ),
+            )
+        }
+    }
+}
+
+const READINESS_BUDGET: std::time::Duration = std::time::Duration::from_millis(800);
+
+async fn readiness(state: &HttpState) -> (StatusCode, Json<serde_json::Value>) {
     let app = &state.app;
     if let Err(error) = app.db.ping().await {
         tracing::warn!(%error, "database unreachable");
@@ -221,8 +239,12 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
 async fn execute(
     state: &HttpState,
     headers: &HeaderMap,
-    request: async_graphql::Request,
+    mut request: async_graphql::Request,
 ) -> Response {
+    if let Err(refused) = input::check(&mut request) {
+        let error: async_graphql::Error = ApiError::from(refused).into();
+        return Response::from_errors(vec![error.into_server_error(Default::default())]);
+    }
     let traceparent = headers
         .get("traceparent")
         .and_then(|value| value.to_str().ok())

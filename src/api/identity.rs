@@ -125,7 +125,8 @@ impl IdentityMutation {
         input: DeleteAccountInput,
     ) -> ApiResult<bool> {
         let caller = caller(ctx).await?;
-        delete_account(state(ctx)?, caller.user_id, input.password).await?;
+        let client_ip = request(ctx)?.client_ip;
+        delete_account(state(ctx)?, caller.user_id, input.password, client_ip).await?;
         Ok(true)
     }
 }
@@ -150,10 +151,15 @@ async fn register_account(state: &AppState, input: RegisterInput) -> Result<Auth
 }
 
 /// Deactivation spans two contexts (the account, and the visits it is party to).
-async fn delete_account(state: &AppState, user_id: Uuid, password: String) -> Result<(), AppError> {
+async fn delete_account(
+    state: &AppState,
+    user_id: Uuid,
+    password: String,
+    client_ip: std::net::IpAddr,
+) -> Result<(), AppError> {
     state
         .identity
-        .confirm_password(&state.db, user_id, SecretString::from(password))
+        .confirm_password(&state.db, user_id, SecretString::from(password), client_ip)
         .await?;
     let txn = state.db.begin().await?;
     identity::deactivate_user(&txn, user_id).await?;

@@ -2,6 +2,7 @@
 mod context;
 mod http;
 mod identity;
+mod input;
 mod ledger;
 mod loaders;
 mod notifications;

@@ -37,11 +37,14 @@ pub enum HandlerError {
     Poison(String),
     /// This attempt failed; another may succeed.
     Failed(String),
+    /// The database failed (timeout, lost connection): the event is not the problem, so it is
+    /// neither retried here nor dead-lettered, but left for a later read or redelivery.
+    Database(DbErr),
 }
 
 impl From<DbErr> for HandlerError {
     fn from(error: DbErr) -> Self {
-        Self::Failed(error.to_string())
+        Self::Database(error)
     }
 }
 
@@ -80,6 +83,10 @@ pub async fn process<H: Handler>(
             Ok(outcome) => {
                 txn.commit().await?;
                 return Ok(outcome);
+            }
+            Err(HandlerError::Database(error)) => {
+                let _ = txn.rollback().await;
+                return Err(error);
             }
             Err(HandlerError::Poison(reason)) => {
                 txn.rollback().await?;
@@ -224,8 +231,8 @@ pub async fn dead_letters(
         .collect()
 }
 
-/// Takes dead letter `id` of this handler's consumer out of the dead-letter store and the inbox
-/// and handles it again (it may well be dead-lettered again).
+/// Hands dead letter `id` of this handler's consumer to it again: out of the inbox, handled, and
+/// out of the dead-letter store only once handled (dead-lettered again, its row is updated).
 pub async fn redrive<H: Handler>(
     db: &DatabaseConnection,
     handler: &H,
@@ -240,21 +247,22 @@ pub async fn redrive<H: Handler>(
     };
     let event: StoredEvent = serde_json::from_value(letter.event)
         .map_err(|error| DbErr::Custom(format!("dead letter {id}: {error}")))?;
-    let txn = db.begin().await?;
-    txn.execute_raw(Statement::from_sql_and_values(
-        txn.get_database_backend(),
-        "DELETE FROM event_dead_letters WHERE id = $1",
-        [id.into()],
-    ))
-    .await?;
-    txn.execute_raw(Statement::from_sql_and_values(
-        txn.get_database_backend(),
+    db.execute_raw(Statement::from_sql_and_values(
+        db.get_database_backend(),
         "DELETE FROM event_inbox WHERE consumer = $1 AND event_id = $2",
         [H::NAME.into(), event.id.into()],
     ))
     .await?;
-    txn.commit().await?;
-    process(db, handler, &event).await.map(Some)
+    let outcome = process(db, handler, &event).await?;
+    if outcome != Outcome::DeadLettered {
+        db.execute_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "DELETE FROM event_dead_letters WHERE id = $1",
+            [id.into()],
+        ))
+        .await?;
+    }
+    Ok(Some(outcome))
 }
 
 pub async fn dead_letter_count(conn: &impl ConnectionTrait, consumer: &str) -> Result<u64, DbErr> {

@@ -30,10 +30,13 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 const BATCH: u64 = 200;
 /// JetStream redelivers an unacknowledged message after this long (an instance died mid-event).
 const ACK_WAIT: Duration = Duration::from_secs(30);
-/// Deliveries of one message before JetStream gives up; with the nak delays below, about 45
-/// minutes of database outage. Handler failures never get here: they are dead-lettered after
-/// [`consumer::ATTEMPTS`] tries and acknowledged.
-const MAX_DELIVER: i64 = 100;
+/// Unlimited: only database failures are nak'ed (handler failures are dead-lettered after
+/// [`consumer::ATTEMPTS`] tries and acknowledged), and a message JetStream stopped delivering
+/// during a long outage would be lost without a dead letter.
+const MAX_DELIVER: i64 = -1;
+/// A batch stops taking new events after this long, well inside the lock transaction's
+/// `idle_in_transaction_session_timeout`.
+const BATCH_TIME: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -129,15 +132,35 @@ pub async fn step_from_log<H: Handler>(
     }
     let from = log::checkpoint(&lock, &name).await?;
     let batch = log::read_after(&lock, from, BATCH).await?;
+    let started = std::time::Instant::now();
+    let mut handled = None;
+    let mut failure = None;
     for event in &batch {
-        consumer::process(db, handler, event).await?;
+        if started.elapsed() > BATCH_TIME {
+            break;
+        }
+        match consumer::process(db, handler, event).await {
+            Ok(_) => handled = Some(event.log_position()),
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        }
     }
-    if let Some(last) = batch.last() {
-        log::advance_checkpoint(&lock, &name, last.log_position()).await?;
-        status.progressed(batch.len());
+    // Whatever was handled is kept, even when a later event of the batch met a database failure.
+    let count = batch
+        .iter()
+        .take_while(|event| Some(event.log_position()) <= handled)
+        .count();
+    if let Some(last) = handled {
+        log::advance_checkpoint(&lock, &name, last).await?;
+        status.progressed(count);
     }
     lock.commit().await?;
-    Ok(batch.len())
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(count),
+    }
 }
 
 /// A client for consumers: starts while the broker is down and reconnects for ever.

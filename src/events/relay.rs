@@ -88,9 +88,12 @@ impl RelayStatus {
         }
     }
 
+    /// Keeps what kind of failure it was for `/readyz` (which anyone may read); the whole message,
+    /// with addresses and SQL, goes to the log only.
     fn failed(&self, error: String) {
+        let kind = error.split(':').next().unwrap_or_default().to_string();
         if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(error);
+            *last = Some(kind);
         }
     }
 
@@ -219,8 +222,11 @@ async fn lead(
     let mut last_lag_log = Instant::now();
     loop {
         // The lock lives as long as this connection: if it is gone, so is the leadership.
-        if let Err(error) = leader_connection.ping().await {
-            return format!("leader connection lost: {error}");
+        // Bounded: a half-open connection would otherwise hang here while the server keeps the lock.
+        match tokio::time::timeout(Duration::from_secs(5), leader_connection.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return format!("leader connection lost: {error}"),
+            Err(_) => return "leader connection did not answer a ping in 5 s".to_string(),
         }
         let step = async {
             if client.connection_state() != async_nats::connection::State::Connected {

@@ -24,10 +24,15 @@ pub async fn prune(
     } else {
         String::new()
     };
+    // Each aggregate's newest event stays, whatever its age: the next event's version is counted
+    // from it.
     let sql = format!(
         "DELETE FROM outbox WHERE position IN (\
            SELECT position FROM outbox \
            WHERE occurred_at < now() - make_interval(secs => $1) {published_only} \
+             AND EXISTS (SELECT 1 FROM outbox newer WHERE newer.aggregate_type = outbox.aggregate_type \
+                         AND newer.aggregate_id = outbox.aggregate_id \
+                         AND newer.aggregate_version > outbox.aggregate_version) \
            ORDER BY position LIMIT $2)"
     );
     let mut deleted = 0;

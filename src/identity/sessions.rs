@@ -120,15 +120,21 @@ impl Identity {
     }
 
     /// Confirms a signed-in user's password (for sensitive steps such as deleting the account).
+    /// Throttled exactly like a login: whoever holds a stolen access token must not be able to
+    /// guess the password faster here than there.
     pub async fn confirm_password(
         &self,
         db: &DatabaseConnection,
         user_id: Uuid,
         password: SecretString,
+        client_ip: IpAddr,
     ) -> Result<(), AppError> {
         let user = find_active_user(db, user_id)
             .await?
             .ok_or(AppError::Unauthenticated)?;
+        // An active user always has an email; the id would key the throttle just as well.
+        let account = user.email.clone().unwrap_or_else(|| user.id.to_string());
+        self.throttle.check(&account, client_ip)?;
         if self
             .hasher
             .verify(password, Some(user.password_hash))

@@ -139,7 +139,7 @@ pub async fn find_users(
 /// the ledger's history keeps its owner.
 pub async fn deactivate_user(conn: &impl ConnectionTrait, user_id: Uuid) -> Result<(), AppError> {
     let now = Utc::now();
-    user::Entity::update_many()
+    let deactivated = user::Entity::update_many()
         .col_expr(user::Column::Email, Expr::value(Option::<String>::None))
         .col_expr(user::Column::PasswordHash, Expr::value(""))
         .col_expr(user::Column::FirstName, Expr::value("Deleted"))
@@ -147,8 +147,13 @@ pub async fn deactivate_user(conn: &impl ConnectionTrait, user_id: Uuid) -> Resu
         .col_expr(user::Column::DeactivatedAt, Expr::value(now))
         .col_expr(user::Column::UpdatedAt, Expr::value(now))
         .filter(user::Column::Id.eq(user_id))
+        .filter(user::Column::DeactivatedAt.is_null())
         .exec(conn)
         .await?;
+    // A second deletion racing the first waited on its row lock and finds it done.
+    if deactivated.rows_affected == 0 {
+        return Err(AppError::Unauthenticated);
+    }
     session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, Expr::value(now))
         .filter(session::Column::UserId.eq(user_id))

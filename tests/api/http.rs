@@ -201,3 +201,122 @@ async fn every_response_carries_a_request_id() {
 
     assert_ne!(request_id().await, request_id().await);
 }
+
+#[tokio::test]
+async fn control_characters_in_any_string_are_refused_before_any_sql_and_named() {
+    let app = TestApp::spawn().await;
+    let ann = app.register_user("ann").await;
+
+    let registered = app
+        .graphql(
+            None,
+            "mutation($input: RegisterInput!) { register(input: $input) { accessToken } }",
+            json!({ "input": { "email": "nul@example.com", "password": "correct horse", "firstName": "A\u{0}nn", "lastName": "Lee\u{1b}" } }),
+        )
+        .await;
+    let requested = app
+        .graphql(
+            Some(&ann.access_token),
+            "mutation { requestVisit(input: {date: \"2999-01-01\", minutes: 10, tasks: [{name: \"Tea\\u0000\"}]}) { id } }",
+            json!({}),
+        )
+        .await;
+    let logged_in = app
+        .graphql(
+            None,
+            "mutation($input: LoginInput!) { login(input: $input) { accessToken } }",
+            json!({ "input": { "email": "ann@example.com\u{0}", "password": "x" } }),
+        )
+        .await;
+
+    let rule =
+        "must not contain control characters (tab, line feed and carriage return are allowed)";
+    assert_eq!(
+        registered["errors"][0]["extensions"],
+        json!({ "code": "BAD_USER_INPUT", "fields": { "input.firstName": [rule], "input.lastName": [rule] } })
+    );
+    assert_eq!(
+        requested["errors"][0]["extensions"],
+        json!({ "code": "BAD_USER_INPUT", "fields": { "input.tasks.0.name": [rule] } })
+    );
+    assert_eq!(
+        logged_in["errors"][0]["extensions"]["code"],
+        "BAD_USER_INPUT"
+    );
+    let stored: Vec<i64> = app
+        .query_column("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM visits)")
+        .await;
+    assert_eq!(stored, vec![1], "only Ann, nothing of the refused calls");
+    let multiline = app
+        .graphql(
+            Some(&ann.access_token),
+            "mutation($input: RequestVisitInput!) { requestVisit(input: $input) { tasks { description } } }",
+            json!({ "input": { "date": crate::helpers::tomorrow(), "minutes": 10,
+                "tasks": [{ "name": "Tea", "description": "milk\n\tno sugar" }] } }),
+        )
+        .await;
+    assert_eq!(
+        multiline["data"]["requestVisit"]["tasks"][0]["description"], "milk\n\tno sugar",
+        "stored exactly as sent: {multiline}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_answers_within_a_second_while_the_database_refuses_and_recovers() {
+    use sea_orm::ConnectionTrait;
+    use secrecy::ExposeSecret;
+
+    let app = TestApp::spawn().await;
+    let name: Vec<String> = app.query_column("SELECT current_database()").await;
+    // Another database's connection: a database cannot close itself to connections.
+    let admin = sea_orm::Database::connect(
+        home_visits::db::with_database(
+            &secrecy::SecretString::from(app.database_url()),
+            "postgres",
+        )
+        .expose_secret(),
+    )
+    .await
+    .expect("maintenance connection");
+    let readiness = || async {
+        let started = std::time::Instant::now();
+        let response = app
+            .http
+            .get(format!("{}/readyz", app.address))
+            .send()
+            .await
+            .expect("an answer");
+        (response.status(), started.elapsed())
+    };
+    assert_eq!(readiness().await.0, StatusCode::OK);
+
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE \"{0}\" WITH ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{0}' AND pid <> pg_backend_pid()",
+            name[0]
+        ))
+        .await
+        .expect("database closed");
+    let (down, took) = readiness().await;
+    assert_eq!(down, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE \"{}\" WITH ALLOW_CONNECTIONS true",
+            name[0]
+        ))
+        .await
+        .expect("database reopened");
+    let mut back = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..40 {
+        back = readiness().await.0;
+        if back == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(back, StatusCode::OK, "ready again within two seconds");
+}

@@ -293,3 +293,27 @@ async fn a_logout_on_one_instance_is_honoured_by_another_within_moments() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn password_guesses_at_account_deletion_are_throttled_like_logins() {
+    let app = TestApp::spawn_with(|config| config.login_attempts_per_account_per_minute = 3).await;
+    let user = app.register_user("guessed").await;
+
+    for _ in 0..3 {
+        assert_error_code(
+            &app.delete_account(&user.access_token, "wrong password")
+                .await,
+            "INVALID_CREDENTIALS",
+        );
+    }
+    let right_but_throttled = app.delete_account(&user.access_token, PASSWORD).await;
+
+    assert_error_code(&right_but_throttled, "RATE_LIMITED");
+    let active: Vec<i64> = app
+        .query_column(&format!(
+            "SELECT count(*) FROM users WHERE id = '{}' AND deactivated_at IS NULL",
+            user.id
+        ))
+        .await;
+    assert_eq!(active, vec![1], "the account survived the guesses");
+}

@@ -2,6 +2,7 @@
 mod helpers;
 
 mod events;
+mod fuzz;
 mod http;
 mod identity;
 mod notifications;
