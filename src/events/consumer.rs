@@ -67,9 +67,10 @@ const BACKOFF: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis
 
 /// Handles one event: in one transaction, the inbox row, the aggregate's version and the
 /// handler's effect. Retried a few times, then dead-lettered. Errs only when the database itself
-/// fails (the caller retries the event later).
+/// fails (the caller retries the event later). `db` may be a transaction: then each attempt is a
+/// savepoint in it, and a batch of events commits once.
 pub async fn process<H: Handler>(
-    db: &DatabaseConnection,
+    db: &impl TransactionTrait<Transaction = DatabaseTransaction>,
     handler: &H,
     event: &StoredEvent,
 ) -> Result<Outcome, DbErr> {
@@ -155,7 +156,7 @@ async fn apply<H: Handler>(
 /// Keeps the event with why it failed, and marks it handled so no redelivery tries it again
 /// until an operator re-drives it.
 async fn dead_letter(
-    db: &DatabaseConnection,
+    db: &impl TransactionTrait<Transaction = DatabaseTransaction>,
     consumer: &str,
     event: &StoredEvent,
     attempts: u32,

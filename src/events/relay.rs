@@ -260,7 +260,8 @@ async fn lead(
         match step.await {
             Ok(published) => {
                 backoff = Duration::from_millis(100);
-                if published == 0 {
+                // Short of a full batch: let the next one gather instead of publishing a few at a time.
+                if (published as u64) < settings.batch_size {
                     tokio::time::sleep(IDLE_POLL).await;
                 }
             }
