@@ -108,6 +108,57 @@ pub async fn process<H: Handler>(
     Ok(Outcome::DeadLettered)
 }
 
+/// The fast path for a batch of an unordered consumer, inside the batch's transaction: one
+/// statement claims every wanted event in the inbox, then the handler runs on the fresh ones with no
+/// savepoints. Returns `false`, having possibly written part of the batch, as soon as the handler
+/// refuses an event: the caller must roll the transaction back and take the careful path
+/// ([`process`] per event), where the refusal is retried and dead-lettered on its own.
+pub async fn handle_batch_unordered<H: Handler>(
+    txn: &DatabaseTransaction,
+    handler: &H,
+    events: &[StoredEvent],
+) -> Result<bool, DbErr> {
+    debug_assert!(
+        !H::ORDERED,
+        "ordered consumers check versions event by event"
+    );
+    let wanted: Vec<&StoredEvent> = events
+        .iter()
+        .filter(|event| handler.wants(&event.event_type))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(true);
+    }
+    let ids = sea_orm::Value::Array(
+        sea_orm::sea_query::ArrayType::String,
+        Some(Box::new(
+            wanted
+                .iter()
+                .map(|event| sea_orm::Value::from(event.id.to_string()))
+                .collect(),
+        )),
+    );
+    let fresh: std::collections::HashSet<uuid::Uuid> = txn
+        .query_all_raw(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            "INSERT INTO event_inbox (consumer, event_id) SELECT $1, id::uuid FROM unnest($2::text[]) AS id \
+             ON CONFLICT DO NOTHING RETURNING event_id",
+            [H::NAME.into(), ids],
+        ))
+        .await?
+        .iter()
+        .map(|row| row.try_get::<uuid::Uuid>("", "event_id"))
+        .collect::<Result<_, _>>()?;
+    for event in wanted.into_iter().filter(|event| fresh.contains(&event.id)) {
+        match handler.handle(txn, event).await {
+            Ok(()) => {}
+            Err(HandlerError::Database(error)) => return Err(error),
+            Err(HandlerError::Poison(_) | HandlerError::Failed(_)) => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
 async fn apply<H: Handler>(
     txn: &DatabaseTransaction,
     handler: &H,

@@ -115,58 +115,90 @@ pub async fn step_from_log<H: Handler>(
     status: &ConsumerStatus,
 ) -> Result<usize, DbErr> {
     let name = checkpoint_name(H::NAME);
-    let lock = db.begin().await?;
-    let row = lock
-        .query_one_raw(Statement::from_sql_and_values(
-            lock.get_database_backend(),
-            "SELECT pg_try_advisory_xact_lock(hashtext($1)::bigint) AS mine",
-            [name.clone().into()],
-        ))
-        .await?;
-    let mine: bool = match row {
-        Some(row) => row.try_get("", "mine")?,
-        None => false,
-    };
-    if !mine {
-        // Another instance runs this consumer now.
-        lock.commit().await?;
+    let Some(lock) = take_batch_lock(db, &name).await? else {
         return Ok(0);
-    }
+    };
     let from = log::checkpoint(&lock, &name).await?;
     let batch = log::read_after(&lock, from, BATCH).await?;
+    let Some(last) = batch.last().map(StoredEvent::log_position) else {
+        lock.commit().await?;
+        return Ok(0);
+    };
+    // Unordered consumers try the whole batch at once first; any refusal sends it down the
+    // careful path, event by event.
+    let lock = if !H::ORDERED {
+        match consumer::handle_batch_unordered(&lock, handler, &batch).await {
+            Ok(true) => {
+                log::advance_checkpoint(&lock, &name, last).await?;
+                lock.commit().await?;
+                status.progressed(batch.len());
+                return Ok(batch.len());
+            }
+            Ok(false) => {
+                lock.rollback().await?;
+                match take_batch_lock(db, &name).await? {
+                    Some(lock) => lock,
+                    None => return Ok(0),
+                }
+            }
+            Err(error) => {
+                let _ = lock.rollback().await;
+                return Err(error);
+            }
+        }
+    } else {
+        lock
+    };
     let started = std::time::Instant::now();
     let mut handled = None;
-    let mut failure = None;
     for event in &batch {
         if started.elapsed() > BATCH_TIME {
             break;
         }
-        // In the batch's transaction (one savepoint per attempt): one commit for the whole batch,
-        // where a commit per event held the consumer to a few hundred events a second.
-        match consumer::process(&lock, handler, event).await {
-            Ok(_) => handled = Some(event.log_position()),
-            Err(error) => {
-                failure = Some(error);
-                break;
-            }
+        // In the batch's transaction, one savepoint per attempt, and one commit for the batch.
+        if let Err(error) = consumer::process(&lock, handler, event).await {
+            // Everything of this batch rolls back; the next read starts from the same checkpoint.
+            let _ = lock.rollback().await;
+            return Err(error);
         }
+        handled = Some(event.log_position());
     }
-    // Whatever was handled is kept, even when a later event of the batch met a database failure.
     let count = batch
         .iter()
         .take_while(|event| Some(event.log_position()) <= handled)
         .count();
-    if let Some(error) = failure {
-        // The batch's effects roll back with it; the next read starts from the same checkpoint.
-        let _ = lock.rollback().await;
-        return Err(error);
-    }
     if let Some(last) = handled {
         log::advance_checkpoint(&lock, &name, last).await?;
     }
     lock.commit().await?;
     status.progressed(count);
     Ok(count)
+}
+
+/// The batch transaction holding the consumer's lock, or `None` if another instance holds it.
+async fn take_batch_lock(
+    db: &DatabaseConnection,
+    name: &str,
+) -> Result<Option<sea_orm::DatabaseTransaction>, DbErr> {
+    let lock = db.begin().await?;
+    let row = lock
+        .query_one_raw(Statement::from_sql_and_values(
+            lock.get_database_backend(),
+            "SELECT pg_try_advisory_xact_lock(hashtext($1)::bigint) AS mine",
+            [name.into()],
+        ))
+        .await?;
+    let mine: bool = match row {
+        Some(row) => row.try_get("", "mine")?,
+        None => false,
+    };
+    if mine {
+        Ok(Some(lock))
+    } else {
+        // Another instance runs this consumer now.
+        lock.commit().await?;
+        Ok(None)
+    }
 }
 
 /// A client for consumers: starts while the broker is down and reconnects for ever.
