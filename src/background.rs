@@ -7,7 +7,7 @@ use tokio::task::JoinSet;
 
 use crate::{
     events::{
-        consumers,
+        broker, consumers,
         relay::{self, RelaySettings},
         retention,
     },
@@ -95,7 +95,8 @@ async fn consume_notifications(state: Arc<AppState>) {
     if state.config.nats_servers.is_empty() {
         return consumers::run_from_log(state.db.clone(), NotificationsHandler, status).await;
     }
-    match consumers::connect(&state.config.nats_servers).await {
+    let options = broker::options("home-visits consumers");
+    match broker::connect(&state.config.nats_servers, options).await {
         Ok(client) => {
             consumers::run_from_jetstream(
                 state.db.clone(),

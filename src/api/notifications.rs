@@ -118,15 +118,20 @@ impl NotificationsMutation {
             return Err(AppError::bad_input("ids", format!("at most {MAX_IDS} at a time")).into());
         }
         // An id that is not even a uuid is no notification of yours either.
-        let parsed: Vec<uuid::Uuid> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+        let given: Vec<(ID, Option<uuid::Uuid>)> = ids
+            .into_iter()
+            .map(|id| {
+                let uuid = id.parse().ok();
+                (id, uuid)
+            })
+            .collect();
+        let parsed: Vec<uuid::Uuid> = given.iter().filter_map(|(_, uuid)| *uuid).collect();
         let db = &state(ctx)?.db;
         let marked = notifications::mark_read(db, recipient, &parsed, all).await?;
-        let not_found = ids
+        let not_found = given
             .into_iter()
-            .filter(|id| {
-                id.parse::<uuid::Uuid>()
-                    .map_or(true, |uuid| marked.not_found.contains(&uuid))
-            })
+            .filter(|(_, uuid)| uuid.is_none_or(|uuid| marked.not_found.contains(&uuid)))
+            .map(|(id, _)| id)
             .collect();
         Ok(MarkNotificationsReadPayload {
             updated: marked.updated,

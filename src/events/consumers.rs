@@ -201,21 +201,6 @@ async fn take_batch_lock(
     }
 }
 
-/// A client for consumers: starts while the broker is down and reconnects for ever.
-pub async fn connect(servers: &[String]) -> anyhow::Result<async_nats::Client> {
-    let addresses = servers
-        .iter()
-        .map(|server| server.parse::<async_nats::ServerAddr>())
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(async_nats::ConnectOptions::new()
-        .name("home-visits consumers")
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(2))
-        .connect(addresses)
-        .await?)
-}
-
 /// Reads the consumer's durable JetStream consumer until the task is aborted.
 pub async fn run_from_jetstream<H: Handler>(
     db: DatabaseConnection,

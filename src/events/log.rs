@@ -51,7 +51,6 @@ impl StoredEvent {
     }
 
     fn from_row(row: &QueryResult) -> Result<Self, DbErr> {
-        let txid: String = row.try_get("", "txid")?;
         let payload: String = row.try_get("", "payload")?;
         Ok(Self {
             id: row.try_get("", "id")?,
@@ -65,11 +64,16 @@ impl StoredEvent {
             payload: serde_json::from_str(&payload)
                 .map_err(|error| DbErr::Custom(format!("outbox payload: {error}")))?,
             position: row.try_get("", "position")?,
-            txid: txid
-                .parse()
-                .map_err(|error| DbErr::Custom(format!("outbox txid: {error}")))?,
+            txid: txid_of(row)?,
         })
     }
+}
+
+/// `txid` as the queries select it (`txid::text`: sqlx has no xid8 type).
+fn txid_of(row: &QueryResult) -> Result<u64, DbErr> {
+    let txid: String = row.try_get("", "txid")?;
+    txid.parse()
+        .map_err(|error| DbErr::Custom(format!("txid {txid}: {error}")))
 }
 
 /// See the `danger-position-reader` feature: true only in a build made to prove the harness.
@@ -125,11 +129,8 @@ pub async fn position_of(
         ))
         .await?;
     row.map(|row| {
-        let txid: String = row.try_get("", "txid")?;
         Ok(LogPosition {
-            txid: txid
-                .parse()
-                .map_err(|error| DbErr::Custom(format!("outbox txid: {error}")))?,
+            txid: txid_of(&row)?,
             position,
         })
     })
@@ -162,15 +163,10 @@ pub async fn checkpoint(conn: &impl ConnectionTrait, name: &str) -> Result<LogPo
         .await?;
     match row {
         None => Ok(LogPosition::default()),
-        Some(row) => {
-            let txid: String = row.try_get("", "txid")?;
-            Ok(LogPosition {
-                txid: txid
-                    .parse()
-                    .map_err(|error| DbErr::Custom(format!("checkpoint txid: {error}")))?,
-                position: row.try_get("", "position")?,
-            })
-        }
+        Some(row) => Ok(LogPosition {
+            txid: txid_of(&row)?,
+            position: row.try_get("", "position")?,
+        }),
     }
 }
 

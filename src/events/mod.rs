@@ -3,6 +3,7 @@
 //! [`relay`] publishes it to NATS JetStream when one is configured; [`consumer`] and
 //! [`consumers`] are what every reader of the log (such as notifications) is built from. No
 //! context is imported here: events depend on nothing but the database.
+pub mod broker;
 pub mod catalogue;
 pub mod consumer;
 pub mod consumers;

@@ -25,7 +25,10 @@ use sea_orm::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use super::log::{self, Lag, StoredEvent};
+use super::{
+    broker,
+    log::{self, Lag, StoredEvent},
+};
 
 /// The checkpoint's name in `event_checkpoints`.
 pub const CHECKPOINT: &str = "relay:nats";
@@ -148,36 +151,24 @@ async fn connect_broker(
     servers: &[String],
     status: &Arc<RelayStatus>,
 ) -> anyhow::Result<async_nats::Client> {
-    let addresses = servers
-        .iter()
-        .map(|server| server.parse::<async_nats::ServerAddr>())
-        .collect::<Result<Vec<_>, _>>()?;
     let events_status = status.clone();
-    let client = async_nats::ConnectOptions::new()
-        .name("home-visits relay")
-        // Start (and keep mutations going) while the broker is down; reconnect for ever.
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(2))
-        .event_callback(move |event| {
-            let status = events_status.clone();
-            async move {
-                match event {
-                    async_nats::Event::Connected => {
-                        status.broker_connected.store(true, Ordering::Release);
-                        tracing::info!("relay: connected to NATS");
-                    }
-                    async_nats::Event::Disconnected => {
-                        status.broker_connected.store(false, Ordering::Release);
-                        tracing::warn!("relay: disconnected from NATS");
-                    }
-                    other => tracing::debug!(event = %other, "relay: NATS event"),
+    let options = broker::options("home-visits relay").event_callback(move |event| {
+        let status = events_status.clone();
+        async move {
+            match event {
+                async_nats::Event::Connected => {
+                    status.broker_connected.store(true, Ordering::Release);
+                    tracing::info!("relay: connected to NATS");
                 }
+                async_nats::Event::Disconnected => {
+                    status.broker_connected.store(false, Ordering::Release);
+                    tracing::warn!("relay: disconnected from NATS");
+                }
+                other => tracing::debug!(event = %other, "relay: NATS event"),
             }
-        })
-        .connect(addresses)
-        .await?;
-    Ok(client)
+        }
+    });
+    broker::connect(servers, options).await
 }
 
 /// A connection holding the leader lock, or `None` if another instance leads (or the database

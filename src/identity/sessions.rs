@@ -54,13 +54,31 @@ impl Identity {
     }
 
     /// Opens a session for a user who has just proved who they are (or just registered), inside
-    /// the caller's transaction.
+    /// the caller's transaction (two inserts: one commit, one fsync).
     pub async fn start_session(
         &self,
         conn: &impl ConnectionTrait,
         user_id: Uuid,
     ) -> Result<SessionTokens, AppError> {
-        open_session(conn, &self.keys, user_id, self.refresh_token_ttl).await
+        let now = Utc::now();
+        let session_id = Uuid::new_v4();
+        let refresh_ttl =
+            ChronoDuration::from_std(self.refresh_token_ttl).map_err(AppError::internal)?;
+        session::Entity::insert(session::ActiveModel {
+            id: Set(session_id),
+            user_id: Set(user_id),
+            created_at: Set(now),
+            expires_at: Set(now + refresh_ttl),
+            revoked_at: Set(None),
+        })
+        .exec_without_returning(conn)
+        .await?;
+        let refresh_token = insert_refresh_token(conn, session_id).await?;
+        Ok(SessionTokens {
+            access_token: self.keys.issue_access_token(user_id, session_id)?,
+            refresh_token,
+            user_id,
+        })
     }
 
     /// Checks the password (against a decoy hash when the email is unknown, so both failures take
@@ -152,7 +170,30 @@ impl Identity {
         conn: &impl ConnectionTrait,
         bearer: &str,
     ) -> Result<Caller, AppError> {
-        check_bearer(conn, &self.keys, &self.sessions, bearer).await
+        let claims = self.keys.verify_access_token(bearer)?;
+        let caller = Caller {
+            user_id: claims.sub,
+            session_id: claims.sid,
+        };
+        if self.sessions.is_known_live(caller) {
+            return Ok(caller);
+        }
+        let generation = self.sessions.generation();
+        let live = session::Entity::find_by_id(claims.sid)
+            .filter(session::Column::UserId.eq(claims.sub))
+            .filter(session::Column::RevokedAt.is_null())
+            .filter(session::Column::ExpiresAt.gt(Utc::now()))
+            .select_only()
+            .column(session::Column::Id)
+            .into_tuple::<Uuid>()
+            .one(conn)
+            .await?
+            .is_some();
+        if !live {
+            return Err(AppError::Unauthenticated);
+        }
+        self.sessions.remember(caller, generation);
+        Ok(caller)
     }
 }
 
@@ -162,34 +203,6 @@ pub struct SessionTokens {
     pub access_token: String,
     pub refresh_token: String,
     pub user_id: Uuid,
-}
-
-/// Opens a session for a user who has just proved who they are. Two inserts: run it in a
-/// transaction (one commit, one fsync).
-async fn open_session(
-    conn: &impl ConnectionTrait,
-    keys: &TokenKeys,
-    user_id: Uuid,
-    refresh_ttl: std::time::Duration,
-) -> Result<SessionTokens, AppError> {
-    let now = Utc::now();
-    let session_id = Uuid::new_v4();
-    let refresh_ttl = ChronoDuration::from_std(refresh_ttl).map_err(AppError::internal)?;
-    session::Entity::insert(session::ActiveModel {
-        id: Set(session_id),
-        user_id: Set(user_id),
-        created_at: Set(now),
-        expires_at: Set(now + refresh_ttl),
-        revoked_at: Set(None),
-    })
-    .exec_without_returning(conn)
-    .await?;
-    let refresh_token = insert_refresh_token(conn, session_id).await?;
-    Ok(SessionTokens {
-        access_token: keys.issue_access_token(user_id, session_id)?,
-        refresh_token,
-        user_id,
-    })
 }
 
 async fn insert_refresh_token(
@@ -270,37 +283,4 @@ async fn revoke_session(conn: &impl ConnectionTrait, session_id: Uuid) -> Result
         .await?;
     Revocation::Session(session_id).announce(conn).await?;
     Ok(())
-}
-
-/// Resolves a bearer token to a caller whose session is still open and whose account is active.
-async fn check_bearer(
-    conn: &impl ConnectionTrait,
-    keys: &TokenKeys,
-    sessions: &SessionCache,
-    bearer: &str,
-) -> Result<Caller, AppError> {
-    let claims = keys.verify_access_token(bearer)?;
-    let caller = Caller {
-        user_id: claims.sub,
-        session_id: claims.sid,
-    };
-    if sessions.is_known_live(caller) {
-        return Ok(caller);
-    }
-    let generation = sessions.generation();
-    let live = session::Entity::find_by_id(claims.sid)
-        .filter(session::Column::UserId.eq(claims.sub))
-        .filter(session::Column::RevokedAt.is_null())
-        .filter(session::Column::ExpiresAt.gt(Utc::now()))
-        .select_only()
-        .column(session::Column::Id)
-        .into_tuple::<Uuid>()
-        .one(conn)
-        .await?
-        .is_some();
-    if !live {
-        return Err(AppError::Unauthenticated);
-    }
-    sessions.remember(caller, generation);
-    Ok(caller)
 }

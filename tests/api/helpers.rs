@@ -201,6 +201,18 @@ impl TestApp {
         sibling
     }
 
+    /// `/readyz`: its status and its JSON body.
+    pub async fn readiness(&self) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}/readyz", self.address))
+            .send()
+            .await
+            .expect("readyz answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("readyz answers JSON"))
+    }
+
     /// The URL of the app's database, for processes the test starts against it.
     pub fn database_url(&self) -> String {
         self.database_url.expose_secret().to_string()

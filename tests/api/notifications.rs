@@ -260,15 +260,7 @@ async fn poison_events_are_dead_lettered_and_the_events_behind_them_still_apply(
     assert_eq!(letters.len(), 2, "{letters:?}");
     assert!(letters[0].contains("payload unreadable"), "{letters:?}");
     assert!(letters[1].contains("version 7"), "{letters:?}");
-    let ready: Value = app
-        .http
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("JSON");
+    let (_, ready) = app.readiness().await;
     assert_eq!(ready["consumers"][0]["deadLetters"], 2, "{ready}");
     assert_eq!(
         ready["status"], "ready",
@@ -405,15 +397,7 @@ async fn a_stalled_consumer_makes_readyz_answer_503_and_name_it() {
     let app =
         TestApp::spawn_with(|config| config.consumer_stall_after = Duration::from_millis(500))
             .await;
-    let ready = |app: &TestApp| {
-        let request = app.http.get(format!("{}/readyz", app.address)).send();
-        async move {
-            let response = request.await.expect("readyz");
-            let status = response.status().as_u16();
-            (status, response.json::<Value>().await.expect("JSON"))
-        }
-    };
-    assert_eq!(ready(&app).await.0, 200);
+    assert_eq!(app.readiness().await.0, 200);
     // The consumer's batch lock, held elsewhere: this instance's consumer can do nothing.
     let holder = app.db.begin().await.expect("transaction");
     holder
@@ -429,7 +413,7 @@ async fn a_stalled_consumer_makes_readyz_answer_503_and_name_it() {
 
     let mut stalled = (0, Value::Null);
     for _ in 0..100 {
-        stalled = ready(&app).await;
+        stalled = app.readiness().await;
         if stalled.0 == 503 {
             break;
         }
@@ -439,7 +423,7 @@ async fn a_stalled_consumer_makes_readyz_answer_503_and_name_it() {
     assert_eq!(stalled.1["stalled"], json!(["notifications"]));
     holder.rollback().await.expect("released");
     told(&app, &ann, 1).await;
-    assert_eq!(ready(&app).await.0, 200);
+    assert_eq!(app.readiness().await.0, 200);
 }
 
 #[tokio::test]
@@ -461,15 +445,7 @@ async fn with_a_broker_the_consumer_reads_jetstream_and_instances_share_it() {
 
     assert_eq!(kinds(&anns), ["VISIT_COMPLETED", "VISIT_ACCEPTED"]);
     assert_eq!(kinds(&bobs), ["VISIT_CANCELLED", "MINUTES_EARNED"]);
-    let ready: Value = first
-        .http
-        .get(format!("{}/readyz", first.address))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("JSON");
+    let (_, ready) = first.readiness().await;
     assert_eq!(ready["consumers"][0]["source"], "jetstream", "{ready}");
     let handled: Vec<i64> = first
         .query_column("SELECT count(*) FROM event_inbox WHERE consumer = 'notifications'")

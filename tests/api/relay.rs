@@ -33,14 +33,7 @@ async fn stream_with(nats: &NatsServer, count: usize) -> Vec<StreamedMessage> {
 }
 
 async fn readiness(app: &TestApp) -> Value {
-    app.http
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .expect("readyz answers")
-        .json()
-        .await
-        .expect("JSON")
+    app.readiness().await.1
 }
 
 #[track_caller]
