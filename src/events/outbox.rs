@@ -15,7 +15,8 @@ pub struct NewEvent {
     pub id: Uuid,
     pub event_type: EventType,
     pub aggregate_id: Uuid,
-    pub payload: serde_json::Value,
+    /// The payload as JSON text, serialised once (it travels to PostgreSQL as text).
+    pub payload: String,
 }
 
 impl NewEvent {
@@ -26,7 +27,7 @@ impl NewEvent {
             event_type: P::TYPE,
             aggregate_id: payload.aggregate_id(),
             // A payload that does not serialise is a bug; it fails the change, never drops the event.
-            payload: serde_json::to_value(payload).map_err(AppError::internal)?,
+            payload: serde_json::to_string(payload).map_err(AppError::internal)?,
         })
     }
 }
@@ -52,15 +53,21 @@ pub async fn record_all(
     let traceparent = trace::current();
     let mut rows = Vec::with_capacity(events.len());
     let mut values: Vec<Value> = Vec::with_capacity(events.len() * COLUMNS);
-    for (index, event) in events.iter().enumerate() {
-        // The statement's snapshot cannot see its own earlier rows: count them here.
-        let earlier_of_same = events[..index]
-            .iter()
-            .filter(|other| {
-                other.aggregate_id == event.aggregate_id
-                    && other.event_type.aggregate_type() == event.event_type.aggregate_type()
-            })
-            .count();
+    // The statement's snapshot cannot see its own earlier rows: count them here.
+    let earlier_of_same: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            events[..index]
+                .iter()
+                .filter(|other| {
+                    other.aggregate_id == event.aggregate_id
+                        && other.event_type.aggregate_type() == event.event_type.aggregate_type()
+                })
+                .count()
+        })
+        .collect();
+    for (index, (event, earlier_of_same)) in events.into_iter().zip(earlier_of_same).enumerate() {
         let p = index * COLUMNS;
         rows.push(format!(
             "(${}, ${}, ${}, ${}, ${}, COALESCE((SELECT max(o.aggregate_version) FROM outbox o \
@@ -86,7 +93,7 @@ pub async fn record_all(
                 .unwrap_or(i64::MAX)
                 .into(),
             traceparent.clone().into(),
-            event.payload.to_string().into(),
+            event.payload.into(),
         ]);
     }
     let sql = format!(
