@@ -9,6 +9,7 @@ pub mod instances;
 pub mod invariants;
 pub mod nats;
 pub mod notifications_replay;
+pub mod reply;
 pub mod scenarios;
 
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@ use home_visits::events::log::{self, LogPosition};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, TestApp, error_code, tomorrow};
+use crate::helpers::{PASSWORD, TestApp, tomorrow};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -35,7 +35,7 @@ async fn a_visits_life_records_each_step_with_the_state_after_it() {
         .expect("a visit id")
         .to_string();
     let accepted = app.accept_visit(&bob.access_token, &visit).await;
-    assert_eq!(error_code(&accepted), None, "{accepted}");
+    assert_eq!(accepted.error_code(), None, "{accepted}");
     let completed = app.complete_visit(&bob.access_token, &visit).await;
     let transaction = completed["data"]["completeVisit"]["id"]
         .as_str()
@@ -123,7 +123,7 @@ async fn cancellations_and_a_deleted_account_record_what_they_changed() {
     app.accept_visit(&ann.access_token, &cys).await;
     let cys_other = app.requested_visit(&cy.access_token, 40).await;
     let cancelled = app.cancel_visit(&cy.access_token, &cys_other).await;
-    assert_eq!(error_code(&cancelled), None, "{cancelled}");
+    assert_eq!(cancelled.error_code(), None, "{cancelled}");
     let before = app.recorded_events().await.len();
 
     let deleted = app.delete_account(&ann.access_token, PASSWORD).await;
@@ -191,17 +191,17 @@ async fn refused_and_repeated_mutations_record_nothing() {
     let replay = app.request_visit_with(&ann.access_token, input).await;
     let refused = app.request_visit(&ann.access_token, 61).await;
     let own = app.complete_visit(&ann.access_token, &visit).await;
-    assert_eq!(error_code(&replay), None, "{replay}");
-    assert_eq!(error_code(&refused), Some("INSUFFICIENT_MINUTES"));
-    assert_eq!(error_code(&own), Some("FORBIDDEN"));
+    assert_eq!(replay.error_code(), None, "{replay}");
+    assert_eq!(refused.error_code(), Some("INSUFFICIENT_MINUTES"));
+    assert_eq!(own.error_code(), Some("FORBIDDEN"));
     assert_eq!(app.recorded_types().await, after_request);
 
     app.complete_visit(&bob.access_token, &visit).await;
     let after_completion = app.recorded_types().await;
     let again = app.complete_visit(&bob.access_token, &visit).await;
     let cancel = app.cancel_visit(&ann.access_token, &visit).await;
-    assert_eq!(error_code(&again), Some("CONFLICT"));
-    assert_eq!(error_code(&cancel), Some("CONFLICT"));
+    assert_eq!(again.error_code(), Some("CONFLICT"));
+    assert_eq!(cancel.error_code(), Some("CONFLICT"));
     assert_eq!(app.recorded_types().await, after_completion);
     assert_eq!(
         after_completion,

@@ -11,6 +11,7 @@ use home_visits::{
     config::{Config, Environment},
     db, startup,
 };
+use integration::reply::Reply;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde_json::{Value, json};
@@ -202,7 +203,7 @@ impl TestApp {
     }
 
     /// `/readyz`: its status and its JSON body.
-    pub async fn readiness(&self) -> (u16, Value) {
+    pub async fn readiness(&self) -> (u16, Reply) {
         let response = self
             .http
             .get(format!("{}/readyz", self.address))
@@ -210,7 +211,8 @@ impl TestApp {
             .await
             .expect("readyz answers");
         let status = response.status().as_u16();
-        (status, response.json().await.expect("readyz answers JSON"))
+        let body = response.json().await.expect("readyz answers JSON");
+        (status, Reply::new(body))
     }
 
     /// The URL of the app's database, for processes the test starts against it.
@@ -285,11 +287,12 @@ impl TestApp {
         }
     }
 
-    /// Sends a GraphQL request over POST and returns the whole JSON response.
-    pub async fn graphql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+    /// Sends a GraphQL request over POST and returns the whole response, read by path.
+    pub async fn graphql(&self, token: Option<&str>, query: &str, variables: Value) -> Reply {
         self.api
             .send(token, query, variables)
             .await
+            .map(Reply::new)
             .unwrap_or_else(|failure| panic!("no GraphQL response: {failure:?}"))
     }
 
@@ -299,7 +302,7 @@ impl TestApp {
         password: &str,
         first_name: &str,
         last_name: &str,
-    ) -> Value {
+    ) -> Reply {
         self.graphql(
             None,
             "mutation($input: RegisterInput!) { register(input: $input) {
@@ -316,7 +319,7 @@ impl TestApp {
         auth_payload(&response, "register", &email)
     }
 
-    pub async fn login(&self, email: &str, password: &str) -> Value {
+    pub async fn login(&self, email: &str, password: &str) -> Reply {
         self.graphql(
             None,
             "mutation($input: LoginInput!) { login(input: $input) { accessToken refreshToken user { id email } } }",
@@ -325,7 +328,7 @@ impl TestApp {
         .await
     }
 
-    pub async fn refresh_session(&self, refresh_token: &str) -> Value {
+    pub async fn refresh_session(&self, refresh_token: &str) -> Reply {
         self.graphql(
             None,
             "mutation($input: RefreshSessionInput!) { refreshSession(input: $input) { accessToken refreshToken user { id } } }",
@@ -334,12 +337,12 @@ impl TestApp {
         .await
     }
 
-    pub async fn logout(&self, token: &str) -> Value {
+    pub async fn logout(&self, token: &str) -> Reply {
         self.graphql(Some(token), "mutation { logout }", json!({}))
             .await
     }
 
-    pub async fn delete_account(&self, token: &str, password: &str) -> Value {
+    pub async fn delete_account(&self, token: &str, password: &str) -> Reply {
         self.graphql(
             Some(token),
             "mutation($input: DeleteAccountInput!) { deleteAccount(input: $input) }",
@@ -348,7 +351,7 @@ impl TestApp {
         .await
     }
 
-    pub async fn me(&self, token: &str) -> Value {
+    pub async fn me(&self, token: &str) -> Reply {
         self.graphql(
             Some(token),
             "{ me { id email firstName lastName minutes } }",
@@ -369,35 +372,24 @@ impl TestApp {
     }
 }
 
-/// The `extensions.code` of the first error, if any.
-pub fn error_code(response: &Value) -> Option<&str> {
-    response["errors"][0]["extensions"]["code"].as_str()
-}
-
 #[track_caller]
-pub fn assert_error_code(response: &Value, expected: &str) {
+pub fn assert_error_code(response: &Reply, expected: &str) {
     assert_eq!(
-        error_code(response),
+        response.error_code(),
         Some(expected),
         "unexpected response: {response}"
     );
 }
 
 #[track_caller]
-pub fn auth_payload(response: &Value, field: &str, email: &str) -> TestUser {
+pub fn auth_payload(response: &Reply, field: &str, email: &str) -> TestUser {
     let payload = &response["data"][field];
     assert!(payload.is_object(), "{field} failed: {response}");
     TestUser {
-        id: payload["user"]["id"].as_str().expect("user id").to_string(),
+        id: payload["user"]["id"].str().to_string(),
         email: email.to_string(),
-        access_token: payload["accessToken"]
-            .as_str()
-            .expect("access token")
-            .to_string(),
-        refresh_token: payload["refreshToken"]
-            .as_str()
-            .expect("refresh token")
-            .to_string(),
+        access_token: payload["accessToken"].str().to_string(),
+        refresh_token: payload["refreshToken"].str().to_string(),
     }
 }
 
@@ -410,7 +402,7 @@ pub fn tomorrow() -> String {
 }
 
 impl TestApp {
-    pub async fn request_visit(&self, token: &str, minutes: i32) -> Value {
+    pub async fn request_visit(&self, token: &str, minutes: i32) -> Reply {
         self.request_visit_with(
             token,
             json!({ "date": tomorrow(), "minutes": minutes, "tasks": [{ "name": "Shopping" }] }),
@@ -418,7 +410,7 @@ impl TestApp {
         .await
     }
 
-    pub async fn request_visit_with(&self, token: &str, input: Value) -> Value {
+    pub async fn request_visit_with(&self, token: &str, input: Value) -> Reply {
         self.graphql(
             Some(token),
             &format!("mutation($input: RequestVisitInput!) {{ requestVisit(input: $input) {{ {VISIT_FIELDS} }} }}"),
@@ -430,13 +422,11 @@ impl TestApp {
     /// Requests a visit that must succeed and returns its id.
     pub async fn requested_visit(&self, token: &str, minutes: i32) -> String {
         let response = self.request_visit(token, minutes).await;
-        response["data"]["requestVisit"]["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("requestVisit failed: {response}"))
-            .to_string()
+        assert!(!response.has_errors(), "requestVisit failed: {response}");
+        response["data"]["requestVisit"]["id"].str().to_string()
     }
 
-    pub async fn accept_visit(&self, token: &str, visit_id: &str) -> Value {
+    pub async fn accept_visit(&self, token: &str, visit_id: &str) -> Reply {
         self.graphql(
             Some(token),
             &format!("mutation($id: ID!) {{ acceptVisit(id: $id) {{ {VISIT_FIELDS} }} }}"),
@@ -445,7 +435,7 @@ impl TestApp {
         .await
     }
 
-    pub async fn complete_visit(&self, token: &str, visit_id: &str) -> Value {
+    pub async fn complete_visit(&self, token: &str, visit_id: &str) -> Reply {
         self.graphql(
             Some(token),
             &format!("mutation($id: ID!) {{ completeVisit(id: $id) {{ {TRANSACTION_FIELDS} }} }}"),
@@ -454,7 +444,7 @@ impl TestApp {
         .await
     }
 
-    pub async fn cancel_visit(&self, token: &str, visit_id: &str) -> Value {
+    pub async fn cancel_visit(&self, token: &str, visit_id: &str) -> Reply {
         self.graphql(
             Some(token),
             &format!("mutation($id: ID!) {{ cancelVisit(id: $id) {{ {VISIT_FIELDS} }} }}"),
@@ -463,7 +453,7 @@ impl TestApp {
         .await
     }
 
-    pub async fn visit(&self, token: &str, visit_id: &str) -> Value {
+    pub async fn visit(&self, token: &str, visit_id: &str) -> Reply {
         self.graphql(
             Some(token),
             &format!("query($id: ID!) {{ visit(id: $id) {{ {VISIT_FIELDS} }} }}"),
@@ -478,7 +468,7 @@ impl TestApp {
         filter: Value,
         first: Option<i32>,
         after: Option<&str>,
-    ) -> Value {
+    ) -> Reply {
         self.graphql(
             Some(token),
             &format!(
@@ -495,7 +485,7 @@ impl TestApp {
         token: &str,
         first: Option<i32>,
         after: Option<&str>,
-    ) -> Value {
+    ) -> Reply {
         self.graphql(
             Some(token),
             &format!(

@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, TestApp, assert_error_code, auth_payload, error_code};
+use crate::helpers::{PASSWORD, TestApp, assert_error_code, auth_payload};
 
 #[tokio::test]
 async fn registering_returns_tokens_a_normalised_email_and_the_starting_balance() {
@@ -126,7 +126,7 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_answer() {
         wrong_password["errors"][0]["message"],
         unknown_email["errors"][0]["message"]
     );
-    assert_eq!(error_code(&wrong_password), error_code(&unknown_email));
+    assert_eq!(wrong_password.error_code(), unknown_email.error_code());
     assert!(wrong_password["data"].is_null());
 }
 
@@ -283,7 +283,7 @@ async fn a_logout_on_one_instance_is_honoured_by_another_within_moments() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         let response = second.me(&user.access_token).await;
-        if error_code(&response) == Some("UNAUTHENTICATED") {
+        if response.error_code() == Some("UNAUTHENTICATED") {
             break;
         }
         assert!(

@@ -12,7 +12,9 @@ use integration::nats::NatsServer;
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, error_code};
+use integration::reply::Reply;
+
+use crate::helpers::{TestApp, TestUser};
 
 const LIST: &str = "query($first: Int, $after: String, $unreadOnly: Boolean) {
     notifications(first: $first, after: $after, unreadOnly: $unreadOnly) {
@@ -20,33 +22,28 @@ const LIST: &str = "query($first: Int, $after: String, $unreadOnly: Boolean) {
         edges { cursor node { id kind minutes read visitId visit { id status } actor { firstName email } } }
         pageInfo { hasNextPage endCursor } } }";
 
-async fn notifications_of(app: &TestApp, user: &TestUser) -> Value {
+async fn notifications_of(app: &TestApp, user: &TestUser) -> Reply {
     app.graphql(Some(&user.access_token), LIST, json!({})).await["data"]["notifications"].clone()
 }
 
 /// Waits for the consumer (it runs beside the requests) to have told `user` `count` things.
-async fn told(app: &TestApp, user: &TestUser, count: u64) -> Value {
-    let mut list = Value::Null;
+async fn told(app: &TestApp, user: &TestUser, count: u64) -> Reply {
+    let mut list = notifications_of(app, user).await;
     for _ in 0..200 {
-        list = notifications_of(app, user).await;
         if list["totalCount"].as_u64() >= Some(count) {
             return list;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+        list = notifications_of(app, user).await;
     }
     panic!("{} was told fewer than {count} things: {list}", user.email)
 }
 
-fn kinds(list: &Value) -> Vec<String> {
+fn kinds(list: &Reply) -> Vec<String> {
     list["edges"]
-        .as_array()
-        .map(|edges| {
-            edges
-                .iter()
-                .map(|edge| edge["node"]["kind"].as_str().unwrap_or("?").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+        .items()
+        .map(|edge| edge["node"]["kind"].str().to_string())
+        .collect()
 }
 
 /// Ann's visit taken and finished by Bob, and one of Cy's that Bob took and Cy withdrew.
@@ -56,20 +53,24 @@ async fn a_day_of_visits(app: &TestApp) -> (TestUser, TestUser, TestUser) {
     let cy = app.register_user("cy").await;
     let visit = app.requested_visit(&ann.access_token, 33).await;
     assert_eq!(
-        error_code(&app.accept_visit(&bob.access_token, &visit).await),
+        app.accept_visit(&bob.access_token, &visit)
+            .await
+            .error_code(),
         None
     );
     assert_eq!(
-        error_code(&app.complete_visit(&bob.access_token, &visit).await),
+        app.complete_visit(&bob.access_token, &visit)
+            .await
+            .error_code(),
         None
     );
     let cys = app.requested_visit(&cy.access_token, 20).await;
     assert_eq!(
-        error_code(&app.accept_visit(&bob.access_token, &cys).await),
+        app.accept_visit(&bob.access_token, &cys).await.error_code(),
         None
     );
     assert_eq!(
-        error_code(&app.cancel_visit(&cy.access_token, &cys).await),
+        app.cancel_visit(&cy.access_token, &cys).await.error_code(),
         None
     );
     (ann, bob, cy)
@@ -181,11 +182,11 @@ async fn notifications_page_newest_first_and_marking_read_touches_only_your_own(
     let neither = app
         .graphql(Some(&ann.access_token), mark, json!({ "input": {} }))
         .await;
-    assert_eq!(error_code(&neither), Some("BAD_USER_INPUT"));
+    assert_eq!(neither.error_code(), Some("BAD_USER_INPUT"));
     let too_many = app
         .graphql(Some(&ann.access_token), LIST, json!({ "first": 101 }))
         .await;
-    assert_eq!(error_code(&too_many), Some("BAD_USER_INPUT"));
+    assert_eq!(too_many.error_code(), Some("BAD_USER_INPUT"));
 }
 
 #[tokio::test]
@@ -411,13 +412,13 @@ async fn a_stalled_consumer_makes_readyz_answer_503_and_name_it() {
     let visit = app.requested_visit(&ann.access_token, 10).await;
     app.accept_visit(&bob.access_token, &visit).await;
 
-    let mut stalled = (0, Value::Null);
+    let mut stalled = app.readiness().await;
     for _ in 0..100 {
-        stalled = app.readiness().await;
         if stalled.0 == 503 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+        stalled = app.readiness().await;
     }
     assert_eq!(stalled.0, 503, "{}", stalled.1);
     assert_eq!(stalled.1["stalled"], json!(["notifications"]));

@@ -2,7 +2,8 @@
 use std::{collections::HashSet, time::Duration};
 
 use integration::nats::{NatsServer, StreamedMessage, read_stream};
-use serde_json::Value;
+
+use integration::reply::Reply;
 
 use crate::helpers::TestApp;
 
@@ -32,7 +33,7 @@ async fn stream_with(nats: &NatsServer, count: usize) -> Vec<StreamedMessage> {
     messages
 }
 
-async fn readiness(app: &TestApp) -> Value {
+async fn readiness(app: &TestApp) -> Reply {
     app.readiness().await.1
 }
 
@@ -97,13 +98,13 @@ async fn with_the_broker_down_mutations_go_on_and_the_relay_catches_up_after() {
     assert_eq!(cancelled["data"]["cancelVisit"]["status"], "CANCELLED");
     let ids = outbox_ids(&app).await;
     assert_eq!(ids.len(), 3);
-    let mut behind = Value::Null;
+    let mut behind = readiness(&app).await;
     for _ in 0..100 {
-        behind = readiness(&app).await;
         if behind["relay"]["brokerConnected"] == false && behind["relay"]["lag"]["events"] == 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+        behind = readiness(&app).await;
     }
     assert_eq!(behind["status"], "ready", "{behind}");
     assert_eq!(behind["relay"]["brokerConnected"], false, "{behind}");

@@ -1,8 +1,9 @@
-use serde_json::{Value, json};
+use integration::reply::Reply;
+use serde_json::json;
 
-use crate::helpers::{PASSWORD, TestApp, assert_error_code, error_code, tomorrow};
+use crate::helpers::{PASSWORD, TestApp, assert_error_code, tomorrow};
 
-fn field_errors(response: &Value) -> &Value {
+fn field_errors(response: &Reply) -> &Reply {
     &response["errors"][0]["extensions"]["fields"]
 }
 
@@ -145,11 +146,11 @@ async fn completing_a_visit_debits_the_member_credits_the_pal_and_records_the_fe
     let transaction = &response["data"]["completeVisit"];
     assert_eq!(
         (
-            &transaction["minutes"],
-            &transaction["palCredit"],
-            &transaction["fee"]
+            transaction["minutes"].int(),
+            transaction["palCredit"].int(),
+            transaction["fee"].int()
         ),
-        (&json!(33), &json!(28), &json!(5)),
+        (33, 28, 5),
         "{response}"
     );
     assert_eq!(transaction["visit"]["status"], "COMPLETED");
@@ -229,7 +230,7 @@ async fn a_visit_is_completed_at_most_once() {
     let bob = app.register_user("bob").await;
     let visit_id = app.requested_visit(&ann.access_token, 30).await;
     let first = app.complete_visit(&bob.access_token, &visit_id).await;
-    assert_eq!(error_code(&first), None, "{first}");
+    assert_eq!(first.error_code(), None, "{first}");
 
     let again = app.complete_visit(&bob.access_token, &visit_id).await;
 
@@ -330,7 +331,7 @@ async fn people_only_see_their_own_visits_and_open_requests() {
         bob.email.as_str()
     );
 
-    let total = |response: Value| response["data"]["visits"]["totalCount"].as_i64();
+    let total = |response: Reply| response["data"]["visits"]["totalCount"].as_i64();
     assert_eq!(
         total(
             app.visits(&ann.access_token, json!({ "role": "MEMBER" }), None, None)
@@ -408,10 +409,10 @@ async fn visits_page_by_date_then_id_with_a_total_count() {
             .await;
         let connection = &page["data"]["visits"];
         assert_eq!(connection["totalCount"], 5, "{page}");
-        let edges = connection["edges"].as_array().expect("edges");
+        let edges = connection["edges"].items();
         page_sizes.push(edges.len());
         for edge in edges {
-            seen.push(edge["node"]["date"].as_str().expect("date").to_string());
+            seen.push(edge["node"]["date"].str().to_string());
         }
         if connection["pageInfo"]["hasNextPage"] != true {
             break;
@@ -620,7 +621,7 @@ async fn a_page_of_visits_costs_the_same_few_statements_whatever_its_size() {
                 json!({ "date": tomorrow(), "minutes": 10, "tasks": [{ "name": "Tea" }, { "name": "Talk" }] }),
             )
             .await;
-        assert_eq!(error_code(&booked), None, "{booked}");
+        assert_eq!(booked.error_code(), None, "{booked}");
     }
 
     let small = page_cost(2).await;
