@@ -2,12 +2,12 @@
 //! table of contents and shutdown stops them all.
 use std::{sync::Arc, time::Duration};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::task::JoinSet;
 
 use crate::{
     events::{
-        broker, consumers,
+        broker, consumers, feed,
         relay::{self, RelaySettings},
         retention,
     },
@@ -28,6 +28,7 @@ impl BackgroundTasks {
             tasks.spawn(relay::run(state.db.clone(), settings, state.relay.clone()));
         }
         tasks.spawn(consume_notifications(state.clone()));
+        tasks.spawn(follow_live_feed(state.clone()));
         if state.config.outbox_retention.is_some() {
             tasks.spawn(prune_outbox(state.clone()));
         }
@@ -86,6 +87,28 @@ async fn prune_outbox(state: Arc<AppState>) {
             Ok(deleted) => tracing::info!(deleted, "outbox: pruned events past retention"),
             Err(error) => tracing::warn!(%error, "outbox: pruning failed"),
         }
+    }
+}
+
+/// The live feed for subscriptions: from the broker when there is one, else from the log.
+async fn follow_live_feed(state: Arc<AppState>) {
+    let feed = state.live.clone();
+    if state.config.nats_servers.is_empty() {
+        // LISTEN needs a session: the direct URL when there is one (past a transaction pooler).
+        let direct = state
+            .config
+            .database_direct_url
+            .as_ref()
+            .and_then(|url| url.expose_secret().parse().ok());
+        let listen_with = direct.unwrap_or_else(|| {
+            (*state.db.get_postgres_connection_pool().connect_options()).clone()
+        });
+        return feed::follow_log(state.db.clone(), listen_with, feed).await;
+    }
+    let options = broker::options("home-visits live feed");
+    match broker::connect(&state.config.nats_servers, options).await {
+        Ok(client) => feed::follow_jetstream(client, state.config.nats_stream_replicas, feed).await,
+        Err(error) => tracing::error!(%error, "live updates disabled: cannot use NATS_URL"),
     }
 }
 

@@ -80,6 +80,41 @@ pub struct Config {
     /// Delete events older than this (only once published, when there is a relay); `None` keeps
     /// the whole log.
     pub outbox_retention: Option<Duration>,
+    /// Limits and timings of GraphQL subscriptions over WebSocket.
+    pub live: LiveSettings,
+}
+
+/// What bounds the WebSocket side: caps close a socket with a reason rather than let one client
+/// or one instance grow without limit.
+#[derive(Debug, Clone)]
+pub struct LiveSettings {
+    /// Sockets one instance holds; the next is closed with 1013 (try another instance).
+    pub max_connections: usize,
+    /// Subscriptions one socket may run at once; one more closes it with 1008.
+    pub max_subscriptions_per_connection: usize,
+    /// Subscriptions one instance runs at once; the socket asking for one more is closed with 1013.
+    pub max_subscriptions: usize,
+    /// A socket that has not sent `connection_init` by then is closed with 4408.
+    pub connection_init_timeout: Duration,
+    /// A protocol `ping` goes out this often, so proxies keep idle sockets; a client silent for
+    /// three of these is gone and its socket is closed.
+    pub ping_interval: Duration,
+    /// Events a subscriber may fall behind by before it is cut off (1013). The buffer is one per
+    /// instance, shared by every subscriber.
+    pub feed_buffer: usize,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_subscriptions_per_connection: 100,
+            max_subscriptions: 50_000,
+            connection_init_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(15),
+            feed_buffer: 4_096,
+        }
+    }
 }
 
 impl Config {
@@ -139,6 +174,28 @@ impl Config {
         if let Some(seconds) = read::<u64>(source, "CONSUMER_STALL_SECONDS")? {
             config.consumer_stall_after = Duration::from_secs(seconds);
         }
+        set(
+            source,
+            &mut config.live.max_connections,
+            "WS_MAX_CONNECTIONS",
+        )?;
+        set(
+            source,
+            &mut config.live.max_subscriptions_per_connection,
+            "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        )?;
+        set(
+            source,
+            &mut config.live.max_subscriptions,
+            "WS_MAX_SUBSCRIPTIONS",
+        )?;
+        if let Some(seconds) = read::<u64>(source, "WS_CONNECTION_INIT_TIMEOUT_SECONDS")? {
+            config.live.connection_init_timeout = Duration::from_secs(seconds);
+        }
+        if let Some(seconds) = read::<u64>(source, "WS_PING_INTERVAL_SECONDS")? {
+            config.live.ping_interval = Duration::from_secs(seconds);
+        }
+        set(source, &mut config.live.feed_buffer, "LIVE_FEED_BUFFER")?;
         if let Some(days) = read::<u64>(source, "OUTBOX_RETENTION_DAYS")? {
             config.outbox_retention = Some(Duration::from_secs(days * 24 * 3600));
         }
@@ -273,6 +330,7 @@ impl Config {
             relay_batch_size: 500,
             outbox_retention: None,
             consumer_stall_after: Duration::from_secs(60),
+            live: LiveSettings::default(),
         }
     }
 
@@ -313,6 +371,30 @@ impl Config {
             (
                 "RELAY_BATCH_SIZE",
                 u32::try_from(self.relay_batch_size).unwrap_or(u32::MAX),
+            ),
+            (
+                "WS_MAX_CONNECTIONS",
+                u32::try_from(self.live.max_connections).unwrap_or(u32::MAX),
+            ),
+            (
+                "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+                u32::try_from(self.live.max_subscriptions_per_connection).unwrap_or(u32::MAX),
+            ),
+            (
+                "WS_MAX_SUBSCRIPTIONS",
+                u32::try_from(self.live.max_subscriptions).unwrap_or(u32::MAX),
+            ),
+            (
+                "WS_CONNECTION_INIT_TIMEOUT_SECONDS",
+                u32::try_from(self.live.connection_init_timeout.as_secs()).unwrap_or(u32::MAX),
+            ),
+            (
+                "WS_PING_INTERVAL_SECONDS",
+                u32::try_from(self.live.ping_interval.as_secs()).unwrap_or(u32::MAX),
+            ),
+            (
+                "LIVE_FEED_BUFFER",
+                u32::try_from(self.live.feed_buffer).unwrap_or(u32::MAX),
             ),
         ];
         if let Some((name, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {

@@ -68,14 +68,28 @@ impl Application {
 
     /// Serves until SIGINT or SIGTERM, then finishes in-flight requests.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` completes, then shuts down as on a signal.
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let background = BackgroundTasks::start(&self.state);
         tracing::info!(port = self.port, "listening");
-        let router = api::router(self.state);
+        let router = api::router(self.state.clone());
+        let state = self.state.clone();
         let served = axum::serve(
             self.listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            stop.await;
+            // Sockets are not requests: graceful shutdown does not wait for them. Tell them, so
+            // each closes with 1001 and its client reconnects to another instance.
+            state.shutdown.send_replace(true);
+        })
         .await;
         background.stop().await;
         served

@@ -2,11 +2,13 @@
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
+use tokio::sync::watch;
 
 use crate::{
     config::Config,
     events::{
         consumers::{ConsumerStatus, Source},
+        feed::LiveFeed,
         relay::RelayStatus,
     },
     identity::Identity,
@@ -22,6 +24,10 @@ pub struct AppState {
     pub relay: Arc<RelayStatus>,
     /// The consumers of the event log this instance runs.
     pub notifications: Arc<ConsumerStatus>,
+    /// Every committed event as it commits, for this instance's subscriptions.
+    pub live: Arc<LiveFeed>,
+    /// Set once the instance starts shutting down, so long-lived work (sockets) can end cleanly.
+    pub shutdown: watch::Sender<bool>,
 }
 
 impl AppState {
@@ -37,6 +43,8 @@ impl AppState {
                     Source::Jetstream
                 },
             ),
+            live: LiveFeed::new(config.live.feed_buffer),
+            shutdown: watch::Sender::new(false),
             db,
             config,
         }))

@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod event_stream;
 pub mod instances;
 pub mod invariants;
+pub mod live;
 pub mod nats;
 pub mod notifications_replay;
 pub mod reply;

@@ -11,7 +11,10 @@ use async_graphql::{
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, DefaultBodyLimit, RawQuery, State},
+    extract::{
+        ConnectInfo, DefaultBodyLimit, RawQuery, State,
+        ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
+    },
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
     response::{Html, IntoResponse},
     routing::get,
@@ -29,6 +32,7 @@ use super::{
     context::{ApiError, RequestContext},
     input, loaders,
     schema::{AppSchema, schema},
+    websocket::{self, LiveLimits},
 };
 use crate::{
     events::{self, trace},
@@ -39,6 +43,7 @@ use crate::{
 struct HttpState {
     schema: AppSchema,
     app: Arc<AppState>,
+    live_limits: Arc<LiveLimits>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -83,6 +88,7 @@ pub fn router(app: Arc<AppState>) -> Router {
     let state = HttpState {
         schema: schema(app.clone()),
         app,
+        live_limits: Arc::default(),
     };
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
@@ -102,13 +108,33 @@ async fn graphql_post(
     with_error_codes(execute(&state, &headers, request).await).into()
 }
 
-/// Queries only: a mutation must not run from a link or an `<img>` tag. Without a query, browsers
-/// get GraphiQL (when enabled).
+/// A WebSocket upgrade is a subscription client; anything else is a query over GET.
 async fn graphql_get(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    websocket: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     RawQuery(query_string): RawQuery,
+) -> axum::response::Response {
+    if let Ok(upgrade) = websocket {
+        return websocket::upgrade(
+            upgrade,
+            state.schema.clone(),
+            state.app.clone(),
+            state.live_limits.clone(),
+            peer,
+        );
+    }
+    query_over_get(state, peer, headers, query_string).await
+}
+
+/// Queries only: a mutation must not run from a link or an `<img>` tag. Without a query, browsers
+/// get GraphiQL (when enabled).
+async fn query_over_get(
+    state: HttpState,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    query_string: Option<String>,
 ) -> axum::response::Response {
     let query_string = query_string.unwrap_or_default();
     if query_string.is_empty() {
@@ -231,6 +257,11 @@ async fn readiness(state: &HttpState) -> (StatusCode, Json<serde_json::Value>) {
             "stalled": stalled,
             "consumers": consumers,
             "relay": relay,
+            "live": {
+                "feed": app.live.report(),
+                "sockets": state.live_limits.sockets(),
+                "subscriptions": state.live_limits.subscriptions(),
+            },
         })),
     )
 }
@@ -280,7 +311,7 @@ fn request_context(headers: &HeaderMap, peer: SocketAddr) -> RequestContext {
 
 /// Errors raised by async-graphql itself (syntax, unknown fields, depth and complexity limits)
 /// carry no code; they are all the client's to fix.
-fn with_error_codes(mut response: Response) -> Response {
+pub(super) fn with_error_codes(mut response: Response) -> Response {
     for error in &mut response.errors {
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() {

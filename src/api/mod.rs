@@ -10,7 +10,9 @@ mod objects;
 mod pagination;
 mod scalars;
 mod schema;
+mod subscriptions;
 mod visits;
+mod websocket;
 
 pub use context::RequestContext;
 pub use http::router;

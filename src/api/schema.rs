@@ -1,9 +1,9 @@
 //! The schema: every area's roots merged, with the limits that bound what one request may cost.
 use std::sync::Arc;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema};
+use async_graphql::{MergedObject, Schema};
 
-use super::{identity, ledger, notifications, visits};
+use super::{identity, ledger, notifications, subscriptions::SubscriptionRoot, visits};
 use crate::state::AppState;
 
 #[derive(MergedObject, Default)]
@@ -23,7 +23,7 @@ pub struct MutationRoot(
     notifications::NotificationsMutation,
 );
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// The schema with its limits and services.
 pub fn schema(state: Arc<AppState>) -> AppSchema {
@@ -31,7 +31,7 @@ pub fn schema(state: Arc<AppState>) -> AppSchema {
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        SubscriptionRoot,
     )
     .limit_depth(config.graphql_depth_limit)
     .limit_complexity(config.graphql_complexity_limit)
@@ -47,7 +47,7 @@ pub fn sdl() -> String {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        SubscriptionRoot,
     )
     .finish()
     .sdl()

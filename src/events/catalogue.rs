@@ -16,10 +16,12 @@ pub enum EventType {
     /// A visit's pal left (deleted their account): the visit is open again.
     VisitReleased,
     LedgerTransferRecorded,
+    /// The notifications context told someone something (what, to whom: never the text).
+    NotificationAdded,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 9] = [
         Self::UserRegistered,
         Self::UserDeactivated,
         Self::VisitRequested,
@@ -28,6 +30,7 @@ impl EventType {
         Self::VisitCancelled,
         Self::VisitReleased,
         Self::LedgerTransferRecorded,
+        Self::NotificationAdded,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +43,7 @@ impl EventType {
             Self::VisitCancelled => "visit.cancelled",
             Self::VisitReleased => "visit.released",
             Self::LedgerTransferRecorded => "ledger.transfer_recorded",
+            Self::NotificationAdded => "notification.added",
         }
     }
 
@@ -57,6 +61,7 @@ impl EventType {
             | Self::VisitCancelled
             | Self::VisitReleased => "visit",
             Self::LedgerTransferRecorded => "transaction",
+            Self::NotificationAdded => "notification",
         }
     }
 
@@ -118,6 +123,8 @@ pub struct VisitAccepted {
 pub struct VisitCompleted {
     #[serde(flatten)]
     pub visit: VisitState,
+    /// `REQUESTED` or `ACCEPTED`: whether the visit left the open list with this event.
+    pub previous_status: String,
     pub transaction_id: Uuid,
     pub pal_credit: i32,
     pub fee: i32,
@@ -152,6 +159,15 @@ pub struct TransferRecorded {
     pub fee: i32,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationAdded {
+    pub notification_id: Uuid,
+    pub recipient_id: Uuid,
+    /// The notification's kind (`VISIT_ACCEPTED`, `MINUTES_EARNED`, ...).
+    pub kind: String,
+}
+
 macro_rules! payload {
     ($type:ident, $variant:ident, |$this:ident| $id:expr) => {
         impl Payload for $type {
@@ -173,6 +189,8 @@ payload!(VisitCancelled, VisitCancelled, |this| this.visit.visit_id);
 payload!(VisitReleased, VisitReleased, |this| this.visit.visit_id);
 payload!(TransferRecorded, LedgerTransferRecorded, |this| this
     .transaction_id);
+payload!(NotificationAdded, NotificationAdded, |this| this
+    .notification_id);
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@ pub mod broker;
 pub mod catalogue;
 pub mod consumer;
 pub mod consumers;
+pub mod feed;
 pub mod log;
 pub mod outbox;
 pub mod relay;

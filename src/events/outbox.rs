@@ -96,10 +96,14 @@ pub async fn record_all(
             event.payload.into(),
         ]);
     }
+    // The NOTIFY rides in the same statement (no extra round trip) and is delivered at commit:
+    // readers of the log on every instance wake up then, instead of polling (see `feed`).
     let sql = format!(
-        "INSERT INTO outbox (id, type, version, aggregate_type, aggregate_id, aggregate_version, \
-         traceparent, payload) VALUES {}",
-        rows.join(", ")
+        "WITH recorded AS (INSERT INTO outbox (id, type, version, aggregate_type, aggregate_id, \
+         aggregate_version, traceparent, payload) VALUES {} RETURNING 1) \
+         SELECT pg_notify('{}', '') FROM recorded LIMIT 1",
+        rows.join(", "),
+        super::feed::CHANNEL
     );
     let statement = Statement::from_sql_and_values(conn.get_database_backend(), sql, values);
     conn.execute_raw(statement).await.map_err(|error| {

@@ -13,6 +13,7 @@ use std::{
 };
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::Caller;
@@ -24,15 +25,33 @@ const TIME_TO_LIVE: Duration = Duration::from_secs(60);
 /// Bounds memory: past this many live sessions the cache starts over.
 const CAPACITY: usize = 100_000;
 
-#[derive(Default)]
 pub struct SessionCache {
     live: Mutex<HashMap<Uuid, (Uuid, Instant)>>,
     listening: AtomicBool,
     /// Bumped by every eviction, so a database answer that raced a revocation is not cached.
     generation: AtomicU64,
+    /// Every eviction, for what holds a session open longer than a request (WebSockets).
+    revocations: broadcast::Sender<Revocation>,
+}
+
+impl Default for SessionCache {
+    fn default() -> Self {
+        Self {
+            live: Mutex::default(),
+            listening: AtomicBool::default(),
+            generation: AtomicU64::default(),
+            revocations: broadcast::channel(1024).0,
+        }
+    }
 }
 
 impl SessionCache {
+    /// Revocations as this instance learns them (from any instance). A receiver that falls behind
+    /// gets `Lagged` and must treat it as [`Revocation::Everything`].
+    pub fn revocations(&self) -> broadcast::Receiver<Revocation> {
+        self.revocations.subscribe()
+    }
+
     pub fn is_known_live(&self, caller: Caller) -> bool {
         if !self.listening.load(Ordering::Acquire) {
             return false;
@@ -75,6 +94,8 @@ impl SessionCache {
 
     fn evict(&self, revocation: Revocation) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        // Nobody listening is fine: no socket is open.
+        let _ = self.revocations.send(revocation);
         let Ok(mut live) = self.live.lock() else {
             return;
         };

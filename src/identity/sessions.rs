@@ -1,7 +1,7 @@
 //! Sessions: signing in, refreshing, signing out, and resolving a bearer token to its caller.
 use std::{net::IpAddr, time::Duration};
 
-use chrono::{Duration as ChronoDuration, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QuerySelect, TransactionTrait, sea_query::Expr,
@@ -170,13 +170,27 @@ impl Identity {
         conn: &impl ConnectionTrait,
         bearer: &str,
     ) -> Result<Caller, AppError> {
+        self.authenticate_until(conn, bearer)
+            .await
+            .map(|(caller, _)| caller)
+    }
+
+    /// [`Self::authenticate`], and when the access token expires: what holds a session open past
+    /// one request (a WebSocket) must end by then.
+    pub async fn authenticate_until(
+        &self,
+        conn: &impl ConnectionTrait,
+        bearer: &str,
+    ) -> Result<(Caller, DateTime<Utc>), AppError> {
         let claims = self.keys.verify_access_token(bearer)?;
+        let expires_at =
+            DateTime::from_timestamp(claims.exp, 0).ok_or(AppError::Unauthenticated)?;
         let caller = Caller {
             user_id: claims.sub,
             session_id: claims.sid,
         };
         if self.sessions.is_known_live(caller) {
-            return Ok(caller);
+            return Ok((caller, expires_at));
         }
         let generation = self.sessions.generation();
         let live = session::Entity::find_by_id(claims.sid)
@@ -193,7 +207,7 @@ impl Identity {
             return Err(AppError::Unauthenticated);
         }
         self.sessions.remember(caller, generation);
-        Ok(caller)
+        Ok((caller, expires_at))
     }
 }
 

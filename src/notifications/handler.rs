@@ -1,14 +1,18 @@
 //! Turning events into notifications. Each payload is read through a struct of only the fields
 //! this consumer needs (a weak schema: anything else in the payload is ignored).
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, Statement};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, Statement};
 use serde::{Deserialize, de::DeserializeOwned};
 use uuid::Uuid;
 
 use super::service::Kind;
-use crate::events::{
-    StoredEvent,
-    consumer::{Handler, HandlerError},
+use crate::{
+    error::AppError,
+    events::{
+        self, StoredEvent,
+        catalogue::NotificationAdded,
+        consumer::{Handler, HandlerError},
+    },
 };
 
 pub struct NotificationsHandler;
@@ -139,22 +143,45 @@ impl Notice {
         event_id: Uuid,
         occurred_at: DateTime<Utc>,
     ) -> Result<(), HandlerError> {
-        txn.execute_raw(Statement::from_sql_and_values(
-            txn.get_database_backend(),
-            "INSERT INTO notifications (id, recipient_id, kind, visit_id, actor_id, minutes, event_id, occurred_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id, recipient_id) DO NOTHING",
-            [
-                Uuid::now_v7().into(),
-                self.recipient.into(),
-                self.kind.as_str().into(),
-                self.visit.into(),
-                self.actor.into(),
-                self.minutes.into(),
-                event_id.into(),
-                occurred_at.into(),
-            ],
-        ))
-        .await?;
+        let id = Uuid::now_v7();
+        // A redelivered event inserts nothing and so records nothing: the event says a
+        // notification was added, once.
+        let inserted = txn
+            .execute_raw(Statement::from_sql_and_values(
+                txn.get_database_backend(),
+                "INSERT INTO notifications (id, recipient_id, kind, visit_id, actor_id, minutes, event_id, occurred_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id, recipient_id) DO NOTHING",
+                [
+                    id.into(),
+                    self.recipient.into(),
+                    self.kind.as_str().into(),
+                    self.visit.into(),
+                    self.actor.into(),
+                    self.minutes.into(),
+                    event_id.into(),
+                    occurred_at.into(),
+                ],
+            ))
+            .await?
+            .rows_affected();
+        if inserted == 1 {
+            events::record(
+                txn,
+                &NotificationAdded {
+                    notification_id: id,
+                    recipient_id: self.recipient,
+                    kind: self.kind.as_str().into(),
+                },
+            )
+            .await
+            .map_err(|error| match error {
+                // The database's trouble, not the event's: left for a later try.
+                AppError::Unavailable | AppError::Contention => {
+                    HandlerError::Database(DbErr::Custom(error.to_string()))
+                }
+                other => HandlerError::Failed(other.to_string()),
+            })?;
+        }
         Ok(())
     }
 }

@@ -149,3 +149,15 @@ pub async fn mark_read(
     let updated = update.exec(conn).await?.rows_affected;
     Ok(Marked { updated, not_found })
 }
+
+/// One of the recipient's notifications (`None` for anyone else's).
+pub async fn find_for(
+    conn: &impl ConnectionTrait,
+    recipient: Uuid,
+    id: Uuid,
+) -> Result<Option<notification::Model>, AppError> {
+    Ok(notification::Entity::find_by_id(id)
+        .filter(notification::Column::RecipientId.eq(recipient))
+        .one(conn)
+        .await?)
+}

@@ -127,6 +127,7 @@ pub async fn complete_visit(
         vec![
             NewEvent::of(&VisitCompleted {
                 visit: completed.state(),
+                previous_status: visit.status.to_value(),
                 transaction_id: transaction.id,
                 pal_credit: transaction.pal_credit,
                 fee: transaction.fee,

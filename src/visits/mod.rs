@@ -1,5 +1,6 @@
 //! Visits: requesting, accepting, completing and cancelling them, with the locks that keep every
 //! member's outstanding minutes within their balance. Pays through the ledger; knows no GraphQL.
+pub mod changes;
 pub mod entities;
 pub mod lifecycle;
 pub mod queries;

@@ -83,7 +83,7 @@ async fn a_visits_life_records_each_step_with_the_state_after_it() {
         events[4].payload,
         with(
             visit_state("COMPLETED", Some(&bob.id)),
-            json!({ "transactionId": transaction, "palCredit": 28, "fee": 5 })
+            json!({ "previousStatus": "ACCEPTED", "transactionId": transaction, "palCredit": 28, "fee": 5 })
         )
     );
     assert_eq!(

@@ -170,6 +170,7 @@ pub struct TestApp {
     /// Statements the application's requests have sent to PostgreSQL so far.
     pub statements: Arc<AtomicUsize>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    shut_down: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     /// Declared last: fields drop in order, so the connection closes before the database is dropped.
     /// `None` for a sibling, which shares another app's database.
     _database: Option<TestDatabase>,
@@ -267,7 +268,10 @@ impl TestApp {
             .await
             .expect("the application starts");
         let address = format!("http://127.0.0.1:{}", app.port());
-        let server = tokio::spawn(app.run_until_stopped());
+        let (shut_down, on_shut_down) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async move {
+            let _ = on_shut_down.await;
+        }));
 
         let db = Database::connect(database_url.expose_secret())
             .await
@@ -283,7 +287,42 @@ impl TestApp {
             database_url,
             statements,
             server,
+            shut_down: std::sync::Mutex::new(Some(shut_down)),
             _database: None,
+        }
+    }
+
+    /// Waits until the event machinery is idle: the notifications consumer, and the relay when
+    /// there is one, have nothing left (three readings in a row). What they record themselves
+    /// (`notification.added`) is in the log by then.
+    pub async fn settled(&self) {
+        let mut quiet = 0;
+        for _ in 0..300 {
+            let (_, ready) = self.readiness().await;
+            let consumers_idle = ready["consumers"]
+                .items()
+                .all(|consumer| consumer["lag"]["events"] == 0);
+            let relay_idle = ready["relay"].is_null() || ready["relay"]["lag"]["events"] == 0;
+            quiet = if consumers_idle && relay_idle {
+                quiet + 1
+            } else {
+                0
+            };
+            if quiet == 3 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the event machinery never settled: {:?}",
+            self.readiness().await
+        );
+    }
+
+    /// Shuts the instance down as SIGTERM would (gracefully), without waiting for it to finish.
+    pub fn shut_down(&self) {
+        if let Some(signal) = self.shut_down.lock().ok().and_then(|mut slot| slot.take()) {
+            let _ = signal.send(());
         }
     }
 
@@ -528,14 +567,17 @@ pub struct RecordedEvent {
 }
 
 impl TestApp {
-    /// Everything in the outbox, in the order it was written.
+    /// What the contexts that serve requests recorded, in the order it was written. Leaves out
+    /// what the notifications consumer records on its own time (`notification.added`), which
+    /// would otherwise race the assertions; `tests/api/notifications.rs` checks those.
     pub async fn recorded_events(&self) -> Vec<RecordedEvent> {
         let rows = self
             .db
             .query_all_raw(Statement::from_string(
                 self.db.get_database_backend(),
                 "SELECT type, aggregate_type, aggregate_id::text AS aggregate_id, aggregate_version, \
-                        payload::text AS payload, traceparent, version FROM outbox ORDER BY position",
+                        payload::text AS payload, traceparent, version FROM outbox \
+                 WHERE aggregate_type <> 'notification' ORDER BY position",
             ))
             .await
             .expect("outbox rows");

@@ -9,6 +9,7 @@ mod notifications;
 mod races;
 mod relay;
 mod schema;
+mod subscriptions;
 mod tokens;
 mod two_instances;
 mod visits;

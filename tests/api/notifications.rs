@@ -223,6 +223,50 @@ async fn replaying_the_whole_log_changes_nothing() {
         .query_column("SELECT kind || recipient_id || minutes FROM notifications ORDER BY 1")
         .await;
     assert_eq!(after, before);
+    app.settled().await;
+    let announced: Vec<i64> = app
+        .query_column("SELECT count(*) FROM outbox WHERE type = 'notification.added'")
+        .await;
+    assert_eq!(
+        announced,
+        [5],
+        "a replay adds no notification, so announces none"
+    );
+}
+
+#[tokio::test]
+async fn each_new_notification_is_announced_once_by_id_recipient_and_kind() {
+    let app = TestApp::spawn().await;
+    let (ann, bob, _) = a_day_of_visits(&app).await;
+    told(&app, &ann, 2).await;
+    told(&app, &bob, 2).await;
+    app.settled().await;
+
+    let announced: Vec<String> = app
+        .query_column(
+            "SELECT json_build_object('aggregate', aggregate_type || ':' || aggregate_id || ':' || aggregate_version, \
+                                      'payload', payload)::text \
+             FROM outbox WHERE type = 'notification.added' ORDER BY payload->>'notificationId'",
+        )
+        .await;
+    let expected: Vec<String> = app
+        .query_column(
+            "SELECT json_build_object('aggregate', 'notification:' || id || ':1', \
+                                      'payload', json_build_object('notificationId', id, 'recipientId', recipient_id, 'kind', kind))::text \
+             FROM notifications ORDER BY id::text",
+        )
+        .await;
+    let parse = |rows: Vec<String>| -> Vec<Value> {
+        rows.iter()
+            .map(|row| serde_json::from_str(row).expect("JSON"))
+            .collect()
+    };
+    assert_eq!(
+        expected.len(),
+        5,
+        "Ann: accepted, completed; Bob: earned, cancelled; Cy: accepted"
+    );
+    assert_eq!(parse(announced), parse(expected));
 }
 
 #[tokio::test]

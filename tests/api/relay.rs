@@ -76,8 +76,11 @@ async fn every_event_reaches_the_stream_once_in_log_order() {
         let visit = app.requested_visit(&ann.access_token, 10).await;
         app.complete_visit(&bob.access_token, &visit).await;
     }
+    app.settled().await;
     let ids = outbox_ids(&app).await;
-    assert_eq!(ids.len(), 2 + 3 * 3);
+    // Two registrations, three times (request, completion, transfer), and for each completion a
+    // notification to the member and one to the pal.
+    assert_eq!(ids.len(), 2 + 3 * 3 + 3 * 2);
 
     let messages = stream_with(&nats, ids.len()).await;
 

@@ -111,6 +111,7 @@ async fn the_stream_checker_reports_missing_duplicated_and_disordered_events() {
     let bob = app.register_user("bob").await;
     let visit = app.requested_visit(&ann.access_token, 20).await;
     app.complete_visit(&bob.access_token, &visit).await;
+    app.settled().await;
     let harness = Harness::new(
         vec![Client::new(&app.address).expect("client")],
         Database::connect(app.database_url())
@@ -137,7 +138,8 @@ async fn the_stream_checker_reports_missing_duplicated_and_disordered_events() {
             }
         })
         .collect();
-    assert_eq!(faithful.len(), 5);
+    // Registrations, request, completion, transfer, and the two notifications they made.
+    assert_eq!(faithful.len(), 7);
     let problems = |messages: Vec<StreamedMessage>| {
         let harness = &harness;
         async move {

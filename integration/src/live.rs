@@ -1,0 +1,156 @@
+//! A `graphql-transport-ws` client, speaking the protocol as the standard clients do (it answers
+//! the server's pings), for the tests, the harness's subscribers and the bench.
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+};
+
+pub const PROTOCOL: &str = "graphql-transport-ws";
+
+/// What came from the server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// A protocol message (`connection_ack`, `next`, `error`, `complete`, `pong`).
+    Message(Value),
+    /// The server closed the socket with this code and reason.
+    Closed { code: u16, reason: String },
+}
+
+pub struct LiveClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl LiveClient {
+    /// Opens `/graphql` of `base_url` (`http://host:port`) offering the protocol.
+    pub async fn open(base_url: &str) -> anyhow::Result<Self> {
+        Self::open_offering(base_url, Some(PROTOCOL)).await
+    }
+
+    /// Opens the socket offering `protocol` (none: no `Sec-WebSocket-Protocol` header).
+    pub async fn open_offering(base_url: &str, protocol: Option<&str>) -> anyhow::Result<Self> {
+        let url = format!(
+            "{}/graphql",
+            base_url
+                .trim_end_matches('/')
+                .replacen("http://", "ws://", 1)
+                .replacen("https://", "wss://", 1)
+        );
+        let mut request = url.as_str().into_client_request()?;
+        if let Some(protocol) = protocol {
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(protocol)?);
+        }
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .with_context(|| format!("WebSocket to {url}"))?;
+        Ok(Self { socket })
+    }
+
+    /// Opens a socket and has `token` accepted (`connection_ack`).
+    pub async fn connect(base_url: &str, token: &str) -> anyhow::Result<Self> {
+        let mut client = Self::open(base_url).await?;
+        client
+            .send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }))
+            .await?;
+        match client.next(Duration::from_secs(10)).await {
+            Some(Frame::Message(message)) if message["type"] == "connection_ack" => Ok(client),
+            other => bail!("no connection_ack: {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, message: Value) -> anyhow::Result<()> {
+        self.send_text(&message.to_string()).await
+    }
+
+    pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
+        self.socket.send(Message::text(text)).await?;
+        Ok(())
+    }
+
+    pub async fn send_binary(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.socket.send(Message::binary(bytes.to_vec())).await?;
+        Ok(())
+    }
+
+    pub async fn subscribe(
+        &mut self,
+        id: &str,
+        query: &str,
+        variables: Value,
+    ) -> anyhow::Result<()> {
+        self.send(json!({ "type": "subscribe", "id": id, "payload": { "query": query, "variables": variables } }))
+            .await
+    }
+
+    /// The next protocol message or the close, within `wait`; server pings are answered and
+    /// skipped. `None`: nothing came in time (or the connection dropped without a close).
+    pub async fn next(&mut self, wait: Duration) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .ok()??;
+            match message.ok()? {
+                Message::Text(text) => {
+                    let message: Value = serde_json::from_str(text.as_str()).ok()?;
+                    if message["type"] == "ping" {
+                        let _ = self.send(json!({ "type": "pong" })).await;
+                        continue;
+                    }
+                    return Some(Frame::Message(message));
+                }
+                Message::Close(frame) => {
+                    return Some(match frame {
+                        Some(frame) => Frame::Closed {
+                            code: frame.code.into(),
+                            reason: frame.reason.to_string(),
+                        },
+                        None => Frame::Closed {
+                            code: 1005,
+                            reason: String::new(),
+                        },
+                    });
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Reads until the server closes the socket (within `wait`): its code and reason.
+    pub async fn closed(&mut self, wait: Duration) -> Option<(u16, String)> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await? {
+                Frame::Closed { code, reason } => return Some((code, reason)),
+                Frame::Message(_) => continue,
+            }
+        }
+    }
+
+    /// The `next` payloads of subscription `id`, until `count` arrived or `wait` passed.
+    pub async fn payloads(&mut self, id: &str, count: usize, wait: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut payloads = Vec::new();
+        while payloads.len() < count {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(Frame::Message(message))
+                    if message["type"] == "next" && message["id"] == id =>
+                {
+                    payloads.push(message["payload"].clone());
+                }
+                Some(Frame::Message(_)) => {}
+                Some(Frame::Closed { .. }) | None => break,
+            }
+        }
+        payloads
+    }
+}

@@ -1,0 +1,249 @@
+//! GraphQL subscriptions: live changes to visits and new notifications, from the instance's live
+//! feed (every committed event, whichever instance committed it). Each root filters the feed with
+//! the same visibility rules as the queries; the visit itself resolves like any `Visit`.
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use async_graphql::{Context, Enum, ID, Object, Subscription};
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use tokio::sync::{Notify, broadcast::error::RecvError};
+use uuid::Uuid;
+
+use super::{
+    context::{ApiError, ApiResult, caller, state},
+    loaders::{VisitKey, loader},
+    objects::{Notification, Visit},
+    scalars::parse_id,
+};
+use crate::{
+    events::{StoredEvent, feed},
+    notifications,
+    visits::{
+        self,
+        changes::{ChangeKind, VisitChange},
+    },
+};
+
+/// What a socket learns from its subscriptions: one of them fell so far behind the feed that
+/// events were lost to it, and the socket must close (a client that reconnects re-reads by query).
+#[derive(Default)]
+pub struct SocketSignals {
+    fell_behind: AtomicBool,
+    notify: Notify,
+}
+
+impl SocketSignals {
+    pub async fn fell_behind(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.fell_behind.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn mark_fell_behind(&self) {
+        self.fell_behind.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+}
+
+/// The feed's events from now on; ends (and signals the socket) if this subscriber falls behind.
+/// Every root calls it before its first `.await`, so a subscription is on the feed once the
+/// socket has handled its `subscribe` (see `websocket`), and a change made after that is seen.
+fn events(ctx: &Context<'_>) -> ApiResult<impl Stream<Item = Arc<StoredEvent>> + use<>> {
+    let mut receiver: feed::Receiver = state(ctx)?.live.subscribe();
+    let signals = ctx.data_opt::<Arc<SocketSignals>>().cloned();
+    Ok(async_stream::stream! {
+        loop {
+            match receiver.recv().await {
+                Ok(event) => yield event,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "a subscriber fell behind the live feed");
+                    if let Some(signals) = &signals {
+                        signals.mark_fell_behind();
+                    }
+                    break;
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    })
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum VisitEventType {
+    /// A member asked for the visit.
+    Requested,
+    /// A pal took it.
+    Accepted,
+    /// The pal finished it and was paid.
+    Completed,
+    /// Its member withdrew it.
+    Cancelled,
+    /// Its pal left the service; it is open again.
+    Released,
+}
+
+impl From<ChangeKind> for VisitEventType {
+    fn from(kind: ChangeKind) -> Self {
+        match kind {
+            ChangeKind::Requested => Self::Requested,
+            ChangeKind::Accepted => Self::Accepted,
+            ChangeKind::Completed => Self::Completed,
+            ChangeKind::Cancelled => Self::Cancelled,
+            ChangeKind::Released => Self::Released,
+        }
+    }
+}
+
+/// One change to a visit, as it happened.
+pub struct VisitEvent {
+    change: VisitChange,
+    /// The subscriber may see the visit after the change (else `visit` is null: it left their view).
+    visible: bool,
+}
+
+#[Object]
+impl VisitEvent {
+    /// The event's id: the same on every instance and in every subscription.
+    async fn event_id(&self) -> ID {
+        ID(self.change.event_id.to_string())
+    }
+
+    #[graphql(name = "type")]
+    async fn event_type(&self) -> VisitEventType {
+        self.change.kind.into()
+    }
+
+    async fn occurred_at(&self) -> DateTime<Utc> {
+        self.change.occurred_at
+    }
+
+    async fn visit_id(&self) -> ID {
+        ID(self.change.visit_id.to_string())
+    }
+
+    /// The visit as this change left it; null when you may no longer see it (another pal took a
+    /// visit you were watching in the open list, say).
+    async fn visit(&self, ctx: &Context<'_>) -> ApiResult<Option<Visit>> {
+        if !self.visible {
+            return Ok(None);
+        }
+        let row = loader(ctx).load_one(VisitKey(self.change.visit_id)).await?;
+        Ok(Some(Visit(self.change.applied_to(row))))
+    }
+}
+
+#[derive(Default)]
+pub struct SubscriptionRoot;
+
+#[Subscription(name = "Subscription")]
+impl SubscriptionRoot {
+    /// Changes to one visit you may see. When a change takes it out of your view, that change is
+    /// sent (with `visit: null`) and the subscription completes.
+    async fn visit_updated(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> Result<impl Stream<Item = VisitEvent> + use<>, ApiError> {
+        let events = events(ctx)?;
+        let viewer = caller(ctx).await?.user_id;
+        let visit_id = parse_id(&id, "id")?;
+        // The same answer as `visit(id)` for a visit you may not see: it does not exist for you.
+        visits::find_visible(&state(ctx)?.db, viewer, visit_id).await?;
+        Ok(async_stream::stream! {
+            for await event in events {
+                let Some(change) = VisitChange::from_event(&event) else { continue };
+                if change.visit_id != visit_id {
+                    continue;
+                }
+                if change.is_visible_to(viewer) {
+                    yield VisitEvent { change, visible: true };
+                } else {
+                    yield VisitEvent { change, visible: false };
+                    break;
+                }
+            }
+        })
+    }
+
+    /// Every change to a visit you are (or, until that change, were) the member or the pal of.
+    async fn my_visits(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<impl Stream<Item = VisitEvent> + use<>, ApiError> {
+        let events = events(ctx)?;
+        let viewer = caller(ctx).await?.user_id;
+        Ok(async_stream::stream! {
+            for await event in events {
+                let Some(change) = VisitChange::from_event(&event) else { continue };
+                if change.concerns(viewer) {
+                    let visible = change.is_visible_to(viewer);
+                    yield VisitEvent { change, visible };
+                }
+            }
+        })
+    }
+
+    /// The open list, live: visits entering it (requested by another member, or released by their
+    /// pal) and visits leaving it (taken, completed or withdrawn).
+    async fn open_visits(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<impl Stream<Item = VisitEvent> + use<>, ApiError> {
+        let events = events(ctx)?;
+        let viewer = caller(ctx).await?.user_id;
+        Ok(async_stream::stream! {
+            for await event in events {
+                let Some(change) = VisitChange::from_event(&event) else { continue };
+                let today = Utc::now().date_naive();
+                let (before, after) = change.open_list(viewer, today);
+                if before || after {
+                    let visible = change.is_visible_to(viewer);
+                    yield VisitEvent { change, visible };
+                }
+            }
+        })
+    }
+
+    /// Each notification as it is added for you.
+    async fn notification_added(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<impl Stream<Item = Notification> + use<>, ApiError> {
+        let events = events(ctx)?;
+        let recipient = caller(ctx).await?.user_id;
+        let db = state(ctx)?.db.clone();
+        Ok(async_stream::stream! {
+            for await event in events {
+                let Some(id) = notification_for(&event, recipient) else { continue };
+                match notifications::find_for(&db, recipient, id).await {
+                    Ok(Some(row)) => yield Notification(row),
+                    // Marked, replaced by a rebuild of the read model, or the account went.
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(%error, "cannot load a new notification"),
+                }
+            }
+        })
+    }
+}
+
+/// The id of the notification a `notification.added` event announces to `recipient`.
+fn notification_for(event: &StoredEvent, recipient: Uuid) -> Option<Uuid> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Facts {
+        notification_id: Uuid,
+        recipient_id: Uuid,
+    }
+    if event.event_type != "notification.added" {
+        return None;
+    }
+    let facts: Facts = serde_json::from_value(event.payload.clone()).ok()?;
+    (facts.recipient_id == recipient).then_some(facts.notification_id)
+}

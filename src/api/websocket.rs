@@ -1,0 +1,520 @@
+//! GraphQL over WebSocket: the `graphql-transport-ws` protocol on `/graphql`, as the standard
+//! clients (`graphql-ws`, Apollo's `GraphQLWsLink`, urql) speak it.
+//!
+//! The protocol is driven here rather than by async-graphql's own WebSocket adapter, which closes
+//! with codes the protocol does not define (1002 for a refused `connection_init`, 1011 for a
+//! subscribe before the ack), has no initialisation timeout, replaces a subscription whose id is
+//! already in use, sends no pings and cannot be told to close a socket whose session was revoked.
+//! Execution is still async-graphql's (`Schema::execute_stream`).
+//!
+//! Close codes, as the protocol and the clients read them: 4400 unreadable message, 4401 no
+//! credentials or a subscribe before the ack (the client gives up), 4403 a token that is invalid,
+//! expired or revoked (the client reconnects, with a fresh token), 4406 another subprotocol, 4408
+//! no `connection_init` in time, 4409 an id already in use, 4429 a second `connection_init`;
+//! 1008 too many subscriptions on one socket, 1013 the instance is full or this socket fell behind
+//! (the client reconnects, perhaps elsewhere), 1001 the instance is shutting down.
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_graphql::{Response, dataloader::DataLoader};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use chrono::{DateTime, Utc};
+use futures::{FutureExt, SinkExt, Stream, StreamExt, stream::SplitSink};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::StreamMap;
+
+use super::{
+    context::{ApiError, RequestContext},
+    http::with_error_codes,
+    input, loaders,
+    schema::AppSchema,
+    subscriptions::SocketSignals,
+};
+use crate::{
+    config::LiveSettings,
+    error::AppError,
+    identity::{Caller, session_cache::Revocation},
+    state::AppState,
+};
+
+pub const PROTOCOL: &str = "graphql-transport-ws";
+/// A client that stops reading is cut off after this long rather than buffered for.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes tungstenite buffers per socket each way; small, since messages are small and idle
+/// sockets are the common case.
+const SOCKET_BUFFER: usize = 8 * 1024;
+
+/// Sockets and subscriptions this instance holds, against the configured caps.
+#[derive(Default)]
+pub struct LiveLimits {
+    sockets: AtomicUsize,
+    subscriptions: AtomicUsize,
+}
+
+impl LiveLimits {
+    pub fn sockets(&self) -> usize {
+        self.sockets.load(Ordering::Relaxed)
+    }
+
+    pub fn subscriptions(&self) -> usize {
+        self.subscriptions.load(Ordering::Relaxed)
+    }
+
+    fn take(counter: &AtomicUsize, cap: usize) -> bool {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < cap).then_some(held + 1)
+            })
+            .is_ok()
+    }
+}
+
+/// One unit of a cap, given back when dropped.
+struct Slot {
+    limits: Arc<LiveLimits>,
+    subscription: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let counter = if self.subscription {
+            &self.limits.subscriptions
+        } else {
+            &self.limits.sockets
+        };
+        counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl LiveLimits {
+    fn slot(self: &Arc<Self>, live: &LiveSettings, subscription: bool) -> Option<Slot> {
+        let taken = if subscription {
+            Self::take(&self.subscriptions, live.max_subscriptions)
+        } else {
+            Self::take(&self.sockets, live.max_connections)
+        };
+        taken.then(|| Slot {
+            limits: self.clone(),
+            subscription,
+        })
+    }
+}
+
+/// Accepts the upgrade; everything after happens on the socket.
+pub fn upgrade(
+    upgrade: WebSocketUpgrade,
+    schema: AppSchema,
+    app: Arc<AppState>,
+    limits: Arc<LiveLimits>,
+    peer: SocketAddr,
+) -> axum::response::Response {
+    let upgrade = upgrade
+        .protocols([PROTOCOL])
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
+        .max_message_size(app.config.max_body_bytes);
+    let speaks_protocol = upgrade.selected_protocol().is_some();
+    upgrade.on_upgrade(move |socket| async move {
+        let (sink, stream) = socket.split();
+        let mut connection = Connection {
+            sink,
+            schema,
+            app,
+            limits,
+            peer,
+        };
+        match connection.serve(stream, speaks_protocol).await {
+            Err(Ending::Close(code, reason)) => connection.close(code, &reason).await,
+            Err(Ending::Gone) => {}
+            Ok(never) => match never {},
+        }
+    })
+}
+
+type Operation = Pin<Box<dyn Stream<Item = Option<Response>> + Send>>;
+
+/// How a socket ends.
+enum Ending {
+    /// The client went away: nothing to send.
+    Gone,
+    /// Closed by the server with this code and reason.
+    Close(u16, String),
+}
+
+struct Connection {
+    sink: SplitSink<WebSocket, Message>,
+    schema: AppSchema,
+    app: Arc<AppState>,
+    limits: Arc<LiveLimits>,
+    peer: SocketAddr,
+}
+
+/// The caller a socket was opened for, once `connection_init` was accepted.
+struct Session {
+    caller: Caller,
+    bearer: String,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    ConnectionInit {
+        payload: Option<Value>,
+    },
+    Ping {
+        #[allow(dead_code)]
+        payload: Option<Value>,
+    },
+    Pong {
+        #[allow(dead_code)]
+        payload: Option<Value>,
+    },
+    Subscribe {
+        id: String,
+        payload: SubscribePayload,
+    },
+    Complete {
+        id: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscribePayload {
+    query: String,
+    #[serde(default)]
+    variables: Option<Value>,
+    #[serde(default)]
+    operation_name: Option<String>,
+}
+
+impl Connection {
+    /// Runs the protocol until the socket ends.
+    async fn serve(
+        &mut self,
+        mut incoming: futures::stream::SplitStream<WebSocket>,
+        speaks_protocol: bool,
+    ) -> Result<Infallible, Ending> {
+        let Some(_socket_slot) = self.limits.slot(&self.app.config.live, false) else {
+            return Err(Ending::Close(
+                1013,
+                "this instance holds as many sockets as it may; try again".into(),
+            ));
+        };
+        if !speaks_protocol {
+            return Err(Ending::Close(
+                4406,
+                format!("Subprotocol not acceptable: use {PROTOCOL}"),
+            ));
+        }
+        let live = self.app.config.live.clone();
+        let signals = Arc::new(SocketSignals::default());
+        let mut revocations = self.app.identity.sessions.revocations();
+        let mut shutdown = self.app.shutdown.subscribe();
+        let init_deadline = tokio::time::sleep(live.connection_init_timeout);
+        tokio::pin!(init_deadline);
+        let mut pings = tokio::time::interval_at(
+            tokio::time::Instant::now() + live.ping_interval,
+            live.ping_interval,
+        );
+        let mut last_heard = Instant::now();
+        let mut init_seen = false;
+        let mut session: Option<Session> = None;
+        let mut operations: StreamMap<String, Operation> = StreamMap::new();
+        let mut started: HashMap<String, (bool, Slot)> = HashMap::new();
+
+        loop {
+            let expiry = session.as_ref().map(|session| session.expires_at);
+            tokio::select! {
+                message = incoming.next() => {
+                    let Some(Ok(message)) = message else { return Err(Ending::Gone) };
+                    last_heard = Instant::now();
+                    let text = match message {
+                        Message::Text(text) => text,
+                        Message::Close(_) => return Err(Ending::Gone),
+                        // Transport-level keep-alives are answered by the WebSocket layer.
+                        Message::Ping(_) | Message::Pong(_) => continue,
+                        Message::Binary(_) => {
+                            return Err(Ending::Close(4400, "Invalid message received: binary frames carry no protocol messages".into()));
+                        }
+                    };
+                    let message: ClientMessage = match serde_json::from_str(text.as_str()) {
+                        Ok(message) => message,
+                        Err(error) => {
+                            return Err(Ending::Close(4400, format!("Invalid message received: {error}")));
+                        }
+                    };
+                    match message {
+                        ClientMessage::ConnectionInit { payload } => {
+                            if init_seen {
+                                return Err(Ending::Close(4429, "Too many initialisation requests".into()));
+                            }
+                            init_seen = true;
+                            match self.authenticate(payload.as_ref()).await {
+                                Ok(accepted) => {
+                                    session = Some(accepted);
+                                    self.send(json!({ "type": "connection_ack" })).await?;
+                                }
+                                Err(close) => return Err(close),
+                            }
+                        }
+                        ClientMessage::Ping { .. } => {
+                            self.send(json!({ "type": "pong" })).await?;
+                        }
+                        ClientMessage::Pong { .. } => {}
+                        ClientMessage::Subscribe { id, payload } => {
+                            let Some(session) = &session else {
+                                return Err(Ending::Close(4401, "Unauthorized: send connection_init and wait for connection_ack".into()));
+                            };
+                            if started.contains_key(&id) {
+                                return Err(Ending::Close(4409, format!("Subscriber for {id} already exists")));
+                            }
+                            if started.len() >= live.max_subscriptions_per_connection {
+                                return Err(Ending::Close(1008, format!(
+                                    "more than {} subscriptions on one socket",
+                                    live.max_subscriptions_per_connection
+                                )));
+                            }
+                            let Some(slot) = self.limits.slot(&live, true) else {
+                                return Err(Ending::Close(1013, "this instance runs as many subscriptions as it may; try again".into()));
+                            };
+                            match self.start(session, payload, &signals) {
+                                Ok(mut operation) => {
+                                    // Run it up to its first wait now, before reading the next
+                                    // message: that is where it joins the live feed, so a client
+                                    // that has had an answer to a later message (a pong) knows it
+                                    // will see every change from then on.
+                                    let first = operation.next().now_or_never();
+                                    operations.insert(id.clone(), operation);
+                                    started.insert(id.clone(), (false, slot));
+                                    if let Some(item) = first {
+                                        self.deliver(id, item.flatten(), &mut operations, &mut started).await?;
+                                    }
+                                }
+                                Err(errors) => {
+                                    self.send(json!({ "type": "error", "id": id, "payload": errors })).await?;
+                                }
+                            }
+                        }
+                        ClientMessage::Complete { id } => {
+                            operations.remove(&id);
+                            started.remove(&id);
+                        }
+                    }
+                }
+                Some((id, item)) = operations.next(), if !operations.is_empty() => {
+                    self.deliver(id, item, &mut operations, &mut started).await?;
+                }
+                () = &mut init_deadline, if session.is_none() => {
+                    return Err(Ending::Close(4408, "Connection initialisation timeout".into()));
+                }
+                () = until(expiry), if expiry.is_some() => {
+                    return Err(Ending::Close(4403, "Forbidden: the access token expired; reconnect with a fresh one".into()));
+                }
+                revocation = revocations.recv(), if session.is_some() => {
+                    if let Some(session) = &session
+                        && self.revoked(session, revocation).await
+                    {
+                        return Err(Ending::Close(4403, "Forbidden: the session has ended".into()));
+                    }
+                }
+                _ = pings.tick() => {
+                    if last_heard.elapsed() > live.ping_interval * 3 {
+                        return Err(Ending::Close(1000, "no answer to pings".into()));
+                    }
+                    self.send(json!({ "type": "ping" })).await?;
+                }
+                () = signals.fell_behind() => {
+                    return Err(Ending::Close(1013, "fell behind the live feed; reconnect and re-read by query".into()));
+                }
+                _ = shutdown.changed() => {
+                    return Err(Ending::Close(1001, "the server is shutting down; reconnect".into()));
+                }
+            }
+        }
+    }
+
+    /// Sends what an operation produced: its first response as `error` when it was refused before
+    /// it ran, else `next`; `complete` when it ended.
+    async fn deliver(
+        &mut self,
+        id: String,
+        item: Option<Response>,
+        operations: &mut StreamMap<String, Operation>,
+        started: &mut HashMap<String, (bool, Slot)>,
+    ) -> Result<(), Ending> {
+        let Some(response) = item else {
+            operations.remove(&id);
+            started.remove(&id);
+            return self.send(json!({ "type": "complete", "id": id })).await;
+        };
+        let first = started
+            .get_mut(&id)
+            .is_some_and(|(sent, _)| !std::mem::replace(sent, true));
+        let response = with_error_codes(response);
+        if first && response.data == async_graphql::Value::Null && !response.errors.is_empty() {
+            // Refused before it ran (invalid document, unknown id, no access): the protocol's
+            // `error`, which ends the operation.
+            operations.remove(&id);
+            started.remove(&id);
+            return self
+                .send(json!({ "type": "error", "id": id, "payload": response.errors }))
+                .await;
+        }
+        self.send(json!({ "type": "next", "id": id, "payload": response }))
+            .await
+    }
+
+    /// The `connection_init` payload's `authorization` (any case) must be a live `Bearer` token.
+    async fn authenticate(&self, payload: Option<&Value>) -> Result<Session, Ending> {
+        let authorization = payload
+            .and_then(Value::as_object)
+            .and_then(|fields| {
+                fields
+                    .iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case("authorization"))
+            })
+            .and_then(|(_, value)| value.as_str());
+        let Some(bearer) = authorization
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+        else {
+            return Err(Ending::Close(
+                4401,
+                "Unauthorized: connection_init must carry {\"authorization\": \"Bearer <access token>\"}"
+                    .into(),
+            ));
+        };
+        match self
+            .app
+            .identity
+            .authenticate_until(&self.app.db, bearer)
+            .await
+        {
+            Ok((caller, expires_at)) => Ok(Session {
+                caller,
+                bearer: bearer.to_string(),
+                expires_at,
+            }),
+            Err(AppError::Unauthenticated) => Err(Ending::Close(
+                4403,
+                "Forbidden: the access token is invalid, expired or revoked".into(),
+            )),
+            Err(error) => {
+                tracing::warn!(%error, "cannot authenticate a WebSocket");
+                Err(Ending::Close(
+                    1013,
+                    "cannot check the token now; try again".into(),
+                ))
+            }
+        }
+    }
+
+    /// Whether a revocation ends this socket's session. When revocations may have been missed
+    /// (`Everything`, or this receiver fell behind), the database decides.
+    async fn revoked(&self, session: &Session, revocation: Result<Revocation, RecvError>) -> bool {
+        match revocation {
+            Ok(Revocation::Session(id)) => id == session.caller.session_id,
+            Ok(Revocation::User(id)) => id == session.caller.user_id,
+            Ok(Revocation::Everything) | Err(RecvError::Lagged(_)) => matches!(
+                self.app
+                    .identity
+                    .authenticate(&self.app.db, &session.bearer)
+                    .await,
+                Err(AppError::Unauthenticated)
+            ),
+            Err(RecvError::Closed) => false,
+        }
+    }
+
+    /// Starts one operation, or says why it cannot run (as the `error` message's payload).
+    fn start(
+        &self,
+        session: &Session,
+        payload: SubscribePayload,
+        signals: &Arc<SocketSignals>,
+    ) -> Result<Operation, Value> {
+        let mut request = async_graphql::Request::new(payload.query);
+        if let Some(variables) = payload.variables {
+            request = request.variables(async_graphql::Variables::from_json(variables));
+        }
+        if let Some(name) = payload.operation_name {
+            request = request.operation_name(name);
+        }
+        if let Err(refused) = input::check(&mut request) {
+            let error: async_graphql::Error = ApiError::from(refused).into();
+            let response = with_error_codes(Response::from_errors(vec![
+                error.into_server_error(Default::default()),
+            ]));
+            return Err(json!(response.errors));
+        }
+        let loader = DataLoader::new(
+            loaders::DbLoader {
+                db: self.app.db.clone(),
+            },
+            tokio::spawn,
+        );
+        let request = request
+            .data(RequestContext::new(
+                Some(session.bearer.clone()),
+                self.peer.ip(),
+            ))
+            .data(loader)
+            .data(signals.clone());
+        let stream = self
+            .schema
+            .execute_stream(request)
+            .map(Some)
+            .chain(futures::stream::once(async { None }));
+        Ok(Box::pin(stream))
+    }
+
+    /// Sends one message; `Err` (the socket is gone, or the client stopped reading) ends it.
+    async fn send(&mut self, message: Value) -> Result<(), Ending> {
+        let text = message.to_string();
+        match tokio::time::timeout(SEND_TIMEOUT, self.sink.send(Message::Text(text.into()))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ending::Gone),
+            Err(_) => Err(Ending::Close(1013, "not reading; reconnect".into())),
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        // A reason is at most 123 bytes on the wire.
+        let mut reason = reason.to_string();
+        while reason.len() > 123 {
+            reason.pop();
+        }
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ =
+            tokio::time::timeout(SEND_TIMEOUT, self.sink.send(Message::Close(Some(frame)))).await;
+        let _ = self.sink.close().await;
+    }
+}
+
+/// Sleeps until `at` (forever when there is no such time).
+async fn until(at: Option<DateTime<Utc>>) {
+    match at {
+        Some(at) => {
+            let left = (at - Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(left).await;
+        }
+        None => std::future::pending().await,
+    }
+}

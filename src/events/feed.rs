@@ -1,0 +1,293 @@
+//! The live feed: every event, as soon as it is committed, to whatever on this instance listens
+//! (the GraphQL subscriptions). One reader per instance feeds one broadcast buffer that every
+//! subscriber shares, so the cost of the database side does not grow with the subscribers.
+//!
+//! Without a broker the reader follows the PostgreSQL log: the outbox's insert statement sends a
+//! `NOTIFY` on [`CHANNEL`] (delivered at commit) and the reader, woken by it, reads the log from
+//! where it got to. The notification is only a wake-up: a lost one, or a listener that had to
+//! reconnect, costs latency and never an event, since the next read starts at the last position
+//! (and a slow poll runs anyway). With `NATS_URL` set it reads the JetStream stream the relay
+//! fills instead, so the database sees no reader per instance.
+//!
+//! The feed starts at the end of the log: it is for what happens from now on; a client catches up
+//! on the past with queries.
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_nats::jetstream::{self, consumer::DeliverPolicy};
+use futures::StreamExt;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use super::{
+    log::{self, LogPosition, StoredEvent},
+    relay,
+};
+
+/// The `NOTIFY` channel the outbox wakes readers on.
+pub const CHANNEL: &str = "home_visits_outbox";
+
+/// Reads this many events at a time when catching up.
+const BATCH: u64 = 500;
+/// Reads the log this often even without a wake-up: a safety net, not the path events take.
+const SAFETY_POLL: Duration = Duration::from_secs(2);
+/// A wake-up that found nothing new means a transaction older than the one that committed is still
+/// running (the log shows nothing past it): look again soon rather than at the next wake-up.
+const HELD_BACK_RETRY: Duration = Duration::from_millis(20);
+const HELD_BACK_RETRIES: u32 = 10;
+
+pub type Receiver = broadcast::Receiver<Arc<StoredEvent>>;
+
+pub struct LiveFeed {
+    sender: broadcast::Sender<Arc<StoredEvent>>,
+    following: AtomicBool,
+    delivered: AtomicU64,
+}
+
+/// What `/readyz` shows of the feed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedReport {
+    pub following: bool,
+    pub delivered: u64,
+    pub subscribers: usize,
+}
+
+impl LiveFeed {
+    /// `buffer`: how many events a subscriber may fall behind by before it is cut off.
+    pub fn new(buffer: usize) -> Arc<Self> {
+        let (sender, _) = broadcast::channel(buffer.max(1));
+        Arc::new(Self {
+            sender,
+            following: AtomicBool::new(false),
+            delivered: AtomicU64::new(0),
+        })
+    }
+
+    pub fn subscribe(&self) -> Receiver {
+        self.sender.subscribe()
+    }
+
+    pub fn report(&self) -> FeedReport {
+        FeedReport {
+            following: self.following.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            subscribers: self.sender.receiver_count(),
+        }
+    }
+
+    /// Hands a batch to every subscriber, each aggregate's events in version order. The log's
+    /// order is commit-safe but not per-aggregate: a transaction can take its id before another
+    /// that changes the same visit first and commits first. Both become readable together (the
+    /// older id holds the horizon back), so ordering within the batch is enough.
+    fn publish(&self, mut events: Vec<StoredEvent>) {
+        events.sort_by_key(|event| (event.aggregate_id, event.aggregate_version));
+        for event in events {
+            self.delivered.fetch_add(1, Ordering::Relaxed);
+            // No subscriber is not an error: the event is in the log for whoever comes later.
+            let _ = self.sender.send(Arc::new(event));
+        }
+    }
+}
+
+/// Follows the PostgreSQL log until the pool closes. `listen_with`: the connection options of a
+/// direct (session-capable) connection, since `LISTEN` outlives transactions.
+pub async fn follow_log(
+    db: DatabaseConnection,
+    listen_with: sea_orm::sqlx::postgres::PgConnectOptions,
+    feed: Arc<LiveFeed>,
+) {
+    use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
+    let listener_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(listen_with);
+    let mut after = loop {
+        match end_of_log(&db).await {
+            Ok(position) => break position,
+            Err(error) => {
+                tracing::warn!(%error, "live feed cannot find the end of the log; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    loop {
+        let mut listener = match PgListener::connect_with(&listener_pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "live feed cannot connect its listener; polling");
+                poll_once(&db, &feed, &mut after).await;
+                tokio::time::sleep(SAFETY_POLL).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen(CHANNEL).await {
+            tracing::warn!(%error, "live feed cannot LISTEN; polling");
+            poll_once(&db, &feed, &mut after).await;
+            tokio::time::sleep(SAFETY_POLL).await;
+            continue;
+        }
+        feed.following.store(true, Ordering::Relaxed);
+        // Whatever committed while the listener was away.
+        catch_up(&db, &feed, &mut after).await;
+        let mut retries_left = 0_u32;
+        loop {
+            let wait = if retries_left > 0 {
+                HELD_BACK_RETRY
+            } else {
+                SAFETY_POLL
+            };
+            match tokio::time::timeout(wait, listener.try_recv()).await {
+                Ok(Ok(Some(_))) => {
+                    let read = catch_up(&db, &feed, &mut after).await;
+                    retries_left = if read == Some(0) {
+                        HELD_BACK_RETRIES
+                    } else {
+                        0
+                    };
+                }
+                // A timer, or a reconnected listener (which may have missed wake-ups).
+                Ok(Ok(None)) | Err(_) => {
+                    let read = catch_up(&db, &feed, &mut after).await;
+                    retries_left = match read {
+                        Some(0) => retries_left.saturating_sub(1),
+                        _ => 0,
+                    };
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "live feed listener lost; reconnecting");
+                    break;
+                }
+            }
+        }
+        feed.following.store(false, Ordering::Relaxed);
+        if db.get_postgres_connection_pool().is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn poll_once(db: &DatabaseConnection, feed: &LiveFeed, after: &mut LogPosition) {
+    catch_up(db, feed, after).await;
+}
+
+/// Reads and publishes everything readable after `after`; `None` when the database failed.
+async fn catch_up(
+    db: &DatabaseConnection,
+    feed: &LiveFeed,
+    after: &mut LogPosition,
+) -> Option<u64> {
+    let mut total = 0;
+    loop {
+        match log::read_after(db, *after, BATCH).await {
+            Ok(events) => {
+                let read = events.len() as u64;
+                if let Some(last) = events.last() {
+                    *after = last.log_position();
+                }
+                total += read;
+                feed.publish(events);
+                if read < BATCH {
+                    return Some(total);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "live feed cannot read the log");
+                return None;
+            }
+        }
+    }
+}
+
+/// The last readable place in the log: events after it are new to the feed.
+async fn end_of_log(conn: &impl ConnectionTrait) -> Result<LogPosition, DbErr> {
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT txid::text AS txid, position FROM outbox \
+             WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY txid DESC, position DESC LIMIT 1",
+        ))
+        .await?;
+    let Some(row) = row else {
+        return Ok(LogPosition::default());
+    };
+    let txid: String = row.try_get("", "txid")?;
+    Ok(LogPosition {
+        txid: txid
+            .parse()
+            .map_err(|error| DbErr::Custom(format!("txid {txid}: {error}")))?,
+        position: row.try_get("", "position")?,
+    })
+}
+
+/// Follows the relay's JetStream stream with an ordered consumer of this instance's own (nothing
+/// to share or acknowledge: every instance wants every event). After a failure it resumes just
+/// after the last message it saw.
+pub async fn follow_jetstream(client: async_nats::Client, replicas: usize, feed: Arc<LiveFeed>) {
+    let jetstream = jetstream::new(client);
+    let mut resume_after: Option<u64> = None;
+    loop {
+        if let Err(error) = relay::ensure_stream(&jetstream, replicas).await {
+            tracing::warn!(%error, "live feed: no stream yet");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let deliver_policy = match resume_after {
+            Some(sequence) => DeliverPolicy::ByStartSequence {
+                start_sequence: sequence + 1,
+            },
+            None => DeliverPolicy::New,
+        };
+        let consumer = jetstream
+            .get_stream(relay::STREAM)
+            .await
+            .map_err(|error| error.to_string());
+        let messages = match consumer {
+            Ok(stream) => match stream
+                .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                    deliver_policy,
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(consumer) => consumer.messages().await.map_err(|error| error.to_string()),
+                Err(error) => Err(error.to_string()),
+            },
+            Err(error) => Err(error),
+        };
+        let mut messages = match messages {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%error, "live feed cannot follow the stream; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        feed.following.store(true, Ordering::Relaxed);
+        while let Some(message) = messages.next().await {
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(%error, "live feed lost the stream; resuming");
+                    break;
+                }
+            };
+            if let Ok(info) = message.info() {
+                resume_after = Some(info.stream_sequence);
+            }
+            match serde_json::from_slice::<StoredEvent>(&message.payload) {
+                Ok(event) => feed.publish(vec![event]),
+                Err(error) => tracing::warn!(%error, "live feed skipped an unreadable message"),
+            }
+        }
+        feed.following.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
