@@ -2,10 +2,12 @@
 //! table of contents and shutdown stops them all.
 use std::{sync::Arc, time::Duration};
 
+use sea_orm::DatabaseConnection;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::task::JoinSet;
 
 use crate::{
+    db,
     events::{
         broker, consumers, feed,
         relay::{self, RelaySettings},
@@ -90,6 +92,23 @@ async fn prune_outbox(state: Arc<AppState>) {
     }
 }
 
+/// A one-connection pool of a background reader's own (see [`db::connect_sized`]); the request
+/// pool if that cannot be had.
+async fn own_connection(state: &AppState, purpose: &str) -> DatabaseConnection {
+    let Some(url) = state.config.database_url.as_ref() else {
+        return state.db.clone();
+    };
+    loop {
+        match db::connect_sized(url, &state.config, 1).await {
+            Ok(connection) => return connection,
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), purpose, "no connection of its own yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// The live feed for subscriptions: from the broker when there is one, else from the log.
 async fn follow_live_feed(state: Arc<AppState>) {
     let feed = state.live.clone();
@@ -103,7 +122,8 @@ async fn follow_live_feed(state: Arc<AppState>) {
         let listen_with = direct.unwrap_or_else(|| {
             (*state.db.get_postgres_connection_pool().connect_options()).clone()
         });
-        return feed::follow_log(state.db.clone(), listen_with, feed).await;
+        let reader = own_connection(&state, "live feed").await;
+        return feed::follow_log(reader, listen_with, feed).await;
     }
     let options = broker::options("home-visits live feed");
     match broker::connect(&state.config.nats_servers, options).await {
@@ -115,14 +135,15 @@ async fn follow_live_feed(state: Arc<AppState>) {
 /// The notifications read model, from the broker when there is one, else from the log.
 async fn consume_notifications(state: Arc<AppState>) {
     let status = state.notifications.clone();
+    let db = own_connection(&state, "notifications consumer").await;
     if state.config.nats_servers.is_empty() {
-        return consumers::run_from_log(state.db.clone(), NotificationsHandler, status).await;
+        return consumers::run_from_log(db, NotificationsHandler, status).await;
     }
     let options = broker::options("home-visits consumers");
     match broker::connect(&state.config.nats_servers, options).await {
         Ok(client) => {
             consumers::run_from_jetstream(
-                state.db.clone(),
+                db,
                 client,
                 state.config.nats_stream_replicas,
                 NotificationsHandler,

@@ -242,10 +242,17 @@ pub async fn run_with_faults(
     options: &BankOptions,
     faults: impl Future<Output = Result<Vec<String>, String>>,
 ) -> Verdict {
-    let mut users = Vec::with_capacity(options.users);
-    for _ in 0..options.users {
-        users.push(harness.new_user("bank").await?);
-    }
+    let users = harness.new_users("bank", options.users).await?;
+    run_workload(harness, options, &users, faults).await
+}
+
+/// [`run_with_faults`] by these users (some scenarios watch them).
+pub async fn run_workload(
+    harness: &Harness,
+    options: &BankOptions,
+    users: &[Session],
+    faults: impl Future<Output = Result<Vec<String>, String>>,
+) -> Verdict {
     let pool = VisitPool {
         visits: Mutex::new(Vec::new()),
     };
@@ -254,7 +261,7 @@ pub async fn run_with_faults(
         let seed = options
             .seed
             .wrapping_add(u64::try_from(index).unwrap_or(0).wrapping_mul(0x9E37_79B9));
-        worker(&harness.clients, &users, &pool, seed, deadline)
+        worker(&harness.clients, users, &pool, seed, deadline)
     }));
     let (tallies, fault_log) = tokio::join!(workers, faults);
     let fault_log = fault_log?;

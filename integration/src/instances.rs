@@ -55,9 +55,18 @@ impl SpawnedInstance {
 
     /// The most memory the process has held (VmHWM), in bytes.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
+        self.memory_status("VmHWM:")
+    }
+
+    /// Resident memory now.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        self.memory_status("VmRSS:")
+    }
+
+    fn memory_status(&self, field: &str) -> Option<u64> {
         let pid = self.pid()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+        let line = status.lines().find(|line| line.starts_with(field))?;
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib * 1024)
     }

@@ -8,6 +8,7 @@ pub mod event_stream;
 pub mod instances;
 pub mod invariants;
 pub mod live;
+pub mod live_updates;
 pub mod nats;
 pub mod notifications_replay;
 pub mod reply;
@@ -20,7 +21,7 @@ use instances::SpawnedInstance;
 use invariants::Violations;
 use scenarios::{Harness, Verdict};
 
-pub const SCENARIOS: [&str; 8] = [
+pub const SCENARIOS: [&str; 9] = [
     "over-budget-pair",
     "over-budget-burst",
     "double-completion",
@@ -29,6 +30,7 @@ pub const SCENARIOS: [&str; 8] = [
     "minute-bank",
     "event-stream",
     "notifications-replay",
+    "live-updates",
 ];
 
 pub struct ScenarioReport {
@@ -108,6 +110,7 @@ pub async fn run_suite(
             "notifications-replay" => {
                 notifications_replay::notifications_replay(harness, nats.as_deref(), bank).await
             }
+            "live-updates" => live_updates::live_updates(harness, bank).await,
             other => Err(format!("unknown scenario {other}")),
         };
         let after = invariants::check(&harness.db).await?;

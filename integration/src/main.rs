@@ -103,6 +103,12 @@ struct BenchArgs {
     /// another checkout's to compare that checkout's build like for like.
     #[arg(long)]
     pgbench_dir: Option<PathBuf>,
+    /// `openVisits` subscribers during the workloads (0: none).
+    #[arg(long, default_value_t = 20)]
+    subscribers: usize,
+    /// Idle subscriptions opened on the first instance at the end, to measure their memory.
+    #[arg(long, default_value_t = 1000)]
+    idle_subscriptions: usize,
 }
 
 fn main() -> ExitCode {
@@ -168,6 +174,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         pgbench_dir: args
             .pgbench_dir
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pgbench")),
+        subscribers: args.subscribers,
+        idle_subscriptions: args.idle_subscriptions,
     })
     .await?;
     Ok(if clean {

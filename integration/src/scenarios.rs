@@ -47,7 +47,7 @@ impl Harness {
             .map_err(|failure| format!("registering {email} failed: {failure:?}"))
     }
 
-    async fn new_users(&self, label: &str, count: usize) -> Result<Vec<Session>, String> {
+    pub async fn new_users(&self, label: &str, count: usize) -> Result<Vec<Session>, String> {
         let mut users = Vec::with_capacity(count);
         for _ in 0..count {
             users.push(self.new_user(label).await?);

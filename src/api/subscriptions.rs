@@ -244,6 +244,6 @@ fn notification_for(event: &StoredEvent, recipient: Uuid) -> Option<Uuid> {
     if event.event_type != "notification.added" {
         return None;
     }
-    let facts: Facts = serde_json::from_value(event.payload.clone()).ok()?;
+    let facts = <Facts as serde::Deserialize>::deserialize(&event.payload).ok()?;
     (facts.recipient_id == recipient).then_some(facts.notification_id)
 }

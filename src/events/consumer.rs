@@ -29,6 +29,22 @@ pub trait Handler: Send + Sync + 'static {
         txn: &DatabaseTransaction,
         event: &StoredEvent,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Applies fresh events of an unordered consumer's batch at once, inside `txn` (see
+    /// [`handle_batch_unordered`]). One by one unless the handler can do better, such as one
+    /// multi-row insert; any refusal sends the whole batch down the careful path.
+    fn handle_many(
+        &self,
+        txn: &DatabaseTransaction,
+        events: &[&StoredEvent],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async move {
+            for event in events {
+                self.handle(txn, event).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -149,14 +165,15 @@ pub async fn handle_batch_unordered<H: Handler>(
         .iter()
         .map(|row| row.try_get::<uuid::Uuid>("", "event_id"))
         .collect::<Result<_, _>>()?;
-    for event in wanted.into_iter().filter(|event| fresh.contains(&event.id)) {
-        match handler.handle(txn, event).await {
-            Ok(()) => {}
-            Err(HandlerError::Database(error)) => return Err(error),
-            Err(HandlerError::Poison(_) | HandlerError::Failed(_)) => return Ok(false),
-        }
+    let fresh: Vec<&StoredEvent> = wanted
+        .into_iter()
+        .filter(|event| fresh.contains(&event.id))
+        .collect();
+    match handler.handle_many(txn, &fresh).await {
+        Ok(()) => Ok(true),
+        Err(HandlerError::Database(error)) => Err(error),
+        Err(HandlerError::Poison(_) | HandlerError::Failed(_)) => Ok(false),
     }
-    Ok(true)
 }
 
 async fn apply<H: Handler>(

@@ -41,6 +41,8 @@ const SAFETY_POLL: Duration = Duration::from_secs(2);
 /// running (the log shows nothing past it): look again soon rather than at the next wake-up.
 const HELD_BACK_RETRY: Duration = Duration::from_millis(20);
 const HELD_BACK_RETRIES: u32 = 10;
+/// A wake-up waits this long before reading, so the commits of that moment are read together.
+const COALESCE: Duration = Duration::from_millis(5);
 
 pub type Receiver = broadcast::Receiver<Arc<StoredEvent>>;
 
@@ -144,6 +146,11 @@ pub async fn follow_log(
             };
             match tokio::time::timeout(wait, listener.try_recv()).await {
                 Ok(Ok(Some(_))) => {
+                    // Under load every commit notifies: one read answers all that are queued, and
+                    // reads are spaced so their rate stays bounded whatever the commit rate.
+                    while listener.next_buffered().is_some() {}
+                    tokio::time::sleep(COALESCE).await;
+                    while listener.next_buffered().is_some() {}
                     let read = catch_up(&db, &feed, &mut after).await;
                     retries_left = if read == Some(0) {
                         HELD_BACK_RETRIES

@@ -67,7 +67,8 @@ impl VisitChange {
     /// (logged: a subscriber misses that change rather than the feed stopping).
     pub fn from_event(event: &StoredEvent) -> Option<Self> {
         let kind = ChangeKind::of(&event.event_type)?;
-        let facts: Facts = match serde_json::from_value(event.payload.clone()) {
+        // Read straight from the shared event (every subscriber reads each one): no copy of it.
+        let facts = match Facts::deserialize(&event.payload) {
             Ok(facts) => facts,
             Err(error) => {
                 tracing::warn!(event = %event.id, %error, "unreadable visit event skipped by live updates");

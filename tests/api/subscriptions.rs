@@ -32,8 +32,16 @@ async fn live(app: &TestApp, user: &TestUser) -> LiveClient {
 
 /// Subscribes and waits for the answer to a later ping: the server handles a `subscribe` (up to
 /// joining the live feed) before it reads the next message, so a change made after the pong is
-/// one the subscription sees.
-async fn subscribed(client: &mut LiveClient, id: &str, query: &str, variables: Value) {
+/// one the subscription sees. A change committed just before may be seen too (the feed trails the
+/// log a little); waiting first for the feed to pass every change so far keeps the tests exact.
+async fn subscribed(
+    app: &TestApp,
+    client: &mut LiveClient,
+    id: &str,
+    query: &str,
+    variables: Value,
+) {
+    feed_caught_up(app).await;
     client.subscribe(id, query, variables).await.expect("sent");
     client
         .send(json!({ "type": "ping" }))
@@ -43,6 +51,20 @@ async fn subscribed(client: &mut LiveClient, id: &str, query: &str, variables: V
         Some(Frame::Message(message)) if message["type"] == "pong" => {}
         other => panic!("expected the pong, got {other:?}"),
     }
+}
+
+/// Until the instance's live feed has handed on every event in the log (it starts at the end of
+/// the log, which is empty in a fresh test database).
+async fn feed_caught_up(app: &TestApp) {
+    for _ in 0..200 {
+        let (_, ready) = app.readiness().await;
+        let recorded: Vec<i64> = app.query_column("SELECT count(*) FROM outbox").await;
+        if Some(ready["live"]["feed"]["delivered"].int()) == recorded.first().copied() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the live feed never caught up with the log");
 }
 
 fn kinds(payloads: &[Value], field: &str) -> Vec<String> {
@@ -63,8 +85,15 @@ async fn a_member_watches_their_visit_taken_and_finished_in_order() {
     let bob = app.register_user("bob").await;
     let visit = app.requested_visit(&ann.access_token, 30).await;
     let mut anns = live(&app, &ann).await;
-    subscribed(&mut anns, "one", &visit_updated(), json!({ "id": visit })).await;
-    subscribed(&mut anns, "mine", &my_visits(), json!({})).await;
+    subscribed(
+        &app,
+        &mut anns,
+        "one",
+        &visit_updated(),
+        json!({ "id": visit }),
+    )
+    .await;
+    subscribed(&app, &mut anns, "mine", &my_visits(), json!({})).await;
 
     app.accept_visit(&bob.access_token, &visit).await;
     app.complete_visit(&bob.access_token, &visit).await;
@@ -115,9 +144,9 @@ async fn the_open_list_shows_visits_arriving_and_leaving_but_never_ones_own() {
     let bob = app.register_user("bob").await;
     let cy = app.register_user("cy").await;
     let mut bobs = live(&app, &bob).await;
-    subscribed(&mut bobs, "open", &open_visits(), json!({})).await;
+    subscribed(&app, &mut bobs, "open", &open_visits(), json!({})).await;
     let mut anns = live(&app, &ann).await;
-    subscribed(&mut anns, "open", &open_visits(), json!({})).await;
+    subscribed(&app, &mut anns, "open", &open_visits(), json!({})).await;
 
     let visit = app.requested_visit(&ann.access_token, 20).await;
     app.accept_visit(&cy.access_token, &visit).await;
@@ -265,7 +294,14 @@ async fn a_visit_you_may_not_see_does_not_exist_for_you_and_bad_input_is_an_erro
 
     // Cy watches an open visit of Ann's; when Bob takes it, Cy is told it left and no more.
     let open = app.requested_visit(&ann.access_token, 10).await;
-    subscribed(&mut cys, "watch", &visit_updated(), json!({ "id": open })).await;
+    subscribed(
+        &app,
+        &mut cys,
+        "watch",
+        &visit_updated(),
+        json!({ "id": open }),
+    )
+    .await;
     app.accept_visit(&bob.access_token, &open).await;
     let left = cys.payloads("watch", 1, WAIT).await;
     assert_eq!(left.len(), 1, "the change that took it out of view");
@@ -294,8 +330,8 @@ async fn logging_out_or_leaving_closes_the_callers_sockets_and_only_theirs() {
     let bob = app.register_user("bob").await;
     let mut anns = live(&app, &ann).await;
     let mut bobs = live(&app, &bob).await;
-    subscribed(&mut anns, "mine", &my_visits(), json!({})).await;
-    subscribed(&mut bobs, "mine", &my_visits(), json!({})).await;
+    subscribed(&app, &mut anns, "mine", &my_visits(), json!({})).await;
+    subscribed(&app, &mut bobs, "mine", &my_visits(), json!({})).await;
 
     let started = std::time::Instant::now();
     app.logout(&ann.access_token).await;
@@ -334,6 +370,7 @@ async fn notifications_arrive_live() {
     let visit = app.requested_visit(&ann.access_token, 25).await;
     let mut anns = live(&app, &ann).await;
     subscribed(
+        &app,
         &mut anns,
         "told",
         "subscription { notificationAdded { kind minutes visitId actor { firstName } read } }",
@@ -368,6 +405,7 @@ async fn a_change_made_through_one_instance_reaches_a_subscriber_on_another() {
     let visit = first.requested_visit(&ann.access_token, 15).await;
     let mut on_second = live(&second, &ann).await;
     subscribed(
+        &second,
         &mut on_second,
         "one",
         &visit_updated(),
@@ -406,7 +444,7 @@ async fn caps_close_sockets_with_a_reason_and_shutdown_closes_with_going_away() 
     );
 
     let mut kept = live(&app, &ann).await;
-    subscribed(&mut kept, "mine", &my_visits(), json!({})).await;
+    subscribed(&app, &mut kept, "mine", &my_visits(), json!({})).await;
     let _second = live(&app, &ann).await;
     let mut third = LiveClient::open(&app.address).await.expect("upgraded");
     let (code, _) = third.closed(WAIT).await.expect("closed");
@@ -415,4 +453,24 @@ async fn caps_close_sockets_with_a_reason_and_shutdown_closes_with_going_away() 
     app.shut_down();
     let (code, _) = kept.closed(WAIT).await.expect("closed at shutdown");
     assert_eq!(code, 1001);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_is_cut_off_rather_than_buffered_for() {
+    let app = TestApp::spawn_with(|config| config.live.feed_buffer = 2).await;
+    let ann = app.register_user("ann").await;
+    let bob = app.register_user("bob").await;
+    for _ in 0..3 {
+        app.requested_visit(&ann.access_token, 10).await;
+    }
+    let mut bobs = live(&app, &bob).await;
+    subscribed(&app, &mut bobs, "open", &open_visits(), json!({})).await;
+
+    // One transaction, four events (three withdrawn visits, one deactivated user), one batch of
+    // the feed: more than Bob's two events of room.
+    app.delete_account(&ann.access_token, PASSWORD).await;
+
+    let (code, reason) = bobs.closed(WAIT).await.expect("cut off");
+    assert_eq!(code, 1013, "{reason}");
+    assert!(reason.contains("fell behind"), "{reason}");
 }

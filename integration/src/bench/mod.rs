@@ -1,9 +1,10 @@
 //! `integration bench`: closed-loop load on the hot paths through the instances, side by side with
 //! pgbench running the very statements the service issues, on a copy of the same fixture.
 mod fixture;
+mod live;
 mod pgbench;
 mod report;
-mod stats;
+pub mod stats;
 mod watch;
 mod workloads;
 
@@ -48,6 +49,10 @@ pub struct BenchOptions {
     pub relay: bool,
     /// Where the pgbench scripts are (those of the binary under test, when comparing builds).
     pub pgbench_dir: PathBuf,
+    /// `openVisits` subscribers open during the workloads (their delivery latency is reported).
+    pub subscribers: usize,
+    /// Idle subscriptions opened on one instance afterwards, to report what they cost in memory.
+    pub idle_subscriptions: usize,
 }
 
 /// The pid of the PostgreSQL server behind `db`, if it runs on this machine where we can see it.
@@ -188,6 +193,21 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
             postmaster,
         )
     });
+    let subscribers = if options.subscribers > 0 {
+        Some(live::Subscribers::start(
+            fixture
+                .clients
+                .iter()
+                .map(|client| client.base_url.clone())
+                .collect(),
+            // Ordinary members (token n is member n; 0 is nobody, 1 and 2 are the hot ones).
+            fixture.tokens[3..].to_vec(),
+            options.subscribers,
+        )?)
+    } else {
+        None
+    };
+    let mut live_lines = Vec::new();
     let mut cpu_lines = Vec::new();
     let mut event_lines = Vec::new();
     let mut run = 0_u32;
@@ -197,6 +217,7 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
         let mut reference_rounds = Vec::new();
         let mut errors = BTreeMap::new();
         let (mut service_cpu, mut reference_cpu) = (Reading::default(), Reading::default());
+        let mut delivered = Measurement::default();
         for round in 0..options.rounds {
             run += 1;
             // Each round completes visits no earlier round touched, on both sides.
@@ -233,7 +254,15 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
                 options.duration,
                 first_iteration,
             );
+            if let Some(subscribers) = &subscribers {
+                subscribers.take();
+            }
             let (measured, figures) = watch::watch(&fixture.clients, nats.is_some(), load).await;
+            if let Some(subscribers) = &subscribers {
+                // What the round's changes delivered, including the tail that arrives just after.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                delivered.merge(&subscribers.take());
+            }
             event_lines.extend(watch::lines(workload.name(), &figures));
             for (code, count) in &measured.errors {
                 *errors.entry(code.clone()).or_insert(0) += count;
@@ -262,7 +291,31 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
             Reference::None
         };
         report::print_row(workload, &service_rounds, reference, &errors);
+        if subscribers.is_some() {
+            live_lines.push(format!(
+                "  {:<14} {:>8} deliveries  p50 {:>6.1} ms  p99 {:>6.1} ms",
+                workload.name(),
+                delivered.successes(),
+                delivered.percentile(0.5).as_secs_f64() * 1e3,
+                delivered.percentile(0.99).as_secs_f64() * 1e3,
+            ));
+        }
     }
+    if let Some(subscribers) = subscribers {
+        subscribers.stop();
+    }
+    let idle = if options.idle_subscriptions > 0 {
+        Some(
+            live::idle_cost(
+                &instances[0],
+                &fixture.tokens[3..],
+                options.idle_subscriptions,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let rss: Vec<String> = instances
         .iter()
         .map(|instance| match instance.peak_rss_bytes() {
@@ -278,6 +331,31 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
     }
     for line in &event_lines {
         println!("{line}");
+    }
+    if !live_lines.is_empty() {
+        println!(
+            "live delivery, commit -> subscriber ({} openVisits subscribers over the instances, {}):",
+            options.subscribers,
+            if nats.is_some() {
+                "fed by JetStream"
+            } else {
+                "fed by LISTEN/NOTIFY + the log"
+            }
+        );
+        for line in &live_lines {
+            println!("{line}");
+        }
+    }
+    if let Some((before, after)) = idle {
+        let per_thousand = after.saturating_sub(before) as f64 / 1_048_576.0 * 1000.0
+            / options.idle_subscriptions as f64;
+        println!(
+            "idle subscriptions: {} on {} took RSS {:.1} -> {:.1} MB: {per_thousand:.1} MB per 1,000",
+            options.idle_subscriptions,
+            instances[0].url(),
+            before as f64 / 1_048_576.0,
+            after as f64 / 1_048_576.0,
+        );
     }
     println!("peak RSS: {}", rss.join(", "));
     println!(
