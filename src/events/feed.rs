@@ -50,6 +50,8 @@ pub struct LiveFeed {
     sender: broadcast::Sender<Arc<StoredEvent>>,
     following: AtomicBool,
     delivered: AtomicU64,
+    /// Where in the log the feed has got to (everything up to it was handed on or not wanted).
+    passed: std::sync::Mutex<LogPosition>,
 }
 
 /// What `/readyz` shows of the feed.
@@ -59,6 +61,9 @@ pub struct FeedReport {
     pub following: bool,
     pub delivered: u64,
     pub subscribers: usize,
+    /// The log position passed, as `txid` and `position` (see `log`).
+    pub passed_txid: u64,
+    pub passed_position: i64,
 }
 
 impl LiveFeed {
@@ -69,6 +74,7 @@ impl LiveFeed {
             sender,
             following: AtomicBool::new(false),
             delivered: AtomicU64::new(0),
+            passed: std::sync::Mutex::default(),
         })
     }
 
@@ -77,10 +83,19 @@ impl LiveFeed {
     }
 
     pub fn report(&self) -> FeedReport {
+        let passed = self.passed.lock().map(|passed| *passed).unwrap_or_default();
         FeedReport {
             following: self.following.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
             subscribers: self.sender.receiver_count(),
+            passed_txid: passed.txid,
+            passed_position: passed.position,
+        }
+    }
+
+    fn pass(&self, position: LogPosition) {
+        if let Ok(mut passed) = self.passed.lock() {
+            *passed = position;
         }
     }
 
@@ -123,14 +138,14 @@ pub async fn follow_log(
             Ok(listener) => listener,
             Err(error) => {
                 tracing::warn!(%error, "live feed cannot connect its listener; polling");
-                poll_once(&db, &feed, &mut after).await;
+                catch_up(&db, &feed, &mut after).await;
                 tokio::time::sleep(SAFETY_POLL).await;
                 continue;
             }
         };
         if let Err(error) = listener.listen(CHANNEL).await {
             tracing::warn!(%error, "live feed cannot LISTEN; polling");
-            poll_once(&db, &feed, &mut after).await;
+            catch_up(&db, &feed, &mut after).await;
             tokio::time::sleep(SAFETY_POLL).await;
             continue;
         }
@@ -152,7 +167,7 @@ pub async fn follow_log(
                     tokio::time::sleep(COALESCE).await;
                     while listener.next_buffered().is_some() {}
                     let read = catch_up(&db, &feed, &mut after).await;
-                    retries_left = if read == Some(0) {
+                    retries_left = if read == CatchUp::Read(0) {
                         HELD_BACK_RETRIES
                     } else {
                         0
@@ -162,7 +177,7 @@ pub async fn follow_log(
                 Ok(Ok(None)) | Err(_) => {
                     let read = catch_up(&db, &feed, &mut after).await;
                     retries_left = match read {
-                        Some(0) => retries_left.saturating_sub(1),
+                        CatchUp::Read(0) => retries_left.saturating_sub(1),
                         _ => 0,
                     };
                 }
@@ -180,16 +195,32 @@ pub async fn follow_log(
     }
 }
 
-async fn poll_once(db: &DatabaseConnection, feed: &LiveFeed, after: &mut LogPosition) {
-    catch_up(db, feed, after).await;
+/// What one catch-up did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CatchUp {
+    /// Published this many events (0: nothing was readable yet).
+    Read(u64),
+    /// Nobody subscribed: moved to the end of the log without reading it.
+    Skipped,
+    Failed,
 }
 
-/// Reads and publishes everything readable after `after`; `None` when the database failed.
-async fn catch_up(
-    db: &DatabaseConnection,
-    feed: &LiveFeed,
-    after: &mut LogPosition,
-) -> Option<u64> {
+/// Reads and publishes everything readable after `after`. With nobody subscribed it only moves
+/// `after` to the end of the log (one cheap index probe, no payloads), since no one can miss what
+/// happened before they subscribed.
+async fn catch_up(db: &DatabaseConnection, feed: &LiveFeed, after: &mut LogPosition) -> CatchUp {
+    if feed.sender.receiver_count() == 0 {
+        let Ok(end) = end_of_log(db).await else {
+            return CatchUp::Failed;
+        };
+        // Someone subscribed while we looked: read from where we were instead, so nothing that
+        // committed after they joined is skipped (an older event or two may reach them too).
+        if feed.sender.receiver_count() == 0 {
+            *after = (*after).max(end);
+            feed.pass(*after);
+            return CatchUp::Skipped;
+        }
+    }
     let mut total = 0;
     loop {
         match log::read_after(db, *after, BATCH).await {
@@ -200,13 +231,14 @@ async fn catch_up(
                 }
                 total += read;
                 feed.publish(events);
+                feed.pass(*after);
                 if read < BATCH {
-                    return Some(total);
+                    return CatchUp::Read(total);
                 }
             }
             Err(error) => {
                 tracing::warn!(%error, "live feed cannot read the log");
-                return None;
+                return CatchUp::Failed;
             }
         }
     }
