@@ -3,10 +3,11 @@
 //! subscriber shares, so the cost of the database side does not grow with the subscribers.
 //!
 //! Without a broker the reader follows the PostgreSQL log: the outbox's insert statement sends a
-//! `NOTIFY` on [`CHANNEL`] (delivered at commit) and the reader, woken by it, reads the log from
-//! where it got to. The notification is only a wake-up: a lost one, or a listener that had to
-//! reconnect, costs latency and never an event, since the next read starts at the last position
-//! (and a slow poll runs anyway). With `NATS_URL` set it reads the JetStream stream the relay
+//! `NOTIFY` on [`CHANNEL`] (delivered at commit; at most one writer every few milliseconds per
+//! instance sends it, see `outbox`) and the reader, woken by it, reads the log from where it got
+//! to, then reads again a few times shortly after. The notification is only a wake-up: a lost one,
+//! or a listener that had to reconnect, costs latency and never an event, since every read starts
+//! at the last position (and a slow poll runs anyway). With `NATS_URL` set it reads the JetStream stream the relay
 //! fills instead, so the database sees no reader per instance.
 //!
 //! The feed starts at the end of the log: it is for what happens from now on; a client catches up
@@ -37,12 +38,12 @@ pub const CHANNEL: &str = "home_visits_outbox";
 const BATCH: u64 = 500;
 /// Reads the log this often even without a wake-up: a safety net, not the path events take.
 const SAFETY_POLL: Duration = Duration::from_secs(2);
-/// A wake-up that found nothing new means a transaction older than the one that committed is still
-/// running (the log shows nothing past it): look again soon rather than at the next wake-up.
-const HELD_BACK_RETRY: Duration = Duration::from_millis(20);
-const HELD_BACK_RETRIES: u32 = 10;
-/// A wake-up waits this long before reading, so the commits of that moment are read together.
-const COALESCE: Duration = Duration::from_millis(5);
+/// After a wake-up the feed reads again this often until [`TRAILING_READS`] reads in a row found
+/// nothing: writers notify at most every [`super::outbox::NOTIFY_SPACING`], so the commits in
+/// between are found by these reads; so are events held back behind an older transaction still
+/// running (the log shows nothing past it until it ends).
+const TRAILING_READ: Duration = Duration::from_millis(20);
+const TRAILING_READS: u32 = 3;
 
 pub type Receiver = broadcast::Receiver<Arc<StoredEvent>>;
 
@@ -152,33 +153,27 @@ pub async fn follow_log(
         feed.following.store(true, Ordering::Relaxed);
         // Whatever committed while the listener was away.
         catch_up(&db, &feed, &mut after).await;
-        let mut retries_left = 0_u32;
+        let mut trailing_reads = 0_u32;
         loop {
-            let wait = if retries_left > 0 {
-                HELD_BACK_RETRY
+            let wait = if trailing_reads > 0 {
+                TRAILING_READ
             } else {
                 SAFETY_POLL
             };
             match tokio::time::timeout(wait, listener.try_recv()).await {
                 Ok(Ok(Some(_))) => {
-                    // Under load every commit notifies: one read answers all that are queued, and
-                    // reads are spaced so their rate stays bounded whatever the commit rate.
+                    // One read answers every wake-up queued so far.
                     while listener.next_buffered().is_some() {}
-                    tokio::time::sleep(COALESCE).await;
-                    while listener.next_buffered().is_some() {}
-                    let read = catch_up(&db, &feed, &mut after).await;
-                    retries_left = if read == CatchUp::Read(0) {
-                        HELD_BACK_RETRIES
-                    } else {
-                        0
-                    };
+                    catch_up(&db, &feed, &mut after).await;
+                    trailing_reads = TRAILING_READS;
                 }
-                // A timer, or a reconnected listener (which may have missed wake-ups).
+                // A trailing read, the safety poll, or a reconnected listener (which may have
+                // missed wake-ups).
                 Ok(Ok(None)) | Err(_) => {
-                    let read = catch_up(&db, &feed, &mut after).await;
-                    retries_left = match read {
-                        CatchUp::Read(0) => retries_left.saturating_sub(1),
-                        _ => 0,
+                    trailing_reads = match catch_up(&db, &feed, &mut after).await {
+                        CatchUp::Read(0) => trailing_reads.saturating_sub(1),
+                        CatchUp::Read(_) => TRAILING_READS,
+                        CatchUp::Skipped | CatchUp::Failed => 0,
                     };
                 }
                 Ok(Err(error)) => {

@@ -480,3 +480,31 @@ async fn a_subscriber_that_falls_behind_is_cut_off_rather_than_buffered_for() {
     assert_eq!(code, 1013, "{reason}");
     assert!(reason.contains("fell behind"), "{reason}");
 }
+
+#[tokio::test]
+async fn a_burst_of_changes_on_one_instance_all_reach_a_subscriber_on_another() {
+    // Writers wake the feeds at most every few milliseconds, so most of a burst commits without a
+    // wake-up of its own: the feed's trailing reads must find every one.
+    let first = TestApp::spawn().await;
+    let second = first.spawn_sibling().await;
+    let bob = first.register_user("bob").await;
+    let mut members = Vec::new();
+    for index in 0..8 {
+        members.push(first.register_user(&format!("member{index}")).await);
+    }
+    let mut bobs = live(&second, &bob).await;
+    subscribed(&second, &mut bobs, "open", &open_visits(), json!({})).await;
+
+    let requests = members
+        .iter()
+        .flat_map(|member| (0..3).map(|_| first.request_visit(&member.access_token, 5)));
+    let answers = futures::future::join_all(requests).await;
+    assert!(
+        answers.iter().all(|answer| !answer.has_errors()),
+        "{answers:?}"
+    );
+
+    let seen = bobs.payloads("open", 24, WAIT).await;
+    assert_eq!(kinds(&seen, "openVisits"), vec!["REQUESTED"; 24]);
+    assert_eq!(bobs.next(QUIET).await, None, "each once");
+}
