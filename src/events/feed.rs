@@ -244,9 +244,10 @@ async fn end_of_log(conn: &impl ConnectionTrait) -> Result<LogPosition, DbErr> {
     let row = conn
         .query_one_raw(Statement::from_string(
             conn.get_database_backend(),
+            // Qualified: a bare `txid` in ORDER BY would sort the selected text.
             "SELECT txid::text AS txid, position FROM outbox \
-             WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY txid DESC, position DESC LIMIT 1",
+             WHERE outbox.txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY outbox.txid DESC, outbox.position DESC LIMIT 1",
         ))
         .await?;
     let Some(row) = row else {

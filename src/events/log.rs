@@ -96,10 +96,12 @@ pub async fn read_after(
         )
     } else {
         format!(
+            // `outbox.txid`, not `txid`: the bare name in ORDER BY would be the selected text
+            // column, and as text "10" sorts before "9".
             "SELECT {COLUMNS} FROM outbox \
-             WHERE (txid, position) > ($1::text::xid8, $2) \
-               AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY txid, position LIMIT $3"
+             WHERE (outbox.txid, outbox.position) > ($1::text::xid8, $2) \
+               AND outbox.txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY outbox.txid, outbox.position LIMIT $3"
         )
     };
     let rows = conn

@@ -284,6 +284,43 @@ async fn the_log_delivers_an_event_whose_transaction_commits_after_a_later_one()
 }
 
 #[tokio::test]
+async fn the_log_orders_transaction_ids_as_numbers_not_as_text() {
+    // As text, "10" sorts before "9": a reader ordered that way reads 10 first, moves its cursor
+    // past 9 and never delivers it (the queries select `txid::text AS txid`, and a bare
+    // `ORDER BY txid` means that text column).
+    let app = TestApp::spawn().await;
+    let insert = |id: &str, txid: u64| {
+        format!(
+            "INSERT INTO outbox (id, txid, type, version, aggregate_type, aggregate_id, aggregate_version, payload) \
+             VALUES ('{id}', '{txid}'::xid8, 'user.registered', 1, 'user', '{id}', 1, '{{}}')"
+        )
+    };
+    let ten = uuid::Uuid::now_v7().to_string();
+    let nine = uuid::Uuid::now_v7().to_string();
+    app.db
+        .execute_unprepared(&insert(&ten, 10))
+        .await
+        .expect("txid 10");
+    app.db
+        .execute_unprepared(&insert(&nine, 9))
+        .await
+        .expect("txid 9");
+
+    let first = log::read_after(&app.db, LogPosition::default(), 1)
+        .await
+        .expect("read");
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].id.to_string(), first[0].txid), (nine, 9));
+    let rest = log::read_after(&app.db, first[0].log_position(), 10)
+        .await
+        .expect("read");
+    assert_eq!(
+        rest.iter().map(|event| event.id.to_string()).collect::<Vec<_>>(),
+        [ten]
+    );
+}
+
+#[tokio::test]
 async fn events_tail_prints_the_log_as_json_lines_from_a_position() {
     let app = TestApp::spawn().await;
     app.register_user("ann").await;
