@@ -96,6 +96,78 @@ async fn forget_everything(harness: &Harness, nats: Option<&NatsServer>) -> Resu
     Ok(())
 }
 
+/// A handler that fails twice and then succeeds, injected from the database's side (the instances
+/// are black boxes): a trigger refuses the notification of one visit while a sequence, which a
+/// rollback does not undo, has counted fewer than three attempts. Returns the attempts seen.
+async fn fails_twice_then_succeeds(harness: &Harness) -> Result<i64, String> {
+    let member = harness.new_user("flaky").await?;
+    let pal = harness.new_user("flaky").await?;
+    let client = harness.client(0);
+    let visit = client
+        .request_visit(&member.token, 10, None)
+        .await
+        .map_err(|failure| format!("request: {failure:?}"))?;
+    let visit: uuid::Uuid = visit.parse().map_err(|_| "visit id is no uuid")?;
+    harness
+        .db
+        .execute_unprepared(&format!(
+            "DROP TRIGGER IF EXISTS harness_flaky ON notifications; \
+             DROP SEQUENCE IF EXISTS harness_flaky_attempts; \
+             CREATE SEQUENCE harness_flaky_attempts; \
+             CREATE OR REPLACE FUNCTION harness_flaky() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN \
+               IF NEW.visit_id = '{visit}' AND nextval('harness_flaky_attempts') <= 2 THEN \
+                 RAISE EXCEPTION 'injected failure %', currval('harness_flaky_attempts'); \
+               END IF; \
+               RETURN NEW; \
+             END $$; \
+             CREATE TRIGGER harness_flaky BEFORE INSERT ON notifications \
+               FOR EACH ROW EXECUTE FUNCTION harness_flaky();"
+        ))
+        .await
+        .map_err(|error| error.to_string())?;
+    let outcome = async {
+        client
+            .accept_visit(&pal.token, &visit.to_string())
+            .await
+            .map_err(|failure| format!("accept: {failure:?}"))?;
+        wait_until_handled(harness, Duration::from_secs(60)).await?;
+        let notified = count(
+            harness,
+            &format!(
+                "SELECT count(*) FROM notifications WHERE visit_id = '{visit}' AND kind = 'VISIT_ACCEPTED'"
+            ),
+        )
+        .await?;
+        let dead = count(
+            harness,
+            &format!(
+                "SELECT count(*) FROM event_dead_letters d JOIN outbox o ON o.id = d.event_id \
+                 WHERE o.aggregate_id = '{visit}'"
+            ),
+        )
+        .await?;
+        let attempts = count(harness, "SELECT last_value FROM harness_flaky_attempts").await?;
+        if notified != 1 || dead != 0 || attempts < 3 {
+            return Err(format!(
+                "the flaky notification: applied {notified} times (want 1), {dead} dead letters (want 0), \
+                 {attempts} attempts (want 3 or more)"
+            ));
+        }
+        Ok(attempts)
+    }
+    .await;
+    harness
+        .db
+        .execute_unprepared(
+            "DROP TRIGGER IF EXISTS harness_flaky ON notifications; \
+             DROP FUNCTION IF EXISTS harness_flaky(); DROP SEQUENCE IF EXISTS harness_flaky_attempts;",
+        )
+        .await
+        .map_err(|error| error.to_string())?;
+    outcome
+}
+
 pub async fn notifications_replay(
     harness: &Harness,
     nats: Option<&NatsServer>,
@@ -169,8 +241,10 @@ pub async fn notifications_replay(
             letters - letters_before
         ));
     }
+    let attempts = fails_twice_then_succeeds(harness).await?;
     Ok(format!(
-        "{} notifications rebuilt identically twice; the poison event dead-lettered alone; {workload}",
+        "{} notifications rebuilt identically twice; the poison event dead-lettered alone; a \
+         notification refused twice applied once on attempt {attempts}; {workload}",
         original.len()
     ))
 }

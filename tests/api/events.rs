@@ -315,7 +315,9 @@ async fn the_log_orders_transaction_ids_as_numbers_not_as_text() {
         .await
         .expect("read");
     assert_eq!(
-        rest.iter().map(|event| event.id.to_string()).collect::<Vec<_>>(),
+        rest.iter()
+            .map(|event| event.id.to_string())
+            .collect::<Vec<_>>(),
         [ten]
     );
 }
