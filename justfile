@@ -62,6 +62,12 @@ integration-position-reader:
         --instance http://127.0.0.1:14001 --instance http://127.0.0.1:14002 \
         --database-url "${url%/*}/home_visits_position_reader" --fresh-database \
         --scenario event-stream --seconds 6 --expect-violations
+    url=$(cargo run -q --bin home-visits -- db start) && \
+    cargo run --release -q -p integration -- \
+        --spawn target/release/home-visits-position-reader \
+        --instance http://127.0.0.1:14001 --instance http://127.0.0.1:14002 \
+        --database-url "${url%/*}/home_visits_position_reader_live" --fresh-database \
+        --scenario live-updates --seconds 6 --expect-violations
 
 # Print the event log as JSON lines (add --follow to keep watching)
 events-tail *args:
