@@ -8,9 +8,10 @@ pub type FieldErrors = BTreeMap<String, Vec<String>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// `UNAUTHENTICATED`: no valid access token, or its session has ended.
-    #[error("authentication required")]
-    Unauthenticated,
+    /// `UNAUTHENTICATED`: no valid access token, or its session has ended; the reason tells a
+    /// client whether refreshing can help.
+    #[error("{}", .0.message())]
+    Unauthenticated(AuthFailure),
     /// `FORBIDDEN`: authenticated, but this caller may not do this.
     #[error("{0}")]
     Forbidden(&'static str),
@@ -44,10 +45,44 @@ pub enum AppError {
     Internal(#[source] anyhow::Error),
 }
 
+/// Why a caller is not authenticated, as `extensions.reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No credentials were sent.
+    Missing,
+    /// The access token is genuine but past its expiry: refresh the session.
+    TokenExpired,
+    /// The token is malformed, forged, or for another issuer or audience: sign in again.
+    TokenInvalid,
+    /// The session behind the token (or the refresh token) has ended: logged out, replaced, or
+    /// the account was deleted. Sign in again.
+    SessionRevoked,
+}
+
+impl AuthFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "MISSING",
+            Self::TokenExpired => "TOKEN_EXPIRED",
+            Self::TokenInvalid => "TOKEN_INVALID",
+            Self::SessionRevoked => "SESSION_REVOKED",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Missing => "authentication required",
+            Self::TokenExpired => "the access token expired: refresh the session",
+            Self::TokenInvalid => "the token is not valid: sign in again",
+            Self::SessionRevoked => "the session has ended: sign in again",
+        }
+    }
+}
+
 impl AppError {
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
             Self::Forbidden(_) => "FORBIDDEN",
             Self::BadUserInput { .. } => "BAD_USER_INPUT",
             Self::InvalidCredentials => "INVALID_CREDENTIALS",

@@ -5,13 +5,17 @@ use std::{net::IpAddr, sync::Arc};
 use async_graphql::{Context, ErrorExtensions};
 use tokio::sync::OnceCell;
 
-use crate::{error::AppError, identity::Caller, state::AppState};
+use crate::{
+    error::{AppError, AuthFailure},
+    identity::Caller,
+    state::AppState,
+};
 
 /// Per-request data: who is asking, from where. The caller is resolved at most once per request.
 pub struct RequestContext {
     pub bearer: Option<String>,
     pub client_ip: IpAddr,
-    caller: OnceCell<Option<Caller>>,
+    caller: OnceCell<Result<Caller, AuthFailure>>,
 }
 
 impl RequestContext {
@@ -42,16 +46,16 @@ pub async fn caller(ctx: &Context<'_>) -> Result<Caller, AppError> {
         .caller
         .get_or_try_init(|| async {
             let Some(bearer) = request.bearer.as_deref() else {
-                return Ok(None);
+                return Ok(Err(AuthFailure::Missing));
             };
             match state.identity.authenticate(&state.db, bearer).await {
-                Ok(caller) => Ok(Some(caller)),
-                Err(AppError::Unauthenticated) => Ok(None),
+                Ok(caller) => Ok(Ok(caller)),
+                Err(AppError::Unauthenticated(reason)) => Ok(Err(reason)),
                 Err(other) => Err(other),
             }
         })
         .await?;
-    caller.ok_or(AppError::Unauthenticated)
+    caller.map_err(AppError::Unauthenticated)
 }
 
 /// The error type of every resolver. It deliberately does not implement `Display`, so async-graphql's
@@ -107,6 +111,9 @@ impl From<AppError> for ApiError {
                     } => {
                         extensions.set("requested", *requested);
                         extensions.set("available", *available);
+                    }
+                    AppError::Unauthenticated(reason) => {
+                        extensions.set("reason", reason.as_str());
                     }
                     AppError::RateLimited { retry_after_secs } => {
                         extensions.set("retryAfterSeconds", *retry_after_secs);

@@ -9,7 +9,7 @@ use super::{
     objects::User,
 };
 use crate::{
-    error::AppError,
+    error::{AppError, AuthFailure},
     identity::{self, Registration, SignedIn},
     ledger,
     state::AppState,
@@ -66,7 +66,7 @@ impl IdentityQuery {
         let caller = caller(ctx).await?;
         let model = identity::find_active_user(&state(ctx)?.db, caller.user_id)
             .await?
-            .ok_or(AppError::Unauthenticated)?;
+            .ok_or(AppError::Unauthenticated(AuthFailure::SessionRevoked))?;
         Ok(User::new(model, Some(caller.user_id)))
     }
 }

@@ -409,7 +409,7 @@ impl Connection {
                 bearer: bearer.to_string(),
                 expires_at,
             }),
-            Err(AppError::Unauthenticated) => Err(Ending::Close(
+            Err(AppError::Unauthenticated(_)) => Err(Ending::Close(
                 4403,
                 "Forbidden: the access token is invalid, expired or revoked".into(),
             )),
@@ -434,7 +434,7 @@ impl Connection {
                     .identity
                     .authenticate(&self.app.db, &session.bearer)
                     .await,
-                Err(AppError::Unauthenticated)
+                Err(AppError::Unauthenticated(_))
             ),
             Err(RecvError::Closed) => false,
         }

@@ -16,7 +16,10 @@ use super::{
     tokens::{hash_refresh_token, new_refresh_token},
     users::{find_active_user, find_active_user_by_email, normalize_email},
 };
-use crate::{config::Config, error::AppError};
+use crate::{
+    config::Config,
+    error::{AppError, AuthFailure},
+};
 
 /// Identity's run-time services, built once per instance: token keys, password hashing, login
 /// throttling and the cache of sessions seen open.
@@ -118,14 +121,14 @@ impl Identity {
             RefreshOutcome::Rotated(tokens) => {
                 let user = find_active_user(db, tokens.user_id)
                     .await?
-                    .ok_or(AppError::Unauthenticated)?;
+                    .ok_or(AppError::Unauthenticated(AuthFailure::SessionRevoked))?;
                 Ok(SignedIn { tokens, user })
             }
             RefreshOutcome::ReplayDetected { session_id } => {
                 self.sessions.evict_session(session_id);
-                Err(AppError::Unauthenticated)
+                Err(AppError::Unauthenticated(AuthFailure::SessionRevoked))
             }
-            RefreshOutcome::Refused => Err(AppError::Unauthenticated),
+            RefreshOutcome::Refused => Err(AppError::Unauthenticated(AuthFailure::TokenInvalid)),
         }
     }
 
@@ -149,7 +152,7 @@ impl Identity {
     ) -> Result<(), AppError> {
         let user = find_active_user(db, user_id)
             .await?
-            .ok_or(AppError::Unauthenticated)?;
+            .ok_or(AppError::Unauthenticated(AuthFailure::SessionRevoked))?;
         // An active user always has an email; the id would key the throttle just as well.
         let account = user.email.clone().unwrap_or_else(|| user.id.to_string());
         self.throttle.check(&account, client_ip)?;
@@ -183,8 +186,8 @@ impl Identity {
         bearer: &str,
     ) -> Result<(Caller, DateTime<Utc>), AppError> {
         let claims = self.keys.verify_access_token(bearer)?;
-        let expires_at =
-            DateTime::from_timestamp(claims.exp, 0).ok_or(AppError::Unauthenticated)?;
+        let expires_at = DateTime::from_timestamp(claims.exp, 0)
+            .ok_or(AppError::Unauthenticated(AuthFailure::TokenInvalid))?;
         let caller = Caller {
             user_id: claims.sub,
             session_id: claims.sid,
@@ -204,7 +207,7 @@ impl Identity {
             .await?
             .is_some();
         if !live {
-            return Err(AppError::Unauthenticated);
+            return Err(AppError::Unauthenticated(AuthFailure::SessionRevoked));
         }
         self.sessions.remember(caller, generation);
         Ok((caller, expires_at))

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::error::AppError;
+use crate::error::{AppError, AuthFailure};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccessClaims {
@@ -67,7 +67,12 @@ impl TokenKeys {
     pub fn verify_access_token(&self, token: &str) -> Result<AccessClaims, AppError> {
         decode::<AccessClaims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(|_| AppError::Unauthenticated)
+            .map_err(|error| {
+                AppError::Unauthenticated(match error.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthFailure::TokenExpired,
+                    _ => AuthFailure::TokenInvalid,
+                })
+            })
     }
 }
 

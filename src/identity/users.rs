@@ -14,7 +14,7 @@ use super::{
     session_cache::Revocation,
 };
 use crate::{
-    error::{AppError, violated_constraint},
+    error::{AppError, AuthFailure, violated_constraint},
     events::{
         self,
         catalogue::{UserDeactivated, UserRegistered},
@@ -152,7 +152,7 @@ pub async fn deactivate_user(conn: &impl ConnectionTrait, user_id: Uuid) -> Resu
         .await?;
     // A second deletion racing the first waited on its row lock and finds it done.
     if deactivated.rows_affected == 0 {
-        return Err(AppError::Unauthenticated);
+        return Err(AppError::Unauthenticated(AuthFailure::SessionRevoked));
     }
     session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, Expr::value(now))

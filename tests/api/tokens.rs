@@ -112,3 +112,47 @@ async fn a_token_for_a_session_that_never_existed_is_refused() {
     assert_error_code(&app.me(&token).await, "UNAUTHENTICATED");
     assert_error_code(&app.me("not even a jwt").await, "UNAUTHENTICATED");
 }
+
+#[tokio::test]
+async fn an_unauthenticated_caller_is_told_whether_refreshing_can_help() {
+    let app = TestApp::spawn().await;
+    let (user, session) = user_and_session(&app).await;
+    let reason = |response: &integration::reply::Reply| {
+        assert_error_code(response, "UNAUTHENTICATED");
+        response["errors"][0]["extensions"]["reason"]
+            .str()
+            .to_string()
+    };
+    let mut expired = claims(&user, &session);
+    expired["iat"] = json!(Utc::now().timestamp() - 3600);
+    expired["exp"] = json!(Utc::now().timestamp() - 600);
+
+    let anonymous = app.graphql(None, "{ me { id } }", json!({})).await;
+    assert_eq!(reason(&anonymous), "MISSING");
+    let stale = app.me(&sign(&expired, TEST_JWT_SECRET)).await;
+    assert_eq!(reason(&stale), "TOKEN_EXPIRED");
+    assert_eq!(
+        stale["errors"][0]["message"],
+        "the access token expired: refresh the session"
+    );
+    let forged = app
+        .me(&sign(
+            &claims(&user, &session),
+            b"another-secret-that-is-32-bytes-long!!",
+        ))
+        .await;
+    assert_eq!(reason(&forged), "TOKEN_INVALID");
+    assert_eq!(
+        reason(&app.refresh_session("made-up").await),
+        "TOKEN_INVALID"
+    );
+
+    let refreshed = app.refresh_session(&user.refresh_token).await;
+    assert!(!refreshed.has_errors(), "{refreshed}");
+    // The used refresh token again: a replay, which ends the session.
+    assert_eq!(
+        reason(&app.refresh_session(&user.refresh_token).await),
+        "SESSION_REVOKED"
+    );
+    assert_eq!(reason(&app.me(&user.access_token).await), "SESSION_REVOKED");
+}
