@@ -57,6 +57,11 @@ pub struct Config {
     pub starting_minutes: i32,
     pub overhead_percent: i32,
     pub cors_origins: Vec<String>,
+    /// Also admit `http(s)://localhost`, `127.0.0.1` and `[::1]` on any port: the development
+    /// default when `CORS_ORIGINS` is unset (dev servers pick their ports); never in production.
+    pub cors_local_origins: bool,
+    /// How long browsers may cache a preflight's answer.
+    pub cors_max_age: Duration,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub graphql_depth_limit: usize,
@@ -262,7 +267,11 @@ impl Config {
         if let Some(seconds) = read::<u64>(source, "ACCESS_TOKEN_TTL_SECONDS")? {
             config.access_token_ttl = Duration::from_secs(seconds);
         }
+        if let Some(seconds) = read::<u64>(source, "CORS_MAX_AGE_SECONDS")? {
+            config.cors_max_age = Duration::from_secs(seconds);
+        }
         if let Some(origins) = read_string("CORS_ORIGINS")? {
+            config.cors_local_origins = false;
             config.cors_origins = origins
                 .split(',')
                 .map(str::trim)
@@ -307,14 +316,9 @@ impl Config {
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             starting_minutes: 120,
             overhead_percent: 15,
-            cors_origins: if development {
-                vec![
-                    "http://localhost:3000".into(),
-                    "http://localhost:5173".into(),
-                ]
-            } else {
-                Vec::new()
-            },
+            cors_origins: Vec::new(),
+            cors_local_origins: development,
+            cors_max_age: Duration::from_secs(600),
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             graphql_depth_limit: 10,
@@ -531,7 +535,7 @@ mod tests {
         ])
         .expect("valid config");
         assert!(!config.introspection_enabled && !config.graphiql_enabled);
-        assert!(config.cors_origins.is_empty());
+        assert!(config.cors_origins.is_empty() && !config.cors_local_origins);
     }
 
     #[test]

@@ -61,10 +61,25 @@ pub fn router(app: Arc<AppState>) -> Router {
             }
         })
         .collect();
+    let local_origins = config.cors_local_origins;
     let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origins.contains(origin) || (local_origins && is_local_origin(origin))
+        }))
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+        // What browser clients commonly add: Apollo's client identification and tracing context.
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("apollographql-client-name"),
+            HeaderName::from_static("apollographql-client-version"),
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
+            HeaderName::from_static("sentry-trace"),
+            HeaderName::from_static("baggage"),
+        ])
+        .expose_headers([REQUEST_ID])
+        .max_age(config.cors_max_age);
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(
@@ -96,6 +111,16 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .layer(layers)
         .with_state(state)
+}
+
+/// `http(s)://localhost`, `127.0.0.1` or `[::1]`, any port: where development servers run.
+fn is_local_origin(origin: &HeaderValue) -> bool {
+    let Ok(uri) = axum::http::Uri::try_from(origin.as_bytes()) else {
+        return false;
+    };
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && matches!(uri.host(), Some("localhost" | "127.0.0.1" | "[::1]"))
+        && uri.path_and_query().is_none_or(|path| path.as_str() == "/")
 }
 
 async fn graphql_post(

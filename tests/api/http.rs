@@ -185,6 +185,105 @@ async fn cors_allows_configured_origins_only() {
 }
 
 #[tokio::test]
+async fn development_admits_local_dev_servers_on_any_port_and_common_client_headers() {
+    let app = TestApp::spawn().await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, format!("{}/graphql", app.address))
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                "authorization,content-type,apollographql-client-name,apollographql-client-version,traceparent,sentry-trace,baggage",
+            )
+            .send()
+    };
+    let header_of = |response: &reqwest::Response, name: header::HeaderName| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+    };
+
+    for origin in [
+        "http://localhost:5173",
+        "http://127.0.0.1:4567",
+        "http://[::1]:8081",
+    ] {
+        let answer = preflight(origin).await.expect("sent");
+        assert_eq!(
+            header_of(&answer, header::ACCESS_CONTROL_ALLOW_ORIGIN).as_deref(),
+            Some(origin)
+        );
+        assert_eq!(
+            header_of(&answer, header::ACCESS_CONTROL_MAX_AGE).as_deref(),
+            Some("600")
+        );
+        let allowed = header_of(&answer, header::ACCESS_CONTROL_ALLOW_HEADERS).unwrap_or_default();
+        for wanted in [
+            "apollographql-client-name",
+            "traceparent",
+            "sentry-trace",
+            "baggage",
+        ] {
+            assert!(allowed.contains(wanted), "{wanted} in {allowed}");
+        }
+    }
+    let foreign = preflight("http://localhost.evil.example:5173")
+        .await
+        .expect("sent");
+    assert_eq!(
+        header_of(&foreign, header::ACCESS_CONTROL_ALLOW_ORIGIN),
+        None
+    );
+
+    let answer = app
+        .http
+        .post(format!("{}/graphql", app.address))
+        .header(header::ORIGIN, "http://127.0.0.1:4567")
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        header_of(&answer, header::ACCESS_CONTROL_EXPOSE_HEADERS).as_deref(),
+        Some("x-request-id"),
+        "scripts may read the request id"
+    );
+}
+
+#[tokio::test]
+async fn production_admits_only_the_configured_origins() {
+    let app = TestApp::spawn_with(|config| {
+        config.cors_local_origins = false;
+        config.cors_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, format!("{}/graphql", app.address))
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .send()
+    };
+    let local = preflight("http://localhost:3000").await.expect("sent");
+    assert!(
+        local
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none()
+    );
+    let configured = preflight("https://app.example").await.expect("sent");
+    assert!(
+        configured
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_some()
+    );
+}
+
+#[tokio::test]
 async fn every_response_carries_a_request_id() {
     let app = TestApp::spawn().await;
 
