@@ -2,13 +2,14 @@
 //! the layers every request passes (request id, tracing, timeout, CORS, body limit).
 use std::{net::SocketAddr, sync::Arc};
 
+use async_graphql::ParseRequestError;
 use async_graphql::{
     Response, ServerError,
     dataloader::DataLoader,
     http::GraphiQLSource,
     parser::types::{DocumentOperations, OperationType},
 };
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse, rejection::GraphQLRejection};
 use axum::{
     Json, Router,
     extract::{
@@ -110,6 +111,8 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(layers)
+        // Outermost, so it also sees what the layers answer on their own.
+        .layer(axum::middleware::map_response(json_with_charset))
         .with_state(state)
 }
 
@@ -127,10 +130,94 @@ async fn graphql_post(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    request: GraphQLRequest,
-) -> GraphQLResponse {
-    let request = with_request_data(request.into_inner(), &state, &headers, peer);
-    with_error_codes(execute(&state, &headers, request).await).into()
+    request: Result<GraphQLRequest, GraphQLRejection>,
+) -> axum::response::Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    if let Some(content_type) = content_type
+        && !content_type
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    {
+        return transport_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the request as application/json",
+        );
+    }
+    let request = match request {
+        Ok(request) => request.into_inner(),
+        Err(GraphQLRejection(refused)) => return refused_request(&refused),
+    };
+    let request = with_request_data(request, &state, &headers, peer);
+    GraphQLResponse::from(with_error_codes(execute(&state, &headers, request).await))
+        .into_response()
+}
+
+/// What async-graphql could not read as a request, in words a client can act on (its own
+/// rejection answers with Rust's debug text and no content type).
+fn refused_request(refused: &ParseRequestError) -> axum::response::Response {
+    match refused {
+        ParseRequestError::PayloadTooLarge => transport_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is larger than this server accepts",
+        ),
+        ParseRequestError::UnsupportedBatch => transport_error(
+            StatusCode::BAD_REQUEST,
+            "batched requests are not supported: send one operation per request",
+        ),
+        ParseRequestError::InvalidRequest(error) => transport_error(
+            StatusCode::BAD_REQUEST,
+            &format!("the body is not a GraphQL request in JSON: {error}"),
+        ),
+        other => transport_error(StatusCode::BAD_REQUEST, &other.to_string()),
+    }
+}
+
+/// The GraphQL error shape for a request refused before GraphQL saw it.
+fn transport_error(status: StatusCode, message: &str) -> axum::response::Response {
+    coded_error(status, "BAD_REQUEST", message)
+}
+
+/// Every response a client parses as JSON says it is UTF-8 (some mobile stacks assume Latin-1
+/// otherwise), and what the layers below answer on their own (a body over the limit, a timeout)
+/// comes in the GraphQL error shape instead of bare text.
+async fn json_with_charset(response: axum::response::Response) -> axum::response::Response {
+    let is_json = |response: &axum::response::Response| {
+        response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|content_type| content_type.to_ascii_lowercase().contains("json"))
+    };
+    let response = match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE if !is_json(&response) => transport_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is larger than this server accepts",
+        ),
+        StatusCode::REQUEST_TIMEOUT if !is_json(&response) => coded_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "INTERNAL",
+            "the request took too long; it may be retried",
+        ),
+        _ => response,
+    };
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let is_json = is_json(&response);
+    let mut response = response;
+    if let Some(content_type) = content_type
+        && is_json
+        && !content_type.contains("charset")
+        && let Ok(value) = HeaderValue::from_str(&format!("{content_type}; charset=utf-8"))
+    {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
 }
 
 /// A WebSocket upgrade is a subscription client; anything else is a query over GET.
@@ -141,14 +228,22 @@ async fn graphql_get(
     websocket: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     RawQuery(query_string): RawQuery,
 ) -> axum::response::Response {
-    if let Ok(upgrade) = websocket {
-        return websocket::upgrade(
-            upgrade,
-            state.schema.clone(),
-            state.app.clone(),
-            state.live_limits.clone(),
-            peer,
-        );
+    match websocket {
+        Ok(upgrade) => {
+            return websocket::upgrade(
+                upgrade,
+                state.schema.clone(),
+                state.app.clone(),
+                state.live_limits.clone(),
+                peer,
+            );
+        }
+        // Meant as a WebSocket, but not one that can be upgraded: say why, rather than answer
+        // as if it were a query (which clients would only report as close 1006).
+        Err(refused) if headers.contains_key(header::UPGRADE) => {
+            return transport_error(refused.status(), &refused.body_text());
+        }
+        Err(_) => {}
     }
     query_over_get(state, peer, headers, query_string).await
 }
@@ -347,10 +442,14 @@ pub(super) fn with_error_codes(mut response: Response) -> Response {
 }
 
 fn graphql_error(status: StatusCode, message: &str) -> axum::response::Response {
+    coded_error(status, "BAD_USER_INPUT", message)
+}
+
+fn coded_error(status: StatusCode, code: &str, message: &str) -> axum::response::Response {
     let mut error = ServerError::new(message, None);
     error
         .extensions
         .get_or_insert_with(Default::default)
-        .set("code", "BAD_USER_INPUT");
+        .set("code", code);
     (status, Json(Response::from_errors(vec![error]))).into_response()
 }

@@ -284,6 +284,99 @@ async fn production_admits_only_the_configured_origins() {
 }
 
 #[tokio::test]
+async fn what_is_not_a_graphql_request_is_refused_in_the_graphql_error_shape() {
+    let app = TestApp::spawn_with(|config| config.max_body_bytes = 1024).await;
+    let url = format!("{}/graphql", app.address);
+    let post = |content_type: &'static str, body: String| {
+        app.http
+            .post(&url)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+    };
+    let cases = [
+        (
+            post("application/json", "{not json".into()),
+            StatusCode::BAD_REQUEST,
+            "the body is not a GraphQL request in JSON",
+        ),
+        (
+            post(
+                "application/json",
+                r#"[{"query":"{ __typename }"},{"query":"{ __typename }"}]"#.into(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "batched requests are not supported",
+        ),
+        (
+            post("text/plain", r#"{"query":"{ __typename }"}"#.into()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the request as application/json",
+        ),
+        (
+            post(
+                "application/json",
+                format!(r#"{{"query":"{}"}}"#, "x".repeat(4096)),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is larger than this server accepts",
+        ),
+    ];
+    for (sent, status, message) in cases {
+        let response = sent.await.expect("sent");
+        assert_eq!(response.status(), status);
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok()),
+            Some("application/json; charset=utf-8")
+        );
+        let body = Reply::new(response.json().await.expect("a JSON body"));
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+            "{body}"
+        );
+        let said = body["errors"][0]["message"].str();
+        assert!(said.starts_with(message), "{said}");
+        assert!(
+            !said.contains("InvalidRequest") && !said.contains("Error("),
+            "no Rust debug text: {said}"
+        );
+    }
+
+    let botched_upgrade = app
+        .http
+        .get(&url)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .send()
+        .await
+        .expect("sent");
+    assert!(botched_upgrade.status().is_client_error());
+    let body = Reply::new(botched_upgrade.json().await.expect("a JSON body"));
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+        "{body}"
+    );
+
+    let answered = app
+        .http
+        .post(&url)
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .expect("sent");
+    let content_type = answered
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(content_type.ends_with("; charset=utf-8"), "{content_type}");
+}
+
+#[tokio::test]
 async fn every_response_carries_a_request_id() {
     let app = TestApp::spawn().await;
 
