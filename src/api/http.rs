@@ -32,7 +32,7 @@ use tower_http::{
 use super::{
     context::{ApiError, RequestContext},
     input, loaders,
-    schema::{AppSchema, schema},
+    schema::{AppSchema, introspection_schema, schema},
     websocket::{self, LiveLimits},
 };
 use crate::{
@@ -43,6 +43,8 @@ use crate::{
 #[derive(Clone)]
 struct HttpState {
     schema: AppSchema,
+    /// For operations that read only the schema: looser depth and complexity limits.
+    introspection_schema: Option<AppSchema>,
     app: Arc<AppState>,
     live_limits: Arc<LiveLimits>,
 }
@@ -103,6 +105,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(config.max_body_bytes));
     let state = HttpState {
         schema: schema(app.clone()),
+        introspection_schema: introspection_schema(app.clone()),
         app,
         live_limits: Arc::default(),
     };
@@ -400,7 +403,52 @@ async fn execute(
         .get("traceparent")
         .and_then(|value| value.to_str().ok())
         .and_then(trace::parse);
-    trace::with_traceparent(traceparent, state.schema.execute(request)).await
+    let schema = match &state.introspection_schema {
+        Some(introspection) if reads_only_the_schema(&mut request) => introspection,
+        _ => &state.schema,
+    };
+    trace::with_traceparent(traceparent, schema.execute(request)).await
+}
+
+/// Whether the operation to run selects only `__schema`, `__type` and `__typename` at its root
+/// (GraphiQL's docs, codegen, IDE plugins). Anything else, or a document that does not parse,
+/// goes to the data schema and its limits.
+fn reads_only_the_schema(request: &mut async_graphql::Request) -> bool {
+    let operation_name = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return false;
+    };
+    let operation = match (&document.operations, operation_name) {
+        (DocumentOperations::Single(operation), _) => operation,
+        (DocumentOperations::Multiple(operations), Some(name)) => {
+            match operations.get(name.as_str()) {
+                Some(operation) => operation,
+                None => return false,
+            }
+        }
+        // One named operation and no name asked for: that one (as GraphQL's rules say).
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            match operations.values().next() {
+                Some(operation) => operation,
+                None => return false,
+            }
+        }
+        (DocumentOperations::Multiple(_), None) => return false,
+    };
+    operation.node.ty == OperationType::Query
+        && !operation.node.selection_set.node.items.is_empty()
+        && operation
+            .node
+            .selection_set
+            .node
+            .items
+            .iter()
+            .all(|selection| match &selection.node {
+                async_graphql::parser::types::Selection::Field(field) => {
+                    field.node.name.node.starts_with("__")
+                }
+                _ => false,
+            })
 }
 
 /// Per-request data: the caller's credentials and address, and batch loaders whose cache lives

@@ -25,18 +25,41 @@ pub struct MutationRoot(
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
+/// Limits for an operation that reads only the schema (`__schema`, `__type`). The standard
+/// introspection query is 13 levels deep (its `TypeRef` fragment nests `ofType` nine times), past
+/// the limit meant for data; these still bound a crafted deeper one.
+pub const INTROSPECTION_DEPTH_LIMIT: usize = 20;
+pub const INTROSPECTION_COMPLEXITY_LIMIT: usize = 5_000;
+
 /// The schema with its limits and services.
 pub fn schema(state: Arc<AppState>) -> AppSchema {
-    let config = &state.config;
+    let depth = state.config.graphql_depth_limit;
+    let complexity = state.config.graphql_complexity_limit;
+    build(state, depth, complexity)
+}
+
+/// The same schema with the introspection limits, for operations that read only the schema
+/// (`None` when introspection is off: those operations then go to [`schema`], which refuses them).
+pub fn introspection_schema(state: Arc<AppState>) -> Option<AppSchema> {
+    state.config.introspection_enabled.then(|| {
+        build(
+            state,
+            INTROSPECTION_DEPTH_LIMIT,
+            INTROSPECTION_COMPLEXITY_LIMIT,
+        )
+    })
+}
+
+fn build(state: Arc<AppState>, depth: usize, complexity: usize) -> AppSchema {
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
         SubscriptionRoot,
     )
-    .limit_depth(config.graphql_depth_limit)
-    .limit_complexity(config.graphql_complexity_limit)
+    .limit_depth(depth)
+    .limit_complexity(complexity)
     .limit_recursive_depth(32);
-    if !config.introspection_enabled {
+    if !state.config.introspection_enabled {
         builder = builder.disable_introspection();
     }
     builder.data(state).finish()

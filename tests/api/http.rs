@@ -88,12 +88,17 @@ async fn browsers_get_graphiql_in_development() {
 #[tokio::test]
 async fn a_query_nested_past_the_depth_limit_is_refused() {
     let app = TestApp::spawn().await;
-    let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } } }";
+    let ann = app.register_user("ann").await;
+    // Data fields cannot nest this deep on their own; beside them, introspection counts against
+    // the data limit (only a pure introspection query gets the looser one).
+    let deep = "{ me { id } __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } } }";
 
-    let just_within = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } }";
+    let just_within = "{ me { id } __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } }";
 
-    let response = app.graphql(None, deep, json!({})).await;
-    let allowed = app.graphql(None, just_within, json!({})).await;
+    let response = app.graphql(Some(&ann.access_token), deep, json!({})).await;
+    let allowed = app
+        .graphql(Some(&ann.access_token), just_within, json!({}))
+        .await;
 
     assert_eq!(
         response,
@@ -374,6 +379,53 @@ async fn what_is_not_a_graphql_request_is_refused_in_the_graphql_error_shape() {
         .unwrap_or_default()
         .to_string();
     assert!(content_type.ends_with("; charset=utf-8"), "{content_type}");
+}
+
+#[tokio::test]
+async fn the_standard_introspection_query_works_while_deeper_ones_stay_bounded() {
+    let app = TestApp::spawn().await;
+    let standard = include_str!("standard_introspection.graphql");
+
+    let answered = app.graphql(None, standard, json!({})).await;
+    assert!(!answered.has_errors(), "{answered}");
+    let names: Vec<&str> = answered["data"]["__schema"]["types"]
+        .items()
+        .map(|kind| kind["name"].str())
+        .collect();
+    for wanted in [
+        "Query",
+        "Mutation",
+        "Subscription",
+        "Visit",
+        "Date",
+        "DateTime",
+    ] {
+        assert!(names.contains(&wanted), "{wanted} in {names:?}");
+    }
+
+    // Deeper than any client's introspection: still refused.
+    let mut crafted = String::from("{ __schema { types { fields { type ");
+    for _ in 0..20 {
+        crafted.push_str("{ ofType ");
+    }
+    crafted.push_str("{ name }");
+    crafted.push_str(&" }".repeat(20));
+    crafted.push_str(" } } } }");
+    let refused = app.graphql(None, &crafted, json!({})).await;
+    assert_eq!(
+        refused["errors"][0]["message"], "Query is nested too deep.",
+        "{refused}"
+    );
+
+    // Introspection beside data is a data query, with the data limits.
+    let mixed = app
+        .graphql(
+            None,
+            "{ __schema { queryType { name } } me { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(mixed.error_code(), Some("UNAUTHENTICATED"), "{mixed}");
 }
 
 #[tokio::test]
