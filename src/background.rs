@@ -54,7 +54,23 @@ async fn forget_idle_login_throttles(state: Arc<AppState>) {
 
 /// Revocations on other instances evict sessions from this one's cache.
 async fn follow_session_revocations(state: Arc<AppState>) {
-    state.identity.sessions.follow_revocations(&state.db).await;
+    let listen_with = listen_options(&state);
+    state
+        .identity
+        .sessions
+        .follow_revocations(&state.db, listen_with)
+        .await;
+}
+
+/// Where a `LISTEN` connects: `DATABASE_DIRECT_URL` when set (it needs a session, which a
+/// transaction pooler does not keep), else the pool's own server.
+fn listen_options(state: &AppState) -> sea_orm::sqlx::postgres::PgConnectOptions {
+    let direct = state
+        .config
+        .database_direct_url
+        .as_ref()
+        .and_then(|url| url.expose_secret().parse().ok());
+    direct.unwrap_or_else(|| (*state.db.get_postgres_connection_pool().connect_options()).clone())
 }
 
 /// The relay runs when a broker is configured.
@@ -113,15 +129,7 @@ async fn own_connection(state: &AppState, purpose: &str) -> DatabaseConnection {
 async fn follow_live_feed(state: Arc<AppState>) {
     let feed = state.live.clone();
     if state.config.nats_servers.is_empty() {
-        // LISTEN needs a session: the direct URL when there is one (past a transaction pooler).
-        let direct = state
-            .config
-            .database_direct_url
-            .as_ref()
-            .and_then(|url| url.expose_secret().parse().ok());
-        let listen_with = direct.unwrap_or_else(|| {
-            (*state.db.get_postgres_connection_pool().connect_options()).clone()
-        });
+        let listen_with = listen_options(&state);
         let reader = own_connection(&state, "live feed").await;
         return feed::follow_log(reader, listen_with, feed).await;
     }

@@ -46,6 +46,10 @@ impl SocketSignals {
         }
     }
 
+    pub fn is_behind(&self) -> bool {
+        self.fell_behind.load(Ordering::Acquire)
+    }
+
     fn mark_fell_behind(&self) {
         self.fell_behind.store(true, Ordering::Release);
         self.notify.notify_waiters();

@@ -54,6 +54,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes tungstenite buffers per socket each way; small, since messages are small and idle
 /// sockets are the common case.
 const SOCKET_BUFFER: usize = 8 * 1024;
+const FELL_BEHIND: &str = "fell behind the live feed; reconnect and re-read by query";
 
 /// Sockets and subscriptions this instance holds, against the configured caps.
 #[derive(Default)]
@@ -123,10 +124,15 @@ pub fn upgrade(
         .protocols([PROTOCOL])
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(SOCKET_BUFFER)
-        .max_message_size(app.config.max_body_bytes);
+        .max_message_size(app.config.max_body_bytes)
+        // Checked as a frame's header arrives, before its payload is buffered (the message limit
+        // is checked only after).
+        .max_frame_size(app.config.max_body_bytes);
     let speaks_protocol = upgrade.selected_protocol().is_some();
     upgrade.on_upgrade(move |socket| async move {
         let (sink, stream) = socket.split();
+        // Held until the socket is closed for good, close handshake included.
+        let socket_slot = limits.slot(&app.config.live, false);
         let mut connection = Connection {
             sink,
             schema,
@@ -134,11 +140,19 @@ pub fn upgrade(
             limits,
             peer,
         };
-        match connection.serve(stream, speaks_protocol).await {
+        let ending = match &socket_slot {
+            Some(_) => connection.serve(stream, speaks_protocol).await,
+            None => Err(Ending::Close(
+                1013,
+                "this instance holds as many sockets as it may; try again".into(),
+            )),
+        };
+        match ending {
             Err(Ending::Close(code, reason)) => connection.close(code, &reason).await,
             Err(Ending::Gone) => {}
             Ok(never) => match never {},
         }
+        drop(socket_slot);
     })
 }
 
@@ -207,12 +221,6 @@ impl Connection {
         mut incoming: futures::stream::SplitStream<WebSocket>,
         speaks_protocol: bool,
     ) -> Result<Infallible, Ending> {
-        let Some(_socket_slot) = self.limits.slot(&self.app.config.live, false) else {
-            return Err(Ending::Close(
-                1013,
-                "this instance holds as many sockets as it may; try again".into(),
-            ));
-        };
         if !speaks_protocol {
             return Err(Ending::Close(
                 4406,
@@ -223,6 +231,13 @@ impl Connection {
         let signals = Arc::new(SocketSignals::default());
         let mut revocations = self.app.identity.sessions.revocations();
         let mut shutdown = self.app.shutdown.subscribe();
+        // Opened while the instance was already shutting down: `changed` would never fire.
+        if *shutdown.borrow_and_update() {
+            return Err(Ending::Close(
+                1001,
+                "the server is shutting down; reconnect".into(),
+            ));
+        }
         let init_deadline = tokio::time::sleep(live.connection_init_timeout);
         tokio::pin!(init_deadline);
         let mut pings = tokio::time::interval_at(
@@ -243,7 +258,11 @@ impl Connection {
                     last_heard = Instant::now();
                     let text = match message {
                         Message::Text(text) => text,
-                        Message::Close(_) => return Err(Ending::Gone),
+                        Message::Close(_) => {
+                            // Sends the close reply tungstenite queued, so the client sees a clean close.
+                            let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.flush()).await;
+                            return Err(Ending::Gone);
+                        }
                         // Transport-level keep-alives are answered by the WebSocket layer.
                         Message::Ping(_) | Message::Pong(_) => continue,
                         Message::Binary(_) => {
@@ -300,7 +319,7 @@ impl Connection {
                                     operations.insert(id.clone(), operation);
                                     started.insert(id.clone(), (false, slot));
                                     if let Some(item) = first {
-                                        self.deliver(id, item.flatten(), &mut operations, &mut started).await?;
+                                        self.deliver(id, item.flatten(), &mut operations, &mut started, &signals).await?;
                                     }
                                 }
                                 Err(errors) => {
@@ -315,7 +334,7 @@ impl Connection {
                     }
                 }
                 Some((id, item)) = operations.next(), if !operations.is_empty() => {
-                    self.deliver(id, item, &mut operations, &mut started).await?;
+                    self.deliver(id, item, &mut operations, &mut started, &signals).await?;
                 }
                 () = &mut init_deadline, if session.is_none() => {
                     return Err(Ending::Close(4408, "Connection initialisation timeout".into()));
@@ -337,7 +356,7 @@ impl Connection {
                     self.send(json!({ "type": "ping" })).await?;
                 }
                 () = signals.fell_behind() => {
-                    return Err(Ending::Close(1013, "fell behind the live feed; reconnect and re-read by query".into()));
+                    return Err(Ending::Close(1013, FELL_BEHIND.into()));
                 }
                 _ = shutdown.changed() => {
                     return Err(Ending::Close(1001, "the server is shutting down; reconnect".into()));
@@ -354,8 +373,14 @@ impl Connection {
         item: Option<Response>,
         operations: &mut StreamMap<String, Operation>,
         started: &mut HashMap<String, (bool, Slot)>,
+        signals: &SocketSignals,
     ) -> Result<(), Ending> {
         let Some(response) = item else {
+            // A subscription cut off for falling behind did not end: close the socket instead of
+            // completing it, so the client resubscribes (after re-reading by query).
+            if signals.is_behind() {
+                return Err(Ending::Close(1013, FELL_BEHIND.into()));
+            }
             operations.remove(&id);
             started.remove(&id);
             return self.send(json!({ "type": "complete", "id": id })).await;
@@ -429,13 +454,18 @@ impl Connection {
         match revocation {
             Ok(Revocation::Session(id)) => id == session.caller.session_id,
             Ok(Revocation::User(id)) => id == session.caller.user_id,
-            Ok(Revocation::Everything) | Err(RecvError::Lagged(_)) => matches!(
-                self.app
-                    .identity
-                    .authenticate(&self.app.db, &session.bearer)
-                    .await,
-                Err(AppError::Unauthenticated(_))
-            ),
+            Ok(Revocation::Everything) | Err(RecvError::Lagged(_)) => {
+                // Every socket of the instance asks at once: spread them over a second.
+                let jitter = Duration::from_millis(rand::random_range(0..1000));
+                tokio::time::sleep(jitter).await;
+                matches!(
+                    self.app
+                        .identity
+                        .authenticate(&self.app.db, &session.bearer)
+                        .await,
+                    Err(AppError::Unauthenticated(_))
+                )
+            }
             Err(RecvError::Closed) => false,
         }
     }
@@ -502,9 +532,13 @@ impl Connection {
             code,
             reason: reason.into(),
         };
-        let _ =
-            tokio::time::timeout(SEND_TIMEOUT, self.sink.send(Message::Close(Some(frame)))).await;
-        let _ = self.sink.close().await;
+        // One deadline for the frame and the close: a peer that stops reading cannot hold the
+        // socket (and its task) open.
+        let _ = tokio::time::timeout(SEND_TIMEOUT, async {
+            let _ = self.sink.send(Message::Close(Some(frame))).await;
+            let _ = self.sink.close().await;
+        })
+        .await;
     }
 }
 

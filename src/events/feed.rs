@@ -100,12 +100,10 @@ impl LiveFeed {
         }
     }
 
-    /// Hands a batch to every subscriber, each aggregate's events in version order. The log's
-    /// order is commit-safe but not per-aggregate: a transaction can take its id before another
-    /// that changes the same visit first and commits first. Both become readable together (the
-    /// older id holds the horizon back), so ordering within the batch is enough.
+    /// Hands what was read together to every subscriber, each aggregate's events in version
+    /// order (see [`log::in_aggregate_order`]; the relay orders its batches the same way).
     fn publish(&self, mut events: Vec<StoredEvent>) {
-        events.sort_by_key(|event| (event.aggregate_id, event.aggregate_version));
+        log::in_aggregate_order(&mut events);
         for event in events {
             self.delivered.fetch_add(1, Ordering::Relaxed);
             // No subscriber is not an error: the event is in the log for whoever comes later.
@@ -216,27 +214,32 @@ async fn catch_up(db: &DatabaseConnection, feed: &LiveFeed, after: &mut LogPosit
             return CatchUp::Skipped;
         }
     }
-    let mut total = 0;
-    loop {
+    // Everything readable now is handed on at once, so a visit's events that straddle two reads
+    // are still put in order.
+    let mut readable = Vec::new();
+    let outcome = loop {
         match log::read_after(db, *after, BATCH).await {
             Ok(events) => {
                 let read = events.len() as u64;
                 if let Some(last) = events.last() {
                     *after = last.log_position();
                 }
-                total += read;
-                feed.publish(events);
-                feed.pass(*after);
+                readable.extend(events);
                 if read < BATCH {
-                    return CatchUp::Read(total);
+                    break CatchUp::Read(readable.len() as u64);
                 }
             }
             Err(error) => {
                 tracing::warn!(%error, "live feed cannot read the log");
-                return CatchUp::Failed;
+                break CatchUp::Failed;
             }
         }
+    };
+    if !readable.is_empty() {
+        feed.publish(readable);
+        feed.pass(*after);
     }
+    outcome
 }
 
 /// The last readable place in the log: events after it are new to the feed.
@@ -274,16 +277,23 @@ pub async fn follow_jetstream(client: async_nats::Client, replicas: usize, feed:
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
+        let consumer = jetstream
+            .get_stream(relay::STREAM)
+            .await
+            .map_err(|error| error.to_string());
+        // The first start is "from now": pinned to a sequence at once, so a consumer that fails
+        // before its first message resumes there instead of skipping what came in between.
+        if resume_after.is_none()
+            && let Ok(stream) = &consumer
+        {
+            resume_after = Some(stream.cached_info().state.last_sequence);
+        }
         let deliver_policy = match resume_after {
             Some(sequence) => DeliverPolicy::ByStartSequence {
                 start_sequence: sequence + 1,
             },
             None => DeliverPolicy::New,
         };
-        let consumer = jetstream
-            .get_stream(relay::STREAM)
-            .await
-            .map_err(|error| error.to_string());
         let messages = match consumer {
             Ok(stream) => match stream
                 .create_consumer(jetstream::consumer::pull::OrderedConfig {

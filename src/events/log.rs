@@ -76,6 +76,40 @@ fn txid_of(row: &QueryResult) -> Result<u64, DbErr> {
         .map_err(|error| DbErr::Custom(format!("txid {txid}: {error}")))
 }
 
+/// Puts each aggregate's events in version order, each in the places its events already hold, so
+/// the order across aggregates (the log's) is kept. The log's order is safe for commits, not per
+/// aggregate: a transaction can take its id before another that changes the same visit first and
+/// commits first. Both become readable together (the older id holds the horizon back), so
+/// reordering within what was read together is enough.
+pub fn in_aggregate_order(events: &mut Vec<StoredEvent>) {
+    let mut places: std::collections::HashMap<(&str, Uuid), Vec<usize>> =
+        std::collections::HashMap::new();
+    let mut needed = false;
+    let mut newest: std::collections::HashMap<(&str, Uuid), i64> = std::collections::HashMap::new();
+    for (index, event) in events.iter().enumerate() {
+        let key = (event.aggregate_type.as_str(), event.aggregate_id);
+        places.entry(key).or_default().push(index);
+        let seen = newest.entry(key).or_insert(i64::MIN);
+        needed |= *seen > event.aggregate_version;
+        *seen = (*seen).max(event.aggregate_version);
+    }
+    if !needed {
+        return;
+    }
+    let groups: Vec<Vec<usize>> = places.into_values().collect();
+    let mut taken: Vec<Option<StoredEvent>> =
+        std::mem::take(events).into_iter().map(Some).collect();
+    let mut placed: Vec<Option<StoredEvent>> = (0..taken.len()).map(|_| None).collect();
+    for group in groups {
+        let mut members: Vec<StoredEvent> = group.iter().filter_map(|&i| taken[i].take()).collect();
+        members.sort_by_key(|event| event.aggregate_version);
+        for (&index, event) in group.iter().zip(members) {
+            placed[index] = Some(event);
+        }
+    }
+    *events = placed.into_iter().flatten().collect();
+}
+
 /// See the `danger-position-reader` feature: true only in a build made to prove the harness.
 pub const READS_BY_POSITION_ONLY: bool = cfg!(feature = "danger-position-reader");
 
@@ -234,4 +268,48 @@ pub async fn lag(conn: &impl ConnectionTrait, name: &str) -> Result<Lag, DbErr> 
         events: u64::try_from(events).unwrap_or(0),
         seconds: row.try_get("", "seconds")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(aggregate: u128, version: i64, position: i64) -> StoredEvent {
+        StoredEvent {
+            id: Uuid::from_u128(position as u128),
+            event_type: "visit.accepted".into(),
+            version: 1,
+            aggregate_type: "visit".into(),
+            aggregate_id: Uuid::from_u128(aggregate),
+            aggregate_version: version,
+            occurred_at: Utc::now(),
+            traceparent: None,
+            payload: serde_json::Value::Null,
+            position,
+            txid: 1,
+        }
+    }
+
+    #[test]
+    fn an_aggregates_events_are_put_in_version_order_in_their_own_places() {
+        // A's version 3 was logged before its version 2 (an older transaction id); B sits between.
+        let mut events = vec![
+            event(1, 3, 10),
+            event(2, 1, 11),
+            event(1, 2, 12),
+            event(3, 1, 13),
+        ];
+        in_aggregate_order(&mut events);
+        let order: Vec<(u128, i64)> = events
+            .iter()
+            .map(|event| (event.aggregate_id.as_u128(), event.aggregate_version))
+            .collect();
+        assert_eq!(order, [(1, 2), (2, 1), (1, 3), (3, 1)]);
+
+        let mut in_order = vec![event(1, 1, 1), event(2, 1, 2), event(1, 2, 3)];
+        let before: Vec<i64> = in_order.iter().map(|event| event.position).collect();
+        in_aggregate_order(&mut in_order);
+        let after: Vec<i64> = in_order.iter().map(|event| event.position).collect();
+        assert_eq!(before, after, "the log's order when it is already right");
+    }
 }

@@ -24,16 +24,42 @@ use crate::error::{AppError, violated_constraint};
 /// they can use; what commits in between is found by their trailing reads (`feed`).
 pub const NOTIFY_SPACING: Duration = Duration::from_millis(10);
 
-/// Whether this transaction should carry the wake-up (and, if so, claims it).
-fn claim_notify() -> bool {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    static LAST_NOTIFY_MS: AtomicU64 = AtomicU64::new(0);
-    let now = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1_000_000;
-    let last = LAST_NOTIFY_MS.load(Ordering::Relaxed);
-    now.saturating_sub(last) >= NOTIFY_SPACING.as_millis() as u64
-        && LAST_NOTIFY_MS
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
+static LAST_NOTIFY_MS: AtomicU64 = AtomicU64::new(0);
+
+/// This transaction carries the wake-up for its window.
+struct NotifyClaim {
+    claimed: u64,
+    previous: u64,
+}
+
+impl NotifyClaim {
+    /// Whether this transaction should carry the wake-up (and, if so, claims it).
+    fn take() -> Option<Self> {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        let now = u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1_000_000);
+        let last = LAST_NOTIFY_MS.load(Ordering::Relaxed);
+        let spacing = u64::try_from(NOTIFY_SPACING.as_millis()).unwrap_or(u64::MAX);
+        (now.saturating_sub(last) >= spacing
+            && LAST_NOTIFY_MS
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok())
+        .then_some(Self {
+            claimed: now,
+            previous: last,
+        })
+    }
+
+    /// The statement failed, so its NOTIFY will not be sent: let the next writer send one.
+    fn give_back(self) {
+        let _ = LAST_NOTIFY_MS.compare_exchange(
+            self.claimed,
+            self.previous,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
 }
 
 /// An event ready to be recorded.
@@ -130,7 +156,8 @@ pub async fn record_all(
     );
     // The wake-up for the live feeds rides in the same statement (no extra round trip) and is
     // delivered at commit.
-    let sql = if claim_notify() {
+    let claim = NotifyClaim::take();
+    let sql = if claim.is_some() {
         format!(
             "WITH recorded AS ({insert} RETURNING 1) SELECT pg_notify('{}', '') FROM recorded LIMIT 1",
             super::feed::CHANNEL
@@ -140,6 +167,9 @@ pub async fn record_all(
     };
     let statement = Statement::from_sql_and_values(conn.get_database_backend(), sql, values);
     conn.execute_raw(statement).await.map_err(|error| {
+        if let Some(claim) = claim {
+            claim.give_back();
+        }
         match violated_constraint(&error).as_deref() {
             // Two writers of one aggregate without its lock; the retry numbers it right.
             Some("outbox_aggregate_version_key") => AppError::Contention,

@@ -237,9 +237,12 @@ async fn lead(
             let batch = log::read_after(db, from, settings.batch_size)
                 .await
                 .map_err(|error| format!("reading the log: {error}"))?;
+            let mut batch = batch;
             let Some(last) = batch.last().map(StoredEvent::log_position) else {
                 return Ok(0);
             };
+            // After taking the checkpoint from the log's order: consumers see each visit in order.
+            log::in_aggregate_order(&mut batch);
             publish(jetstream, &batch).await?;
             log::advance_checkpoint(db, CHECKPOINT, last)
                 .await

@@ -114,14 +114,20 @@ impl SessionCache {
     }
 
     /// Follows revocations from every instance until the pool closes. Spawn it once per instance.
-    pub async fn follow_revocations(&self, db: &DatabaseConnection) {
+    /// `listen_with`: a direct (session-capable) connection's options: through a transaction
+    /// pooler `LISTEN` succeeds and then hears nothing.
+    pub async fn follow_revocations(
+        &self,
+        db: &DatabaseConnection,
+        listen_with: sea_orm::sqlx::postgres::PgConnectOptions,
+    ) {
         use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
         // A connection of its own, outside the pool: a listener holds its connection for good,
         // and taking it from the pool would leave one fewer for queries.
         let service_pool = db.get_postgres_connection_pool();
         let listener_pool = PgPoolOptions::new()
             .max_connections(1)
-            .connect_lazy_with((*service_pool.connect_options()).clone());
+            .connect_lazy_with(listen_with);
         loop {
             let mut listener = match PgListener::connect_with(&listener_pool).await {
                 Ok(listener) => listener,
