@@ -89,6 +89,23 @@ impl LiveClient {
             .await
     }
 
+    /// Subscribes, then waits for the answer to a ping sent after it: the server handles a
+    /// `subscribe` (up to joining its live feed) before it reads the next message, so every change
+    /// made after this returns is one the subscription sees.
+    pub async fn subscribe_confirmed(
+        &mut self,
+        id: &str,
+        query: &str,
+        variables: Value,
+    ) -> anyhow::Result<()> {
+        self.subscribe(id, query, variables).await?;
+        self.send(json!({ "type": "ping" })).await?;
+        match self.next(Duration::from_secs(30)).await {
+            Some(Frame::Message(message)) if message["type"] == "pong" => Ok(()),
+            other => bail!("subscribing {id}: expected the pong, got {other:?}"),
+        }
+    }
+
     /// The next protocol message or the close, within `wait`; server pings are answered and
     /// skipped. `None`: nothing came in time (or the connection dropped without a close).
     pub async fn next(&mut self, wait: Duration) -> Option<Frame> {

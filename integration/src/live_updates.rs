@@ -134,19 +134,11 @@ async fn watch(base_url: &str, session: &Session) -> Result<LiveClient, String> 
     for feed in [Feed::Mine, Feed::Open] {
         let query = format!("subscription {{ {} {{ {FIELDS} }} }}", feed.field());
         socket
-            .subscribe(feed.id(), &query, json!({}))
+            .subscribe_confirmed(feed.id(), &query, json!({}))
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| format!("on {base_url}: {error:#}"))?;
     }
-    // Answered after both subscribes were handled: from here on they see every change.
-    socket
-        .send(json!({ "type": "ping" }))
-        .await
-        .map_err(|error| error.to_string())?;
-    match socket.next(Duration::from_secs(10)).await {
-        Some(Frame::Message(message)) if message["type"] == "pong" => Ok(socket),
-        other => Err(format!("subscribing on {base_url}: {other:?}")),
-    }
+    Ok(socket)
 }
 
 fn read_all(mut socket: LiveClient, seen: Arc<Mutex<Seen>>) -> tokio::task::JoinHandle<()> {

@@ -143,6 +143,38 @@ impl VisitEvent {
     }
 }
 
+/// What a visit root does with one change.
+enum Pick {
+    Skip,
+    Send,
+    /// Send it, then complete: it took the visit out of the subscriber's view.
+    SendLast,
+}
+
+/// The visit changes among `events` that `pick` keeps, shown to `viewer` as a query would show
+/// them (the visit only while they may see it).
+fn visit_events(
+    events: impl Stream<Item = Arc<StoredEvent>> + Send + 'static,
+    viewer: Uuid,
+    mut pick: impl FnMut(&VisitChange) -> Pick + Send + 'static,
+) -> impl Stream<Item = VisitEvent> + Send + 'static {
+    async_stream::stream! {
+        for await event in events {
+            let Some(change) = VisitChange::from_event(&event) else { continue };
+            let last = match pick(&change) {
+                Pick::Skip => continue,
+                Pick::Send => false,
+                Pick::SendLast => true,
+            };
+            let visible = change.is_visible_to(viewer);
+            yield VisitEvent { change, visible };
+            if last {
+                break;
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct SubscriptionRoot;
 
@@ -160,20 +192,16 @@ impl SubscriptionRoot {
         let visit_id = parse_id(&id, "id")?;
         // The same answer as `visit(id)` for a visit you may not see: it does not exist for you.
         visits::find_visible(&state(ctx)?.db, viewer, visit_id).await?;
-        Ok(async_stream::stream! {
-            for await event in events {
-                let Some(change) = VisitChange::from_event(&event) else { continue };
-                if change.visit_id != visit_id {
-                    continue;
-                }
-                if change.is_visible_to(viewer) {
-                    yield VisitEvent { change, visible: true };
-                } else {
-                    yield VisitEvent { change, visible: false };
-                    break;
-                }
+        Ok(visit_events(events, viewer, move |change| {
+            if change.visit_id != visit_id {
+                return Pick::Skip;
             }
-        })
+            if change.is_visible_to(viewer) {
+                Pick::Send
+            } else {
+                Pick::SendLast
+            }
+        }))
     }
 
     /// Every change to a visit you are (or, until that change, were) the member or the pal of.
@@ -183,15 +211,13 @@ impl SubscriptionRoot {
     ) -> Result<impl Stream<Item = VisitEvent> + use<>, ApiError> {
         let events = events(ctx)?;
         let viewer = caller(ctx).await?.user_id;
-        Ok(async_stream::stream! {
-            for await event in events {
-                let Some(change) = VisitChange::from_event(&event) else { continue };
-                if change.concerns(viewer) {
-                    let visible = change.is_visible_to(viewer);
-                    yield VisitEvent { change, visible };
-                }
+        Ok(visit_events(events, viewer, move |change| {
+            if change.concerns(viewer) {
+                Pick::Send
+            } else {
+                Pick::Skip
             }
-        })
+        }))
     }
 
     /// The open list, live: visits entering it (requested by another member, or released by their
@@ -202,17 +228,14 @@ impl SubscriptionRoot {
     ) -> Result<impl Stream<Item = VisitEvent> + use<>, ApiError> {
         let events = events(ctx)?;
         let viewer = caller(ctx).await?.user_id;
-        Ok(async_stream::stream! {
-            for await event in events {
-                let Some(change) = VisitChange::from_event(&event) else { continue };
-                let today = Utc::now().date_naive();
-                let (before, after) = change.open_list(viewer, today);
-                if before || after {
-                    let visible = change.is_visible_to(viewer);
-                    yield VisitEvent { change, visible };
-                }
+        Ok(visit_events(events, viewer, move |change| {
+            let (before, after) = change.open_list(viewer, Utc::now().date_naive());
+            if before || after {
+                Pick::Send
+            } else {
+                Pick::Skip
             }
-        })
+        }))
     }
 
     /// Each notification as it is added for you.

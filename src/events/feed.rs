@@ -22,7 +22,7 @@ use std::{
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use futures::StreamExt;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement};
+use sea_orm::DatabaseConnection;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -124,7 +124,7 @@ pub async fn follow_log(
         .max_connections(1)
         .connect_lazy_with(listen_with);
     let mut after = loop {
-        match end_of_log(&db).await {
+        match log::end(&db).await {
             Ok(position) => break position,
             Err(error) => {
                 tracing::warn!(%error, "live feed cannot find the end of the log; retrying");
@@ -203,7 +203,7 @@ enum CatchUp {
 /// happened before they subscribed.
 async fn catch_up(db: &DatabaseConnection, feed: &LiveFeed, after: &mut LogPosition) -> CatchUp {
     if feed.sender.receiver_count() == 0 {
-        let Ok(end) = end_of_log(db).await else {
+        let Ok(end) = log::end(db).await else {
             return CatchUp::Failed;
         };
         // Someone subscribed while we looked: read from where we were instead, so nothing that
@@ -240,29 +240,6 @@ async fn catch_up(db: &DatabaseConnection, feed: &LiveFeed, after: &mut LogPosit
         feed.pass(*after);
     }
     outcome
-}
-
-/// The last readable place in the log: events after it are new to the feed.
-async fn end_of_log(conn: &impl ConnectionTrait) -> Result<LogPosition, DbErr> {
-    let row = conn
-        .query_one_raw(Statement::from_string(
-            conn.get_database_backend(),
-            // Qualified: a bare `txid` in ORDER BY would sort the selected text.
-            "SELECT txid::text AS txid, position FROM outbox \
-             WHERE outbox.txid < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY outbox.txid DESC, outbox.position DESC LIMIT 1",
-        ))
-        .await?;
-    let Some(row) = row else {
-        return Ok(LogPosition::default());
-    };
-    let txid: String = row.try_get("", "txid")?;
-    Ok(LogPosition {
-        txid: txid
-            .parse()
-            .map_err(|error| DbErr::Custom(format!("txid {txid}: {error}")))?,
-        position: row.try_get("", "position")?,
-    })
 }
 
 /// Follows the relay's JetStream stream with an ordered consumer of this instance's own (nothing

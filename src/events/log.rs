@@ -152,6 +152,26 @@ pub async fn read_after(
     rows.iter().map(StoredEvent::from_row).collect()
 }
 
+/// The last readable place in the log: what is recorded after it is new to a reader starting now.
+pub async fn end(conn: &impl ConnectionTrait) -> Result<LogPosition, DbErr> {
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            conn.get_database_backend(),
+            // Qualified: a bare `txid` in ORDER BY would sort the selected text.
+            "SELECT txid::text AS txid, position FROM outbox \
+             WHERE outbox.txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY outbox.txid DESC, outbox.position DESC LIMIT 1",
+        ))
+        .await?;
+    match row {
+        None => Ok(LogPosition::default()),
+        Some(row) => Ok(LogPosition {
+            txid: txid_of(&row)?,
+            position: row.try_get("", "position")?,
+        }),
+    }
+}
+
 /// Where the event recorded at `position` sits in the log, to start reading just after it.
 pub async fn position_of(
     conn: &impl ConnectionTrait,

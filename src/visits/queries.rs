@@ -41,9 +41,13 @@ pub async fn outstanding_minutes_of(
 
 /// A member sees their visits, a pal the ones they took, and everyone sees requested ones.
 pub fn is_visible_to(visit: &visit::Model, viewer: Uuid) -> bool {
-    visit.member_id == viewer
-        || visit.pal_id == Some(viewer)
-        || visit.status == VisitStatus::Requested
+    may_see(viewer, visit.member_id, visit.pal_id, Some(visit.status))
+}
+
+/// The rule itself, for a visit in any state (`None`: it did not exist yet); live updates apply
+/// it to the states before and after a change.
+pub fn may_see(viewer: Uuid, member: Uuid, pal: Option<Uuid>, status: Option<VisitStatus>) -> bool {
+    member == viewer || pal == Some(viewer) || status == Some(VisitStatus::Requested)
 }
 
 pub async fn find_visible(

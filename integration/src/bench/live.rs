@@ -30,12 +30,8 @@ pub struct Subscribers {
 
 async fn subscribed(url: &str, token: &str, query: &str) -> anyhow::Result<LiveClient> {
     let mut socket = LiveClient::connect(url, token).await?;
-    socket.subscribe("live", query, json!({})).await?;
-    socket.send(json!({ "type": "ping" })).await?;
-    match socket.next(Duration::from_secs(30)).await {
-        Some(Frame::Message(message)) if message["type"] == "pong" => Ok(socket),
-        other => anyhow::bail!("subscribing on {url}: {other:?}"),
-    }
+    socket.subscribe_confirmed("live", query, json!({})).await?;
+    Ok(socket)
 }
 
 impl Subscribers {
