@@ -31,6 +31,7 @@ impl BackgroundTasks {
         }
         tasks.spawn(consume_notifications(state.clone()));
         tasks.spawn(follow_live_feed(state.clone()));
+        tasks.spawn(sweep_expired_visits(state.clone()));
         if state.config.outbox_retention.is_some() {
             tasks.spawn(prune_outbox(state.clone()));
         }
@@ -49,6 +50,33 @@ async fn forget_idle_login_throttles(state: Arc<AppState>) {
     loop {
         every_minute.tick().await;
         state.identity.throttle.forget_idle();
+    }
+}
+
+/// Writes `EXPIRED` (and `visit.expired`) on visits whose time ran out, a batch at a time until
+/// none is left; every instance offers, one sweeps at a time.
+async fn sweep_expired_visits(state: Arc<AppState>) {
+    const BATCH: u64 = 500;
+    let mut every = tokio::time::interval(state.config.expiry_sweep_interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let deadlines = state.deadlines();
+        loop {
+            match crate::visits::expire_due(&state.db, &deadlines, BATCH).await {
+                Ok(expired) if expired > 0 => {
+                    tracing::info!(expired, "visits expired");
+                    if (expired as u64) < BATCH {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "expiry sweep failed; retried at the next interval");
+                    break;
+                }
+            }
+        }
     }
 }
 

@@ -66,6 +66,10 @@ pub struct Config {
     pub request_timeout: Duration,
     pub graphql_depth_limit: usize,
     pub graphql_complexity_limit: usize,
+    /// Aliased fields one document may hold (each is one more resolver run).
+    pub graphql_max_aliases: usize,
+    /// Operations one batched request may hold; a longer batch is refused whole.
+    pub graphql_max_batch_operations: usize,
     pub introspection_enabled: bool,
     pub graphiql_enabled: bool,
     /// How many Argon2 computations may run at once; each holds ~19 MiB and a core.
@@ -85,6 +89,10 @@ pub struct Config {
     /// Delete events older than this (only once published, when there is a relay); `None` keeps
     /// the whole log.
     pub outbox_retention: Option<Duration>,
+    /// Days after its date a visit can still be completed (UTC); after them it is expired.
+    pub completion_grace_days: u32,
+    /// How often an instance offers to sweep expired visits (one sweeps at a time).
+    pub expiry_sweep_interval: Duration,
     /// Limits and timings of GraphQL subscriptions over WebSocket.
     pub live: LiveSettings,
 }
@@ -181,6 +189,14 @@ impl Config {
         }
         set(
             source,
+            &mut config.completion_grace_days,
+            "COMPLETION_GRACE_DAYS",
+        )?;
+        if let Some(seconds) = read::<u64>(source, "EXPIRY_SWEEP_SECONDS")? {
+            config.expiry_sweep_interval = Duration::from_secs(seconds);
+        }
+        set(
+            source,
             &mut config.live.max_connections,
             "WS_MAX_CONNECTIONS",
         )?;
@@ -242,6 +258,16 @@ impl Config {
             source,
             &mut config.graphql_complexity_limit,
             "GRAPHQL_COMPLEXITY_LIMIT",
+        )?;
+        set(
+            source,
+            &mut config.graphql_max_aliases,
+            "GRAPHQL_MAX_ALIASES",
+        )?;
+        set(
+            source,
+            &mut config.graphql_max_batch_operations,
+            "GRAPHQL_MAX_BATCH_OPERATIONS",
         )?;
         set(
             source,
@@ -322,7 +348,9 @@ impl Config {
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             graphql_depth_limit: 10,
-            graphql_complexity_limit: 1_000,
+            graphql_complexity_limit: 5_000,
+            graphql_max_aliases: 30,
+            graphql_max_batch_operations: 10,
             introspection_enabled: development,
             graphiql_enabled: development,
             password_hashing_concurrency: std::thread::available_parallelism()
@@ -334,6 +362,8 @@ impl Config {
             relay_batch_size: 500,
             outbox_retention: None,
             consumer_stall_after: Duration::from_secs(60),
+            completion_grace_days: 2,
+            expiry_sweep_interval: Duration::from_secs(60),
             live: LiveSettings::default(),
         }
     }
@@ -399,6 +429,14 @@ impl Config {
             (
                 "LIVE_FEED_BUFFER",
                 u32::try_from(self.live.feed_buffer).unwrap_or(u32::MAX),
+            ),
+            (
+                "GRAPHQL_MAX_BATCH_OPERATIONS",
+                u32::try_from(self.graphql_max_batch_operations).unwrap_or(u32::MAX),
+            ),
+            (
+                "EXPIRY_SWEEP_SECONDS",
+                u32::try_from(self.expiry_sweep_interval.as_secs()).unwrap_or(u32::MAX),
             ),
         ];
         if let Some((name, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {

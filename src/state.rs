@@ -49,4 +49,9 @@ impl AppState {
             config,
         }))
     }
+
+    /// Today's deadlines for visits, as this instance's configuration reads them.
+    pub fn deadlines(&self) -> crate::visits::Deadlines {
+        crate::visits::Deadlines::now(self.config.completion_grace_days)
+    }
 }

@@ -6,7 +6,10 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 const CHECK: &str = r#"
 WITH outstanding AS (
     SELECT member_id, SUM(minutes) AS minutes FROM visits
-    WHERE status IN ('REQUESTED', 'ACCEPTED') GROUP BY member_id
+    -- Expired visits hold no minutes, swept or not: $1 is the service's COMPLETION_GRACE_DAYS.
+    WHERE status IN ('REQUESTED', 'ACCEPTED')
+      AND date >= (now() AT TIME ZONE 'UTC')::date - $1::int
+    GROUP BY member_id
 ), debits AS (
     SELECT member_id AS user_id, SUM(minutes) AS minutes FROM transactions GROUP BY member_id
 ), credits AS (
@@ -33,7 +36,7 @@ SELECT
 pub struct Violations {
     /// Invariant 1: balances below zero.
     pub negative_balances: i64,
-    /// Invariant 1: members whose requested and accepted visits exceed their balance.
+    /// Invariant 1: members whose requested and accepted visits (not expired) exceed their balance.
     pub overcommitted_members: i64,
     /// Invariant 2: sum of balances + sum of fees - sum of starting grants.
     pub conservation_gap: i64,
@@ -73,9 +76,16 @@ impl fmt::Display for Violations {
     }
 }
 
+/// The service's default `COMPLETION_GRACE_DAYS`, which the harness runs it with.
+pub const GRACE_DAYS: i32 = 2;
+
 pub async fn check(db: &DatabaseConnection) -> anyhow::Result<Violations> {
     let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), CHECK))
+        .query_one_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            CHECK,
+            [GRACE_DAYS.into()],
+        ))
         .await?
         .ok_or_else(|| anyhow::anyhow!("the invariant query returned no row"))?;
     let get = |column: &str| row.try_get::<i64>("", column);

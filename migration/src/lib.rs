@@ -10,6 +10,7 @@ mod m20261122_000005_create_transactions;
 mod m20261201_000001_create_outbox;
 mod m20261201_000002_create_consumer_plumbing;
 mod m20261201_000003_create_notifications;
+mod m20261201_000004_visits_expire;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_create_outbox::Migration),
             Box::new(m20261201_000002_create_consumer_plumbing::Migration),
             Box::new(m20261201_000003_create_notifications::Migration),
+            Box::new(m20261201_000004_visits_expire::Migration),
         ]
     }
 }

@@ -4,12 +4,12 @@ use std::{net::SocketAddr, sync::Arc};
 
 use async_graphql::ParseRequestError;
 use async_graphql::{
-    Response, ServerError,
+    BatchRequest, BatchResponse, Response, ServerError,
     dataloader::DataLoader,
     http::GraphiQLSource,
     parser::types::{DocumentOperations, OperationType},
 };
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse, rejection::GraphQLRejection};
+use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse, rejection::GraphQLRejection};
 use axum::{
     Json, Router,
     extract::{
@@ -133,7 +133,7 @@ async fn graphql_post(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    request: Result<GraphQLRequest, GraphQLRejection>,
+    request: Result<GraphQLBatchRequest, GraphQLRejection>,
 ) -> axum::response::Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -149,13 +149,38 @@ async fn graphql_post(
             "send the request as application/json",
         );
     }
-    let request = match request {
+    let batch = match request {
         Ok(request) => request.into_inner(),
         Err(GraphQLRejection(refused)) => return refused_request(&refused),
     };
-    let request = with_request_data(request, &state, &headers, peer);
-    GraphQLResponse::from(with_error_codes(execute(&state, &headers, request).await))
-        .into_response()
+    match batch {
+        BatchRequest::Single(request) => {
+            let request = with_request_data(request, &state, &headers, peer);
+            GraphQLResponse::from(with_error_codes(execute(&state, &headers, request).await))
+                .into_response()
+        }
+        BatchRequest::Batch(requests) => {
+            let most = state.app.config.graphql_max_batch_operations;
+            if requests.is_empty() || requests.len() > most {
+                return coded_error(
+                    StatusCode::BAD_REQUEST,
+                    "QUERY_TOO_COMPLEX",
+                    &format!(
+                        "a batch holds 1 to {most} operations; this one holds {}",
+                        requests.len()
+                    ),
+                );
+            }
+            // One after another, each with its own caller and loaders, as if sent one by one:
+            // every login in it passes the throttle, every operation its complexity limit.
+            let mut responses = Vec::with_capacity(requests.len());
+            for request in requests {
+                let request = with_request_data(request, &state, &headers, peer);
+                responses.push(with_error_codes(execute(&state, &headers, request).await));
+            }
+            GraphQLResponse::from(BatchResponse::Batch(responses)).into_response()
+        }
+    }
 }
 
 /// What async-graphql could not read as a request, in words a client can act on (its own
@@ -165,10 +190,6 @@ fn refused_request(refused: &ParseRequestError) -> axum::response::Response {
         ParseRequestError::PayloadTooLarge => transport_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "the request body is larger than this server accepts",
-        ),
-        ParseRequestError::UnsupportedBatch => transport_error(
-            StatusCode::BAD_REQUEST,
-            "batched requests are not supported: send one operation per request",
         ),
         ParseRequestError::InvalidRequest(error) => transport_error(
             StatusCode::BAD_REQUEST,
@@ -462,6 +483,7 @@ fn with_request_data(
     let loader = DataLoader::new(
         loaders::DbLoader {
             db: state.app.db.clone(),
+            deadlines: state.app.deadlines(),
         },
         tokio::spawn,
     );
@@ -477,8 +499,9 @@ fn request_context(headers: &HeaderMap, peer: SocketAddr) -> RequestContext {
     RequestContext::new(bearer, peer.ip())
 }
 
-/// Errors raised by async-graphql itself (syntax, unknown fields, depth and complexity limits)
-/// carry no code; they are all the client's to fix.
+/// Errors raised by async-graphql while running an operation (an argument it cannot read) carry
+/// no code; they are the client's to fix. Parsing, validation and the limits got theirs from
+/// [`super::limits`].
 pub(super) fn with_error_codes(mut response: Response) -> Response {
     for error in &mut response.errors {
         let extensions = error.extensions.get_or_insert_with(Default::default);

@@ -163,7 +163,7 @@ async fn delete_account(
         .await?;
     let txn = state.db.begin().await?;
     identity::deactivate_user(&txn, user_id).await?;
-    visits::withdraw_user(&txn, user_id).await?;
+    visits::withdraw_user(&txn, user_id, &state.deadlines()).await?;
     txn.commit().await?;
     state.identity.sessions.evict_user(user_id);
     Ok(())

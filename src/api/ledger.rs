@@ -1,10 +1,12 @@
 //! GraphQL for the ledger: the caller's history of payments.
-use async_graphql::{Context, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, Object, SimpleObject};
+use futures::FutureExt;
 
 use super::{
     context::{ApiResult, caller, state},
+    limits,
     objects::Transaction,
-    pagination::{PageInfo, decode_cursor, encode_cursor, page_size},
+    pagination::{PageInfo, TotalCount, decode_cursor, encode_cursor, page_size},
 };
 use crate::ledger::{self, TransactionCursor, entities::transaction};
 
@@ -15,14 +17,27 @@ pub struct TransactionEdge {
 }
 
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct TransactionConnection {
-    pub total_count: u64,
+    #[graphql(skip)]
+    pub total_count: TotalCount,
     pub edges: Vec<TransactionEdge>,
     pub page_info: PageInfo,
 }
 
+#[ComplexObject]
+impl TransactionConnection {
+    /// How many transactions you are part of. Counted only when asked for.
+    #[graphql(complexity = "limits::TOTAL_COUNT")]
+    async fn total_count(&self) -> ApiResult<u64> {
+        Ok(self.total_count.get().await?)
+    }
+}
+
+const LIST: &str = "transactions";
+
 fn transaction_cursor(transaction: &transaction::Model) -> String {
-    encode_cursor(&transaction.created_at, transaction.id)
+    encode_cursor(LIST, &transaction.created_at, transaction.id)
 }
 
 #[derive(Default)]
@@ -31,6 +46,7 @@ pub struct LedgerQuery;
 #[Object]
 impl LedgerQuery {
     /// Your ledger: visits you paid for as a member and were paid for as a pal, newest first.
+    #[graphql(complexity = "limits::connection(__field, first, child_complexity)")]
     async fn transactions(
         &self,
         ctx: &Context<'_>,
@@ -39,11 +55,18 @@ impl LedgerQuery {
     ) -> ApiResult<TransactionConnection> {
         let viewer = caller(ctx).await?.user_id;
         let first = page_size(first)?;
-        let after: Option<TransactionCursor> = after.as_deref().map(decode_cursor).transpose()?;
-        let page = ledger::transactions_of(&state(ctx)?.db, viewer, first, after).await?;
+        let after: Option<TransactionCursor> = after
+            .as_deref()
+            .map(|cursor| decode_cursor(LIST, cursor))
+            .transpose()?;
+        let db = state(ctx)?.db.clone();
+        let page = ledger::transactions_of(&db, viewer, first, after).await?;
         let end_cursor = page.items.last().map(transaction_cursor);
         Ok(TransactionConnection {
-            total_count: page.total_count,
+            total_count: TotalCount::later(move || {
+                let db = db.clone();
+                async move { ledger::count_transactions_of(&db, viewer).await }.boxed()
+            }),
             edges: page
                 .items
                 .into_iter()

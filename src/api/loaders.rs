@@ -18,6 +18,9 @@ use crate::{
 
 pub struct DbLoader {
     pub db: DatabaseConnection,
+    /// Fixed when the request (or the socket's operation) starts, so every visit it reads agrees
+    /// on what has expired.
+    pub deadlines: visits::Deadlines,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,7 +58,12 @@ impl Loader<VisitKey> for DbLoader {
     type Error = ApiError;
 
     async fn load(&self, keys: &[VisitKey]) -> Result<HashMap<VisitKey, Self::Value>, Self::Error> {
-        let found = visits::find_visits(&self.db, keys.iter().map(|key| key.0).collect()).await?;
+        let found = visits::find_visits(
+            &self.db,
+            keys.iter().map(|key| key.0).collect(),
+            &self.deadlines,
+        )
+        .await?;
         Ok(found
             .into_iter()
             .map(|visit| (VisitKey(visit.id), visit))
@@ -106,9 +114,12 @@ impl Loader<OutstandingKey> for DbLoader {
         &self,
         keys: &[OutstandingKey],
     ) -> Result<HashMap<OutstandingKey, Self::Value>, Self::Error> {
-        let outstanding =
-            visits::outstanding_minutes_of(&self.db, keys.iter().map(|key| key.0).collect())
-                .await?;
+        let outstanding = visits::outstanding_minutes_of(
+            &self.db,
+            keys.iter().map(|key| key.0).collect(),
+            &self.deadlines,
+        )
+        .await?;
         // Members without outstanding visits have no row: they hold zero minutes.
         Ok(keys
             .iter()

@@ -4,6 +4,7 @@ mod http;
 mod identity;
 mod input;
 mod ledger;
+mod limits;
 mod loaders;
 mod notifications;
 mod objects;

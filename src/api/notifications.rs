@@ -1,10 +1,12 @@
 //! GraphQL for notifications: the caller's list and marking them read.
-use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, ID, InputObject, Object, SimpleObject};
+use futures::FutureExt;
 
 use super::{
     context::{ApiResult, caller, state},
+    limits,
     objects::Notification,
-    pagination::{PageInfo, decode_cursor, encode_cursor, page_size},
+    pagination::{PageInfo, TotalCount, decode_cursor, encode_cursor, page_size},
 };
 use crate::{
     error::AppError,
@@ -21,9 +23,10 @@ pub struct NotificationEdge {
 }
 
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct NotificationConnection {
-    /// How many notifications match (all, or the unread ones with `unreadOnly`).
-    pub total_count: u64,
+    #[graphql(skip)]
+    pub total_count: TotalCount,
     /// How many of your notifications are unread, whatever the filter.
     pub unread_count: u64,
     pub edges: Vec<NotificationEdge>,
@@ -47,8 +50,22 @@ pub struct MarkNotificationsReadPayload {
     pub unread_count: u64,
 }
 
-fn notification_cursor(notification: &notification::Model) -> String {
-    encode_cursor(&notification.occurred_at, notification.id)
+#[ComplexObject]
+impl NotificationConnection {
+    /// How many notifications match (all, or the unread ones with `unreadOnly`). Counted only
+    /// when asked for.
+    #[graphql(complexity = "limits::TOTAL_COUNT")]
+    async fn total_count(&self) -> ApiResult<u64> {
+        Ok(self.total_count.get().await?)
+    }
+}
+
+fn list_name(unread_only: bool) -> &'static str {
+    if unread_only {
+        "notifications:unread"
+    } else {
+        "notifications"
+    }
 }
 
 #[derive(Default)]
@@ -56,7 +73,8 @@ pub struct NotificationsQuery;
 
 #[Object]
 impl NotificationsQuery {
-    /// Your notifications, newest first. `first` is at most 100 (default 20).
+    /// Your notifications, newest first. `first` is 1 to 100 (default 20).
+    #[graphql(complexity = "limits::connection(__field, first, child_complexity)")]
     async fn notifications(
         &self,
         ctx: &Context<'_>,
@@ -66,18 +84,25 @@ impl NotificationsQuery {
     ) -> ApiResult<NotificationConnection> {
         let recipient = caller(ctx).await?.user_id;
         let first = page_size(first)?;
-        let after: Option<NotificationCursor> = after.as_deref().map(decode_cursor).transpose()?;
-        let (page, unread_count) = notifications::notifications_of(
-            &state(ctx)?.db,
-            recipient,
-            first,
-            after,
-            unread_only.unwrap_or(false),
-        )
-        .await?;
+        let unread_only = unread_only.unwrap_or(false);
+        let list = list_name(unread_only);
+        let after: Option<NotificationCursor> = after
+            .as_deref()
+            .map(|cursor| decode_cursor(list, cursor))
+            .transpose()?;
+        let db = state(ctx)?.db.clone();
+        let (page, unread_count) =
+            notifications::notifications_of(&db, recipient, first, after, unread_only).await?;
+        let notification_cursor = |notification: &notification::Model| {
+            encode_cursor(list, &notification.occurred_at, notification.id)
+        };
         let end_cursor = page.items.last().map(notification_cursor);
         Ok(NotificationConnection {
-            total_count: page.total_count,
+            total_count: TotalCount::later(move || {
+                let db = db.clone();
+                async move { notifications::count_notifications_of(&db, recipient, unread_only).await }
+                    .boxed()
+            }),
             unread_count,
             edges: page
                 .items

@@ -1,7 +1,10 @@
-//! Relay-style pages: opaque cursors and the page-size cap shared by every connection.
+//! Relay-style pages: opaque cursors, the page-size cap and the total count shared by every
+//! connection.
 use async_graphql::SimpleObject;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, NaiveDate, Utc};
+use futures::future::BoxFuture;
+use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::{error::AppError, paging::Cursor};
@@ -19,13 +22,46 @@ pub struct PageInfo {
 /// `first`, checked against the cap.
 pub fn page_size(first: Option<i32>) -> Result<u64, AppError> {
     let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
-    if !(0..=MAX_PAGE_SIZE).contains(&first) {
+    if !(1..=MAX_PAGE_SIZE).contains(&first) {
         return Err(AppError::bad_input(
             "first",
-            format!("must be 0 to {MAX_PAGE_SIZE}"),
+            format!("must be 1 to {MAX_PAGE_SIZE}"),
         ));
     }
-    Ok(u64::try_from(first).unwrap_or(0))
+    Ok(u64::try_from(first).unwrap_or(1))
+}
+
+/// What a page size costs in the complexity budget: a missing `first` is the default page, an
+/// invalid one (refused before it runs) costs the most a valid one could.
+pub fn page_cost(first: Option<i32>) -> usize {
+    let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
+    usize::try_from(first.clamp(1, MAX_PAGE_SIZE)).unwrap_or(1)
+}
+
+/// A connection's `totalCount`: run only if the client selects it, and once however often the
+/// client selects it (aliases).
+pub struct TotalCount {
+    count: Box<dyn Fn() -> BoxFuture<'static, Result<u64, AppError>> + Send + Sync>,
+    counted: OnceCell<u64>,
+}
+
+impl TotalCount {
+    pub fn later<F>(count: F) -> Self
+    where
+        F: Fn() -> BoxFuture<'static, Result<u64, AppError>> + Send + Sync + 'static,
+    {
+        Self {
+            count: Box::new(count),
+            counted: OnceCell::new(),
+        }
+    }
+
+    pub async fn get(&self) -> Result<u64, AppError> {
+        self.counted
+            .get_or_try_init(|| (self.count)())
+            .await
+            .copied()
+    }
 }
 
 /// A list's sort key as it is written inside a cursor.
@@ -56,17 +92,28 @@ impl CursorKey for DateTime<Utc> {
     }
 }
 
-/// An opaque cursor for the row with this sort key and id.
-pub fn encode_cursor<K: CursorKey>(key: &K, id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}|{id}", key.write()))
+/// An opaque cursor for the row with this sort key and id in the list named `list` (the list and
+/// its filter: a cursor only means something in the order it was taken from).
+pub fn encode_cursor<K: CursorKey>(list: &str, key: &K, id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{list}|{}|{id}", key.write()))
 }
 
-/// Decodes a cursor made by [`encode_cursor`]; anything else is a `BAD_USER_INPUT` on `after`.
-pub fn decode_cursor<K: CursorKey>(cursor: &str) -> Result<Cursor<K>, AppError> {
+/// Decodes a cursor [`encode_cursor`] made for `list`; anything else (garbage, an edited cursor,
+/// one from another list or filter) is a `BAD_USER_INPUT` on `after`.
+pub fn decode_cursor<K: CursorKey>(list: &str, cursor: &str) -> Result<Cursor<K>, AppError> {
     let invalid = || AppError::bad_input("after", "is not a cursor from this API");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let (key, id) = text.split_once('|').ok_or_else(invalid)?;
+    let mut parts = text.rsplitn(3, '|');
+    let (Some(id), Some(key), Some(from)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(invalid());
+    };
+    if from != list {
+        return Err(AppError::bad_input(
+            "after",
+            "is a cursor from another list or filter: start again without `after`",
+        ));
+    }
     Ok(Cursor {
         key: K::read(key).ok_or_else(invalid)?,
         id: id.parse().map_err(|_| invalid())?,

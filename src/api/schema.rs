@@ -3,7 +3,9 @@ use std::sync::Arc;
 
 use async_graphql::{MergedObject, Schema};
 
-use super::{identity, ledger, notifications, subscriptions::SubscriptionRoot, visits};
+use super::{
+    identity, ledger, limits::Limits, notifications, subscriptions::SubscriptionRoot, visits,
+};
 use crate::state::AppState;
 
 #[derive(MergedObject, Default)]
@@ -56,6 +58,9 @@ fn build(state: Arc<AppState>, depth: usize, complexity: usize) -> AppSchema {
         MutationRoot::default(),
         SubscriptionRoot,
     )
+    .extension(Limits {
+        max_aliases: state.config.graphql_max_aliases,
+    })
     .limit_depth(depth)
     .limit_complexity(complexity)
     .limit_recursive_depth(32);

@@ -91,6 +91,8 @@ pub enum VisitEventType {
     Cancelled,
     /// Its pal left the service; it is open again.
     Released,
+    /// Its time ran out before it was completed.
+    Expired,
 }
 
 impl From<ChangeKind> for VisitEventType {
@@ -101,6 +103,7 @@ impl From<ChangeKind> for VisitEventType {
             ChangeKind::Completed => Self::Completed,
             ChangeKind::Cancelled => Self::Cancelled,
             ChangeKind::Released => Self::Released,
+            ChangeKind::Expired => Self::Expired,
         }
     }
 }
@@ -191,7 +194,8 @@ impl SubscriptionRoot {
         let viewer = caller(ctx).await?.user_id;
         let visit_id = parse_id(&id, "id")?;
         // The same answer as `visit(id)` for a visit you may not see: it does not exist for you.
-        visits::find_visible(&state(ctx)?.db, viewer, visit_id).await?;
+        let state = state(ctx)?;
+        visits::find_visible(&state.db, viewer, visit_id, &state.deadlines()).await?;
         Ok(visit_events(events, viewer, move |change| {
             if change.visit_id != visit_id {
                 return Pick::Skip;

@@ -1,11 +1,13 @@
 //! GraphQL for visits: listing them, and the four mutations of their life.
-use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
+use futures::FutureExt;
 use sea_orm::TransactionTrait;
 
 use super::{
     context::{ApiResult, caller, state},
+    limits,
     objects::{Transaction, Visit, VisitStatus},
-    pagination::{PageInfo, decode_cursor, encode_cursor, page_size},
+    pagination::{PageInfo, TotalCount, decode_cursor, encode_cursor, page_size},
     scalars::{Date, parse_id},
 };
 use crate::visits::{self, VisitCursor, VisitRequest, entities::visit};
@@ -55,15 +57,28 @@ pub struct VisitEdge {
 }
 
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct VisitConnection {
-    /// How many visits match the filter, across all pages.
-    pub total_count: u64,
+    #[graphql(skip)]
+    pub total_count: TotalCount,
     pub edges: Vec<VisitEdge>,
     pub page_info: PageInfo,
 }
 
-fn visit_cursor(visit: &visit::Model) -> String {
-    encode_cursor(&visit.date, visit.id)
+#[ComplexObject]
+impl VisitConnection {
+    /// How many visits match the filter, across all pages. Counted only when asked for (it costs
+    /// as much as a page of 100 in the complexity budget).
+    #[graphql(complexity = "limits::TOTAL_COUNT")]
+    async fn total_count(&self) -> ApiResult<u64> {
+        Ok(self.total_count.get().await?)
+    }
+}
+
+/// The list a cursor belongs to: its role and status, since a position in one means nothing in
+/// another.
+fn list_name(filter: &visits::VisitFilter) -> String {
+    format!("visits:{:?}:{:?}", filter.role, filter.status)
 }
 
 #[derive(Default)]
@@ -74,11 +89,15 @@ impl VisitsQuery {
     /// One visit you can see: your own, one you took as a pal, or an open request.
     async fn visit(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Visit> {
         let viewer = caller(ctx).await?.user_id;
-        let visit = visits::find_visible(&state(ctx)?.db, viewer, parse_id(&id, "id")?).await?;
+        let state = state(ctx)?;
+        let visit_id = parse_id(&id, "id")?;
+        let visit = visits::find_visible(&state.db, viewer, visit_id, &state.deadlines()).await?;
         Ok(Visit(visit))
     }
 
-    /// Visits you can see, by date then id. `first` is at most 100 (default 20).
+    /// Visits you can see, soonest first (then by id); the open list holds requests dated today
+    /// or later. `first` is 1 to 100 (default 20); `after` is an `endCursor` of the same filter.
+    #[graphql(complexity = "limits::connection(__field, first, child_complexity)")]
     async fn visits(
         &self,
         ctx: &Context<'_>,
@@ -88,21 +107,34 @@ impl VisitsQuery {
     ) -> ApiResult<VisitConnection> {
         let viewer = caller(ctx).await?.user_id;
         let first = page_size(first)?;
-        let after: Option<VisitCursor> = after.as_deref().map(decode_cursor).transpose()?;
         let filter = filter.unwrap_or_default();
         let filter = visits::VisitFilter {
             status: filter.status.map(Into::into),
             role: filter.role.map(Into::into),
         };
-        let page = visits::visible_visits(&state(ctx)?.db, viewer, filter, first, after).await?;
-        let end_cursor = page.items.last().map(visit_cursor);
+        let list = list_name(&filter);
+        let after: Option<VisitCursor> = after
+            .as_deref()
+            .map(|cursor| decode_cursor(&list, cursor))
+            .transpose()?;
+        let state = state(ctx)?;
+        let deadlines = state.deadlines();
+        let page =
+            visits::visible_visits(&state.db, viewer, filter, &deadlines, first, after).await?;
+        let cursor_of = |visit: &visit::Model| encode_cursor(&list, &visit.date, visit.id);
+        let end_cursor = page.items.last().map(cursor_of);
+        let db = state.db.clone();
         Ok(VisitConnection {
-            total_count: page.total_count,
+            total_count: TotalCount::later(move || {
+                let db = db.clone();
+                async move { visits::count_visible_visits(&db, viewer, filter, &deadlines).await }
+                    .boxed()
+            }),
             edges: page
                 .items
                 .into_iter()
                 .map(|visit| VisitEdge {
-                    cursor: visit_cursor(&visit),
+                    cursor: cursor_of(&visit),
                     node: Visit(visit),
                 })
                 .collect(),
@@ -133,8 +165,9 @@ impl VisitsMutation {
                 .collect(),
             input.idempotency_key,
         );
-        let txn = state(ctx)?.db.begin().await?;
-        let visit = visits::request_visit(&txn, member_id, request).await?;
+        let state = state(ctx)?;
+        let txn = state.db.begin().await?;
+        let visit = visits::request_visit(&txn, member_id, request, &state.deadlines()).await?;
         txn.commit().await?;
         Ok(Visit(visit))
     }
@@ -143,21 +176,28 @@ impl VisitsMutation {
     async fn accept_visit(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Visit> {
         let pal_id = caller(ctx).await?.user_id;
         let visit_id = parse_id(&id, "id")?;
-        let txn = state(ctx)?.db.begin().await?;
-        let visit = visits::accept_visit(&txn, pal_id, visit_id).await?;
+        let state = state(ctx)?;
+        let txn = state.db.begin().await?;
+        let visit = visits::accept_visit(&txn, pal_id, visit_id, &state.deadlines()).await?;
         txn.commit().await?;
         Ok(Visit(visit))
     }
 
-    /// Completes someone else's visit (requested, or accepted by you): the member pays its minutes
-    /// and you are credited them less the overhead fee.
+    /// Completes someone else's visit (requested, or accepted by you) until the end of its date
+    /// plus the grace days: the member pays its minutes and you are credited them less the fee.
     async fn complete_visit(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Transaction> {
         let pal_id = caller(ctx).await?.user_id;
         let visit_id = parse_id(&id, "id")?;
         let state = state(ctx)?;
         let txn = state.db.begin().await?;
-        let transaction =
-            visits::complete_visit(&txn, pal_id, visit_id, state.config.overhead_percent).await?;
+        let transaction = visits::complete_visit(
+            &txn,
+            pal_id,
+            visit_id,
+            state.config.overhead_percent,
+            &state.deadlines(),
+        )
+        .await?;
         txn.commit().await?;
         Ok(Transaction(transaction))
     }
@@ -166,8 +206,9 @@ impl VisitsMutation {
     async fn cancel_visit(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Visit> {
         let member_id = caller(ctx).await?.user_id;
         let visit_id = parse_id(&id, "id")?;
-        let txn = state(ctx)?.db.begin().await?;
-        let visit = visits::cancel_visit(&txn, member_id, visit_id).await?;
+        let state = state(ctx)?;
+        let txn = state.db.begin().await?;
+        let visit = visits::cancel_visit(&txn, member_id, visit_id, &state.deadlines()).await?;
         txn.commit().await?;
         Ok(Visit(visit))
     }

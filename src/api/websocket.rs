@@ -494,6 +494,7 @@ impl Connection {
         let loader = DataLoader::new(
             loaders::DbLoader {
                 db: self.app.db.clone(),
+                deadlines: self.app.deadlines(),
             },
             tokio::spawn,
         );

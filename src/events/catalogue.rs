@@ -15,13 +15,15 @@ pub enum EventType {
     VisitCancelled,
     /// A visit's pal left (deleted their account): the visit is open again.
     VisitReleased,
+    /// Time ran out on a requested or accepted visit (written by the sweeper).
+    VisitExpired,
     LedgerTransferRecorded,
     /// The notifications context told someone something (what, to whom: never the text).
     NotificationAdded,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 10] = [
         Self::UserRegistered,
         Self::UserDeactivated,
         Self::VisitRequested,
@@ -29,6 +31,7 @@ impl EventType {
         Self::VisitCompleted,
         Self::VisitCancelled,
         Self::VisitReleased,
+        Self::VisitExpired,
         Self::LedgerTransferRecorded,
         Self::NotificationAdded,
     ];
@@ -42,6 +45,7 @@ impl EventType {
             Self::VisitCompleted => "visit.completed",
             Self::VisitCancelled => "visit.cancelled",
             Self::VisitReleased => "visit.released",
+            Self::VisitExpired => "visit.expired",
             Self::LedgerTransferRecorded => "ledger.transfer_recorded",
             Self::NotificationAdded => "notification.added",
         }
@@ -59,7 +63,8 @@ impl EventType {
             | Self::VisitAccepted
             | Self::VisitCompleted
             | Self::VisitCancelled
-            | Self::VisitReleased => "visit",
+            | Self::VisitReleased
+            | Self::VisitExpired => "visit",
             Self::LedgerTransferRecorded => "transaction",
             Self::NotificationAdded => "notification",
         }
@@ -99,7 +104,7 @@ pub struct VisitState {
     pub pal_id: Option<Uuid>,
     pub date: NaiveDate,
     pub minutes: i32,
-    /// `REQUESTED`, `ACCEPTED`, `COMPLETED` or `CANCELLED`.
+    /// `REQUESTED`, `ACCEPTED`, `COMPLETED`, `CANCELLED` or `EXPIRED`.
     pub status: String,
 }
 
@@ -149,6 +154,15 @@ pub struct VisitReleased {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+pub struct VisitExpired {
+    #[serde(flatten)]
+    pub visit: VisitState,
+    /// `REQUESTED` or `ACCEPTED`: the status time ran out in.
+    pub previous_status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TransferRecorded {
     pub transaction_id: Uuid,
     pub visit_id: Uuid,
@@ -187,6 +201,7 @@ payload!(VisitAccepted, VisitAccepted, |this| this.visit.visit_id);
 payload!(VisitCompleted, VisitCompleted, |this| this.visit.visit_id);
 payload!(VisitCancelled, VisitCancelled, |this| this.visit.visit_id);
 payload!(VisitReleased, VisitReleased, |this| this.visit.visit_id);
+payload!(VisitExpired, VisitExpired, |this| this.visit.visit_id);
 payload!(TransferRecorded, LedgerTransferRecorded, |this| this
     .transaction_id);
 payload!(NotificationAdded, NotificationAdded, |this| this

@@ -173,6 +173,14 @@ pub fn transfer_recorded(transaction: &transaction::Model) -> TransferRecorded {
 /// Where a page of transactions starts: newest first, so after this `created_at` and id.
 pub type TransactionCursor = Cursor<DateTime<Utc>>;
 
+fn involving(user_id: Uuid) -> sea_orm::Select<transaction::Entity> {
+    transaction::Entity::find().filter(
+        Condition::any()
+            .add(transaction::Column::MemberId.eq(user_id))
+            .add(transaction::Column::PalId.eq(user_id)),
+    )
+}
+
 /// The user's transactions, as member or pal, newest first.
 pub async fn transactions_of(
     conn: &impl ConnectionTrait,
@@ -180,11 +188,7 @@ pub async fn transactions_of(
     first: u64,
     after: Option<TransactionCursor>,
 ) -> Result<Page<transaction::Model>, AppError> {
-    let involving_user = transaction::Entity::find().filter(
-        Condition::any()
-            .add(transaction::Column::MemberId.eq(user_id))
-            .add(transaction::Column::PalId.eq(user_id)),
-    );
+    let involving_user = involving(user_id);
     let newest_first = Keyset {
         sort: transaction::Column::CreatedAt,
         id: transaction::Column::Id,
@@ -193,6 +197,14 @@ pub async fn transactions_of(
     Ok(newest_first
         .fetch(conn, involving_user, first, after)
         .await?)
+}
+
+/// How many transactions the user is part of, as member or pal.
+pub async fn count_transactions_of(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+) -> Result<u64, AppError> {
+    Ok(sea_orm::PaginatorTrait::count(involving(user_id), conn).await?)
 }
 
 #[cfg(test)]

@@ -84,11 +84,7 @@ pub async fn notifications_of(
     after: Option<NotificationCursor>,
     unread_only: bool,
 ) -> Result<(Page<notification::Model>, u64), AppError> {
-    let mut query =
-        notification::Entity::find().filter(notification::Column::RecipientId.eq(recipient));
-    if unread_only {
-        query = query.filter(notification::Column::ReadAt.is_null());
-    }
+    let query = addressed_to(recipient, unread_only);
     let newest_first = Keyset {
         sort: notification::Column::OccurredAt,
         id: notification::Column::Id,
@@ -97,6 +93,25 @@ pub async fn notifications_of(
     let page = newest_first.fetch(conn, query, first, after).await?;
     let unread = unread_count(conn, recipient).await?;
     Ok((page, unread))
+}
+
+fn addressed_to(recipient: Uuid, unread_only: bool) -> sea_orm::Select<notification::Entity> {
+    let query =
+        notification::Entity::find().filter(notification::Column::RecipientId.eq(recipient));
+    if unread_only {
+        query.filter(notification::Column::ReadAt.is_null())
+    } else {
+        query
+    }
+}
+
+/// How many notifications the recipient has (or has unread).
+pub async fn count_notifications_of(
+    conn: &impl ConnectionTrait,
+    recipient: Uuid,
+    unread_only: bool,
+) -> Result<u64, AppError> {
+    Ok(addressed_to(recipient, unread_only).count(conn).await?)
 }
 
 pub async fn unread_count(conn: &impl ConnectionTrait, recipient: Uuid) -> Result<u64, AppError> {

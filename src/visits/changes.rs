@@ -18,6 +18,8 @@ pub enum ChangeKind {
     Cancelled,
     /// Its pal left; it is open again.
     Released,
+    /// Its time ran out.
+    Expired,
 }
 
 impl ChangeKind {
@@ -28,6 +30,7 @@ impl ChangeKind {
             "visit.completed" => Self::Completed,
             "visit.cancelled" => Self::Cancelled,
             "visit.released" => Self::Released,
+            "visit.expired" => Self::Expired,
             _ => return None,
         })
     }
@@ -85,7 +88,7 @@ impl VisitChange {
             ChangeKind::Accepted => (Some(VisitStatus::Requested), None),
             ChangeKind::Released => (Some(VisitStatus::Accepted), facts.previous_pal_id),
             // Completed straight from REQUESTED had no pal before; from ACCEPTED, the same one.
-            ChangeKind::Completed | ChangeKind::Cancelled => (
+            ChangeKind::Completed | ChangeKind::Cancelled | ChangeKind::Expired => (
                 previous,
                 facts
                     .pal_id

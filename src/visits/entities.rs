@@ -11,6 +11,9 @@ pub enum VisitStatus {
     Completed,
     #[sea_orm(string_value = "CANCELLED")]
     Cancelled,
+    /// Its time ran out before it was completed (see [`super::Deadlines`]).
+    #[sea_orm(string_value = "EXPIRED")]
+    Expired,
 }
 
 impl VisitStatus {

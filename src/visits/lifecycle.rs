@@ -8,6 +8,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{
+    Deadlines,
     entities::{VisitStatus, visit},
     queries::is_visible_to,
 };
@@ -38,11 +39,13 @@ enum Verdict {
     AlreadyDone,
 }
 
-/// The transition rules in one place: who may do what to a visit in each status.
+/// The transition rules in one place: who may do what to a visit in each status (as it stands
+/// today: settled by [`Deadlines`]).
 fn check_transition(
     visit: &visit::Model,
     caller: Uuid,
     action: Action,
+    deadlines: &Deadlines,
 ) -> Result<Verdict, AppError> {
     use {Action::*, VisitStatus::*};
     let is_member = visit.member_id == caller;
@@ -57,6 +60,10 @@ fn check_transition(
         } else {
             AppError::NotFound("visit")
         }),
+        // Pals cannot claim the past; one who did the visit can still complete it in the grace days.
+        (Accept, Requested) if visit.date < deadlines.today => Err(AppError::Conflict(
+            "this visit's date has passed: it can no longer be accepted",
+        )),
         (Accept | Complete | Cancel, Requested) => Ok(Verdict::Proceed),
         (Accept, Accepted) if is_its_pal => Ok(Verdict::AlreadyDone),
         (Accept, Accepted) => Err(AppError::Conflict(
@@ -68,6 +75,9 @@ fn check_transition(
         (_, Completed) => Err(AppError::Conflict("this visit is already completed")),
         (Cancel, Cancelled) => Err(AppError::Conflict("this visit is already cancelled")),
         (Accept | Complete, Cancelled) => Err(AppError::Conflict("this visit was cancelled")),
+        (_, Expired) => Err(AppError::Conflict(
+            "this visit has expired: its date and grace days have passed",
+        )),
     }
 }
 
@@ -76,10 +86,11 @@ pub async fn accept_visit(
     conn: &impl ConnectionTrait,
     pal_id: Uuid,
     visit_id: Uuid,
+    deadlines: &Deadlines,
 ) -> Result<visit::Model, AppError> {
     // Held until commit: of two pals claiming this visit, the second sees it taken.
-    let visit = lock_visit(conn, visit_id).await?;
-    if check_transition(&visit, pal_id, Action::Accept)? == Verdict::AlreadyDone {
+    let visit = lock_visit(conn, visit_id, deadlines).await?;
+    if check_transition(&visit, pal_id, Action::Accept, deadlines)? == Verdict::AlreadyDone {
         return Ok(visit);
     }
     let accepted = set_status(conn, visit_id, VisitStatus::Accepted, Some(pal_id)).await?;
@@ -99,11 +110,12 @@ pub async fn complete_visit(
     pal_id: Uuid,
     visit_id: Uuid,
     overhead_percent: i32,
+    deadlines: &Deadlines,
 ) -> Result<transaction::Model, AppError> {
-    // Held until commit: completions, acceptances and cancellations of one visit queue here, so it
-    // is paid at most once and never after a cancellation.
-    let visit = lock_visit(conn, visit_id).await?;
-    check_transition(&visit, pal_id, Action::Complete)?;
+    // Held until commit: completions, acceptances, cancellations and the sweeper's expiry of one
+    // visit queue here, so it is paid at most once and never after a cancellation or expiry.
+    let visit = lock_visit(conn, visit_id, deadlines).await?;
+    check_transition(&visit, pal_id, Action::Complete, deadlines)?;
     // Then both balances, in user-id order (one statement), after the visit: the fixed lock order.
     let balances = ledger::lock_balances(conn, &[visit.member_id, pal_id]).await?;
     let member_balance = balances.get(&visit.member_id).copied().unwrap_or(0);
@@ -144,10 +156,11 @@ pub async fn cancel_visit(
     conn: &impl ConnectionTrait,
     member_id: Uuid,
     visit_id: Uuid,
+    deadlines: &Deadlines,
 ) -> Result<visit::Model, AppError> {
     // Held until commit: a cancellation and a completion of one visit cannot both succeed.
-    let visit = lock_visit(conn, visit_id).await?;
-    check_transition(&visit, member_id, Action::Cancel)?;
+    let visit = lock_visit(conn, visit_id, deadlines).await?;
+    check_transition(&visit, member_id, Action::Cancel, deadlines)?;
     let cancelled = set_status(conn, visit_id, VisitStatus::Cancelled, visit.pal_id).await?;
     events::record(
         conn,
@@ -161,24 +174,31 @@ pub async fn cancel_visit(
 }
 
 /// For a departing user: their outstanding visits are cancelled and the visits they had accepted as
-/// a pal are open again for others.
-pub async fn withdraw_user(conn: &impl ConnectionTrait, user_id: Uuid) -> Result<(), AppError> {
+/// a pal are open again for others. Expired ones are left to the sweeper: time, not the user,
+/// ended them.
+pub async fn withdraw_user(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+    deadlines: &Deadlines,
+) -> Result<(), AppError> {
     // Locked (visits only, no balances: the lock order holds) so each event can say what the
     // visit was before.
     let touched = for_update(
-        visit::Entity::find().filter(
-            sea_orm::Condition::any()
-                .add(
-                    sea_orm::Condition::all()
-                        .add(visit::Column::MemberId.eq(user_id))
-                        .add(visit::Column::Status.is_in(VisitStatus::OUTSTANDING)),
-                )
-                .add(
-                    sea_orm::Condition::all()
-                        .add(visit::Column::PalId.eq(user_id))
-                        .add(visit::Column::Status.eq(VisitStatus::Accepted)),
-                ),
-        ),
+        visit::Entity::find()
+            .filter(
+                sea_orm::Condition::any()
+                    .add(
+                        sea_orm::Condition::all()
+                            .add(visit::Column::MemberId.eq(user_id))
+                            .add(visit::Column::Status.is_in(VisitStatus::OUTSTANDING)),
+                    )
+                    .add(
+                        sea_orm::Condition::all()
+                            .add(visit::Column::PalId.eq(user_id))
+                            .add(visit::Column::Status.eq(VisitStatus::Accepted)),
+                    ),
+            )
+            .filter(visit::Column::Date.gte(deadlines.expired_before)),
     )
     .all(conn)
     .await?;
@@ -203,10 +223,17 @@ pub async fn withdraw_user(conn: &impl ConnectionTrait, user_id: Uuid) -> Result
     events::record_all(conn, recorded).await
 }
 
-async fn lock_visit(conn: &impl ConnectionTrait, visit_id: Uuid) -> Result<visit::Model, AppError> {
+/// The visit, locked, as it stands today: the deadline is checked under the lock, so a transition
+/// and the sweeper agree on whether time ran out.
+async fn lock_visit(
+    conn: &impl ConnectionTrait,
+    visit_id: Uuid,
+    deadlines: &Deadlines,
+) -> Result<visit::Model, AppError> {
     for_update(visit::Entity::find_by_id(visit_id))
         .one(conn)
         .await?
+        .map(|visit| deadlines.settle(visit))
         .ok_or(AppError::NotFound("visit"))
 }
 

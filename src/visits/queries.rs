@@ -3,12 +3,15 @@ use std::collections::HashMap;
 
 use chrono::NaiveDate;
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, Order, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, Order, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Select,
 };
 use uuid::Uuid;
 
-use super::entities::{VisitStatus, task, visit};
+use super::{
+    Deadlines,
+    entities::{VisitStatus, task, visit},
+};
 use crate::{
     error::AppError,
     paging::{Cursor, Keyset, Page},
@@ -18,6 +21,7 @@ use crate::{
 pub async fn outstanding_minutes_of(
     conn: &impl ConnectionTrait,
     member_ids: Vec<Uuid>,
+    deadlines: &Deadlines,
 ) -> Result<HashMap<Uuid, i32>, AppError> {
     let rows: Vec<(Uuid, Option<i64>)> = visit::Entity::find()
         .select_only()
@@ -25,6 +29,8 @@ pub async fn outstanding_minutes_of(
         .column_as(visit::Column::Minutes.sum(), "total")
         .filter(visit::Column::MemberId.is_in(member_ids))
         .filter(visit::Column::Status.is_in(VisitStatus::OUTSTANDING))
+        // Expired visits hold nothing, whether or not the sweeper has marked them yet.
+        .filter(visit::Column::Date.gte(deadlines.expired_before))
         .group_by(visit::Column::MemberId)
         .into_tuple()
         .all(conn)
@@ -50,14 +56,18 @@ pub fn may_see(viewer: Uuid, member: Uuid, pal: Option<Uuid>, status: Option<Vis
     member == viewer || pal == Some(viewer) || status == Some(VisitStatus::Requested)
 }
 
+/// The visit as it stands today, if `viewer` may see it (an expired request is no longer open to
+/// others).
 pub async fn find_visible(
     conn: &impl ConnectionTrait,
     viewer: Uuid,
     visit_id: Uuid,
+    deadlines: &Deadlines,
 ) -> Result<visit::Model, AppError> {
     visit::Entity::find_by_id(visit_id)
         .one(conn)
         .await?
+        .map(|visit| deadlines.settle(visit))
         .filter(|visit| is_visible_to(visit, viewer))
         .ok_or(AppError::NotFound("visit"))
 }
@@ -65,11 +75,16 @@ pub async fn find_visible(
 pub async fn find_visits(
     conn: &impl ConnectionTrait,
     ids: Vec<Uuid>,
+    deadlines: &Deadlines,
 ) -> Result<Vec<visit::Model>, AppError> {
-    Ok(visit::Entity::find()
+    let found = visit::Entity::find()
         .filter(visit::Column::Id.is_in(ids))
         .all(conn)
-        .await?)
+        .await?;
+    Ok(found
+        .into_iter()
+        .map(|visit| deadlines.settle(visit))
+        .collect())
 }
 
 /// Tasks of many visits in one query, in their listed order.
@@ -91,11 +106,11 @@ pub enum VisitRole {
     Member,
     /// Visits the viewer accepted or completed.
     Pal,
-    /// Requested visits of others, waiting for a pal.
+    /// Requested visits of others dated today or later, waiting for a pal.
     Open,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VisitFilter {
     pub status: Option<VisitStatus>,
     pub role: Option<VisitRole>,
@@ -104,35 +119,110 @@ pub struct VisitFilter {
 /// Where a page of visits starts: after this date and id, in (date, id) order.
 pub type VisitCursor = Cursor<NaiveDate>;
 
+/// One list a role reads, each served by its own index: the member's (`visits_member_date_idx`),
+/// the pal's (`visits_pal_idx`) and the open one (`visits_open_idx`). No role means all three,
+/// which never overlap (a request has no pal, and the open list is other members' requests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shelf {
+    Member,
+    Pal,
+    Open,
+}
+
+impl Shelf {
+    fn of(role: Option<VisitRole>) -> &'static [Shelf] {
+        match role {
+            Some(VisitRole::Member) => &[Shelf::Member],
+            Some(VisitRole::Pal) => &[Shelf::Pal],
+            Some(VisitRole::Open) => &[Shelf::Open],
+            None => &[Shelf::Member, Shelf::Pal, Shelf::Open],
+        }
+    }
+
+    fn rows(
+        self,
+        viewer: Uuid,
+        status: Option<VisitStatus>,
+        deadlines: &Deadlines,
+    ) -> Select<visit::Entity> {
+        let shelf = match self {
+            Shelf::Member => Condition::all().add(visit::Column::MemberId.eq(viewer)),
+            Shelf::Pal => Condition::all().add(visit::Column::PalId.eq(viewer)),
+            Shelf::Open => Condition::all()
+                .add(visit::Column::Status.eq(VisitStatus::Requested))
+                .add(visit::Column::Date.gte(deadlines.today))
+                .add(visit::Column::MemberId.ne(viewer)),
+        };
+        let condition = match status {
+            Some(status) => shelf.add(has_status(status, deadlines)),
+            None => shelf,
+        };
+        visit::Entity::find().filter(condition)
+    }
+}
+
+/// Visits whose status today (stored, or as [`Deadlines`] reads it) is `status`.
+fn has_status(status: VisitStatus, deadlines: &Deadlines) -> Condition {
+    let stored = visit::Column::Status;
+    let on_time = visit::Column::Date.gte(deadlines.expired_before);
+    match status {
+        VisitStatus::Requested | VisitStatus::Accepted => {
+            Condition::all().add(stored.eq(status)).add(on_time)
+        }
+        VisitStatus::Expired => Condition::any().add(stored.eq(status)).add(
+            Condition::all()
+                .add(stored.is_in(VisitStatus::OUTSTANDING))
+                .add(visit::Column::Date.lt(deadlines.expired_before)),
+        ),
+        VisitStatus::Completed | VisitStatus::Cancelled => Condition::all().add(stored.eq(status)),
+    }
+}
+
+const BY_DATE: Keyset<visit::Column, visit::Column> = Keyset {
+    sort: visit::Column::Date,
+    id: visit::Column::Id,
+    order: Order::Asc,
+};
+
+/// A page of the visits `viewer` can see through `filter`, soonest first (then by id).
 pub async fn visible_visits(
     conn: &impl ConnectionTrait,
     viewer: Uuid,
     filter: VisitFilter,
+    deadlines: &Deadlines,
     first: u64,
     after: Option<VisitCursor>,
 ) -> Result<Page<visit::Model>, AppError> {
-    let requested = visit::Column::Status.eq(VisitStatus::Requested);
-    let mut condition = match filter.role {
-        Some(VisitRole::Member) => Condition::all().add(visit::Column::MemberId.eq(viewer)),
-        Some(VisitRole::Pal) => Condition::all().add(visit::Column::PalId.eq(viewer)),
-        Some(VisitRole::Open) => Condition::all()
-            .add(requested)
-            .add(visit::Column::MemberId.ne(viewer)),
-        None => Condition::any()
-            .add(visit::Column::MemberId.eq(viewer))
-            .add(visit::Column::PalId.eq(viewer))
-            .add(requested),
-    };
-    if let Some(status) = filter.status {
-        condition = Condition::all()
-            .add(condition)
-            .add(visit::Column::Status.eq(status));
+    let mut items = Vec::new();
+    // Each shelf's own page, then the first of them all: every read is an index range from the
+    // cursor, however many visits the other shelves hold.
+    for shelf in Shelf::of(filter.role) {
+        let rows = shelf.rows(viewer, filter.status, deadlines);
+        items.extend(BY_DATE.rows(conn, rows, first + 1, after).await?);
     }
-    let by_date = Keyset {
-        sort: visit::Column::Date,
-        id: visit::Column::Id,
-        order: Order::Asc,
-    };
-    let visible = visit::Entity::find().filter(condition);
-    Ok(by_date.fetch(conn, visible, first, after).await?)
+    items.sort_unstable_by_key(|visit| (visit.date, visit.id));
+    let mut page = Page::from_one_extra(items, first);
+    page.items = page
+        .items
+        .into_iter()
+        .map(|visit| deadlines.settle(visit))
+        .collect();
+    Ok(page)
+}
+
+/// How many visits the same filter matches across all pages.
+pub async fn count_visible_visits(
+    conn: &impl ConnectionTrait,
+    viewer: Uuid,
+    filter: VisitFilter,
+    deadlines: &Deadlines,
+) -> Result<u64, AppError> {
+    let mut total = 0;
+    for shelf in Shelf::of(filter.role) {
+        total += shelf
+            .rows(viewer, filter.status, deadlines)
+            .count(conn)
+            .await?;
+    }
+    Ok(total)
 }

@@ -9,7 +9,10 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use validator::{Validate, ValidationError};
 
-use super::entities::{VisitStatus, visit};
+use super::{
+    Deadlines,
+    entities::{VisitStatus, visit},
+};
 use crate::{
     error::{AppError, violated_constraint},
     events::{self, catalogue::VisitRequested},
@@ -81,6 +84,7 @@ pub async fn request_visit(
     conn: &impl ConnectionTrait,
     member_id: Uuid,
     request: VisitRequest,
+    deadlines: &Deadlines,
 ) -> Result<visit::Model, AppError> {
     request.validate()?;
     // Only a keyed request can be retried, so only it needs a fingerprint to compare retries by.
@@ -103,7 +107,7 @@ pub async fn request_visit(
             .await?;
         if let Some(earlier) = earlier {
             return if earlier.idempotency_fingerprint == fingerprint {
-                Ok(earlier)
+                Ok(deadlines.settle(earlier))
             } else {
                 Err(AppError::Conflict(
                     "this idempotencyKey was already used for a different request",
@@ -114,7 +118,8 @@ pub async fn request_visit(
 
     // A fresh statement under the lock sees every booking committed before we got it.
     let task_count = request.tasks.len();
-    let booking = book_if_affordable(conn, member_id, balance, request, fingerprint).await?;
+    let booking =
+        book_if_affordable(conn, member_id, balance, request, fingerprint, deadlines).await?;
     let visit = booking.visit.ok_or(AppError::InsufficientMinutes {
         requested: booking.requested,
         available: (balance - booking.outstanding).max(0),
@@ -147,11 +152,12 @@ async fn book_if_affordable(
     balance: i32,
     request: VisitRequest,
     fingerprint: Option<Vec<u8>>,
+    deadlines: &Deadlines,
 ) -> Result<Booking, AppError> {
     const BOOK: &str = r#"
 WITH outstanding AS (
     SELECT COALESCE(SUM(minutes), 0)::int4 AS minutes
-    FROM visits WHERE member_id = $1 AND status = ANY($10)
+    FROM visits WHERE member_id = $1 AND status = ANY($10) AND date >= $12
 ), booked AS (
     INSERT INTO visits (id, member_id, date, minutes, status, idempotency_key,
                         idempotency_fingerprint, created_at, updated_at)
@@ -196,6 +202,8 @@ FROM outstanding LEFT JOIN booked ON true"#;
                     .collect(),
             ),
             VisitStatus::Requested.to_value().into(),
+            // Expired visits hold no minutes, whether or not the sweeper has marked them yet.
+            deadlines.expired_before.into(),
         ],
     );
     let row = conn

@@ -169,6 +169,8 @@ pub struct TestApp {
     database_url: SecretString,
     /// Statements the application's requests have sent to PostgreSQL so far.
     pub statements: Arc<AtomicUsize>,
+    /// The SQL of those statements, values written in, newest last.
+    pub statement_log: Arc<std::sync::Mutex<Vec<String>>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     shut_down: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     /// Declared last: fields drop in order, so the connection closes before the database is dropped.
@@ -253,6 +255,8 @@ impl TestApp {
         db::migrate(&pool).await.expect("migrations");
         let statements = Arc::new(AtomicUsize::new(0));
         let counter = statements.clone();
+        let statement_log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = statement_log.clone();
         pool.set_metric_callback(move |info| {
             // Only what requests cost: the event machinery's background work (consumers polling
             // the log, the relay) runs on the same pool at its own pace.
@@ -262,6 +266,9 @@ impl TestApp {
                 .any(|mark| sql.contains(mark));
             if !background {
                 counter.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut log) = log.lock() {
+                    log.push(info.statement.to_string());
+                }
             }
         });
         let app = startup::build_with_database(config, pool)
@@ -286,6 +293,7 @@ impl TestApp {
             db,
             database_url,
             statements,
+            statement_log,
             server,
             shut_down: std::sync::Mutex::new(Some(shut_down)),
             _database: None,

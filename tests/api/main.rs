@@ -1,7 +1,9 @@
 //! The service's own tests: real app on port 0, real PostgreSQL, a fresh database per test.
 mod helpers;
 
+mod costs;
 mod events;
+mod expiry;
 mod fuzz;
 mod http;
 mod identity;

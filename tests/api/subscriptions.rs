@@ -287,7 +287,10 @@ async fn a_visit_you_may_not_see_does_not_exist_for_you_and_bad_input_is_an_erro
     cys.subscribe("typo", "subscription { myVisit { type } }", json!({}))
         .await
         .expect("sent");
-    assert_eq!(error_of(cys.next(WAIT).await, "typo"), "BAD_USER_INPUT");
+    assert_eq!(
+        error_of(cys.next(WAIT).await, "typo"),
+        "GRAPHQL_VALIDATION_FAILED"
+    );
     cys.subscribe("control", &visit_updated(), json!({ "id": "a\u{0}b" }))
         .await
         .expect("sent");

@@ -92,7 +92,7 @@ async fn the_invariant_checker_reports_each_kind_of_broken_book() {
 
     app.db
         .execute_unprepared(&format!(
-            "UPDATE visits SET status = 'REQUESTED' WHERE id = '{visit_id}'"
+            "UPDATE visits SET status = 'REQUESTED', pal_id = NULL WHERE id = '{visit_id}'"
         ))
         .await
         .expect("tamper");

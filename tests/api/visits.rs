@@ -433,7 +433,7 @@ async fn visits_page_by_date_then_id_with_a_total_count() {
     assert_error_code(&too_big, "BAD_USER_INPUT");
     assert_eq!(
         too_big["errors"][0]["extensions"]["fields"],
-        json!({ "first": ["must be 0 to 100"] })
+        json!({ "first": ["must be 1 to 100"] })
     );
     let bogus_cursor = app
         .visits(&ann.access_token, json!(null), None, Some("bogus"))

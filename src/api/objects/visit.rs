@@ -23,6 +23,8 @@ pub enum VisitStatus {
     Completed,
     /// Withdrawn by the member; nothing was paid.
     Cancelled,
+    /// Not completed by the end of its date plus the grace days; its minutes are free again.
+    Expired,
 }
 
 /// Something to do during a visit.
