@@ -13,6 +13,7 @@ pub mod nats;
 pub mod notifications_replay;
 pub mod reply;
 pub mod scenarios;
+pub mod seed;
 
 use std::time::{Duration, Instant};
 

@@ -28,6 +28,21 @@ struct Cli {
 enum Command {
     /// Benchmark the hot paths through spawned instances, side by side with pgbench.
     Bench(BenchArgs),
+    /// Replace a migrated database's visits with many of a realistic shape (see `seed.rs`).
+    Seed(SeedArgs),
+}
+
+#[derive(Args)]
+struct SeedArgs {
+    /// A database the service has migrated (run the service, or `home-visits migrate`, on it first).
+    #[arg(long)]
+    database_url: String,
+    /// Visits to write (every visit there is replaced).
+    #[arg(long, default_value_t = 1_000_000)]
+    visits: i64,
+    /// Members to spread them over (created if missing; password `bench password 1`).
+    #[arg(long, default_value_t = 10_000)]
+    users: i64,
 }
 
 #[derive(Args)]
@@ -116,7 +131,7 @@ fn main() -> ExitCode {
     // The bench's load generator shares the cores with what it measures, so it runs on one thread:
     // measured +5-7% req/s for the instances against a two-worker client.
     let runtime = match cli.command {
-        Some(Command::Bench(_)) => tokio::runtime::Builder::new_current_thread()
+        Some(Command::Bench(_) | Command::Seed(_)) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
         None => tokio::runtime::Builder::new_multi_thread()
@@ -127,6 +142,7 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime.block_on(async {
             match cli.command {
                 Some(Command::Bench(args)) => bench(args).await,
+                Some(Command::Seed(args)) => seed(args).await,
                 None => run(cli.suite).await,
             }
         }),
@@ -139,6 +155,29 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+async fn seed(args: SeedArgs) -> anyhow::Result<ExitCode> {
+    let db = Database::connect(&args.database_url)
+        .await
+        .context("--database-url: cannot connect")?;
+    let seeded = integration::seed::seed(
+        &db,
+        integration::seed::Shape {
+            users: args.users,
+            visits: args.visits,
+        },
+        &integration::seed::password_hash()?,
+    )
+    .await?;
+    println!(
+        "seeded {} visits over {} members ({} open) in {:.1} s",
+        args.visits,
+        args.users,
+        seeded.open,
+        seeded.took.as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {

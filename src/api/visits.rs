@@ -1,7 +1,7 @@
 //! GraphQL for visits: listing them, and the four mutations of their life.
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
 use futures::FutureExt;
-use sea_orm::TransactionTrait;
+use sea_orm::{ActiveEnum, TransactionTrait};
 
 use super::{
     context::{ApiResult, caller, state},
@@ -76,9 +76,18 @@ impl VisitConnection {
 }
 
 /// The list a cursor belongs to: its role and status, since a position in one means nothing in
-/// another.
+/// another (`visits:open:any`, `visits:member:EXPIRED`, ...).
 fn list_name(filter: &visits::VisitFilter) -> String {
-    format!("visits:{:?}:{:?}", filter.role, filter.status)
+    let role = match filter.role {
+        Some(visits::VisitRole::Member) => "member",
+        Some(visits::VisitRole::Pal) => "pal",
+        Some(visits::VisitRole::Open) => "open",
+        None => "all",
+    };
+    let status = filter
+        .status
+        .map_or_else(|| "any".to_string(), |status| status.to_value());
+    format!("visits:{role}:{status}")
 }
 
 #[derive(Default)]

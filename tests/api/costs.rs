@@ -290,7 +290,7 @@ async fn bad_page_arguments_are_bad_user_input_and_the_end_is_an_empty_page() {
     use base64::Engine;
     let forged = [
         "bogus".to_string(),
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("visits:Some(Member):None|x|y"),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("visits:member:any|x|y"),
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("|||"),
     ];
     for cursor in forged {

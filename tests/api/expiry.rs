@@ -224,6 +224,16 @@ async fn the_sweeper_writes_expired_and_records_each_expiry_once_however_many_in
         "requested, accepted, expired"
     );
 
+    // The member hears of it, once per visit, from the event alone.
+    app.settled().await;
+    let told: Vec<i64> = app
+        .query_column(&format!(
+            "SELECT count(*) FROM notifications WHERE kind = 'VISIT_EXPIRED' AND recipient_id = '{}'",
+            ann.id
+        ))
+        .await;
+    assert_eq!(told, [13]);
+
     // Nothing is left for a sweep to do.
     let deadlines = Deadlines::now(2);
     assert_eq!(
@@ -265,4 +275,50 @@ async fn live_subscribers_see_a_visit_expire() {
     assert_eq!(update["type"], "EXPIRED", "{update}");
     assert_eq!(update["visit"]["id"], visit.as_str(), "{update}");
     assert_eq!(update["visit"]["status"], "EXPIRED", "{update}");
+}
+
+/// Instances whose clocks straddle a deadline: one still completes what another already sweeps.
+/// Each visit must end either completed and paid or expired and unpaid, never both, and the log
+/// must say which.
+#[tokio::test]
+async fn a_completion_and_the_sweeper_racing_on_one_visit_never_both_win() {
+    let app = TestApp::spawn_with(|config| config.starting_minutes = 10_000).await;
+    let ann = app.register_user("ann").await;
+    let bob = app.register_user("bob").await;
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(app.requested_visit(&ann.access_token, 10).await);
+    }
+    // A sweeper whose "today" is a week ahead: to it every one of these visits is long expired.
+    let ahead = Deadlines::on(Utc::now().date_naive() + Days::new(7), 2);
+    let sweeping = async {
+        let mut expired = 0;
+        for _ in 0..40 {
+            expired += visits::expire_due(&app.db, &ahead, 3).await.expect("sweep");
+            tokio::task::yield_now().await;
+        }
+        expired
+    };
+    let completing = futures::future::join_all(
+        ids.iter()
+            .map(|id| app.complete_visit(&bob.access_token, id)),
+    );
+    let (expired, answers) = tokio::join!(sweeping, completing);
+
+    let completed = answers.iter().filter(|answer| !answer.has_errors()).count();
+    for answer in answers.iter().filter(|answer| answer.has_errors()) {
+        assert_error_code(answer, "CONFLICT");
+    }
+    assert_eq!(
+        completed + expired,
+        ids.len(),
+        "{completed} completed, {expired} expired"
+    );
+    let paid: Vec<i64> = app.query_column("SELECT count(*) FROM transactions").await;
+    assert_eq!(paid, [completed as i64]);
+    let events = app.recorded_types().await;
+    let count = |kind: &str| events.iter().filter(|event| *event == kind).count();
+    assert_eq!(count("visit.completed"), completed);
+    assert_eq!(count("visit.expired"), expired);
+    app.assert_invariants().await;
 }

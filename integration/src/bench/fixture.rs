@@ -18,6 +18,11 @@ pub fn member_id(n: i64) -> String {
     format!("00000000-0000-4000-8000-{n:012}")
 }
 
+/// SQL for member `expr`'s id (`expr` an integer expression), as [`member_id`] spells it.
+pub fn member_uuid_sql(expr: &str) -> String {
+    format!("('00000000-0000-4000-8000-' || lpad(({expr})::text, 12, '0'))::uuid")
+}
+
 pub fn session_id(n: i64) -> String {
     format!("10000000-0000-4000-8000-{n:012}")
 }

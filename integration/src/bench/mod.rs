@@ -1,9 +1,10 @@
 //! `integration bench`: closed-loop load on the hot paths through the instances, side by side with
 //! pgbench running the very statements the service issues, on a copy of the same fixture.
-mod fixture;
+pub mod fixture;
 mod live;
 mod pgbench;
 mod report;
+mod scale;
 pub mod stats;
 mod watch;
 mod workloads;
@@ -211,7 +212,15 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
     let mut cpu_lines = Vec::new();
     let mut event_lines = Vec::new();
     let mut run = 0_u32;
-    for &workload in &options.workloads {
+    let mut scale_lines = Vec::new();
+    // It replaces the visits the others use, so it goes last whatever order it was asked in.
+    let mut workloads = options.workloads.clone();
+    workloads.sort_by_key(|workload| *workload == Workload::ReadAtScale);
+    for &workload in &workloads {
+        if workload == Workload::ReadAtScale {
+            scale_lines = scale::run(&db, &fixture, &password_hash).await?;
+            continue;
+        }
         let script = workload.pgbench_script().map(|name| scripts.join(name));
         let mut service_rounds = Vec::new();
         let mut reference_rounds = Vec::new();
@@ -356,6 +365,9 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
             before as f64 / 1_048_576.0,
             after as f64 / 1_048_576.0,
         );
+    }
+    for line in &scale_lines {
+        println!("{line}");
     }
     println!("peak RSS: {}", rss.join(", "));
     println!(

@@ -27,9 +27,13 @@ pub enum Workload {
     Read,
     /// `login`, bound by Argon2id.
     Login,
+    /// Pages of visits at 10,000 and 1,000,000 visits (re-seeds the visits: runs last).
+    ReadAtScale,
 }
 
 impl Workload {
+    /// The default run: `read-at-scale` only when asked for (seeding a million visits takes a
+    /// minute of its own).
     pub const ALL: [Workload; 6] = [
         Self::Request,
         Self::RequestHot,
@@ -47,6 +51,7 @@ impl Workload {
             Self::CompleteHot => "complete-hot",
             Self::Read => "read",
             Self::Login => "login",
+            Self::ReadAtScale => "read-at-scale",
         }
     }
 
@@ -57,7 +62,7 @@ impl Workload {
             Self::RequestHot => Some("request-hot.sql"),
             Self::Complete => Some("complete.sql"),
             Self::CompleteHot => Some("complete-hot.sql"),
-            Self::Read | Self::Login => None,
+            Self::Read | Self::Login | Self::ReadAtScale => None,
         }
     }
 
@@ -168,6 +173,8 @@ pub async fn run_workload(
             })
             .await
         }
+        // Measured by `scale::run`, which seeds its own data.
+        Workload::ReadAtScale => Measurement::default(),
         Workload::Login => {
             drive(clients, duration, |client, iteration| async move {
                 let member = random_member(client, iteration);
