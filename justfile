@@ -82,3 +82,9 @@ bench seconds="10" clients="32" *args:
         --instance http://127.0.0.1:14001 --instance http://127.0.0.1:14002 \
         --database-url "${url%/*}/home_visits_bench" \
         --seconds {{seconds}} --clients {{clients}} {{args}}
+
+# A million visits (or --visits N) of the read-at-scale shape in the local cluster's database
+seed *args:
+    url=$(cargo run -q --bin home-visits -- db start) && \
+    cargo run -q --bin home-visits -- migrate && \
+    cargo run --release -q -p integration -- seed --database-url "$url" {{args}}
