@@ -11,6 +11,7 @@ mod m20261201_000001_create_outbox;
 mod m20261201_000002_create_consumer_plumbing;
 mod m20261201_000003_create_notifications;
 mod m20261201_000004_visits_expire;
+mod m20261201_000005_sessions_revoked_idx;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000002_create_consumer_plumbing::Migration),
             Box::new(m20261201_000003_create_notifications::Migration),
             Box::new(m20261201_000004_visits_expire::Migration),
+            Box::new(m20261201_000005_sessions_revoked_idx::Migration),
         ]
     }
 }

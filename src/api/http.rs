@@ -160,8 +160,14 @@ async fn graphql_post(
                 .into_response()
         }
         BatchRequest::Batch(requests) => {
+            if requests.is_empty() {
+                return transport_error(
+                    StatusCode::BAD_REQUEST,
+                    "the batch is empty: send at least one operation",
+                );
+            }
             let most = state.app.config.graphql_max_batch_operations;
-            if requests.is_empty() || requests.len() > most {
+            if requests.len() > most {
                 return coded_error(
                     StatusCode::BAD_REQUEST,
                     "QUERY_TOO_COMPLEX",

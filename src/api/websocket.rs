@@ -44,7 +44,7 @@ use super::{
 use crate::{
     config::LiveSettings,
     error::AppError,
-    identity::{Caller, session_cache::Revocation},
+    identity::{Caller, revoked_sessions::Revocation},
     state::AppState,
 };
 

@@ -1,14 +1,14 @@
 //! Identity: users, sessions, passwords and tokens. Knows nothing of minutes or visits.
 pub mod entities;
 pub mod password;
-pub mod session_cache;
+pub mod revoked_sessions;
 pub mod sessions;
 pub mod throttle;
 pub mod tokens;
 pub mod users;
 
 pub use password::PasswordHasher;
-pub use session_cache::SessionCache;
+pub use revoked_sessions::RevokedSessions;
 pub use sessions::{Identity, SessionTokens, SignedIn};
 pub use throttle::LoginThrottle;
 pub use tokens::{AccessClaims, TokenKeys};

@@ -10,9 +10,9 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::{
-    Caller, LoginThrottle, PasswordHasher, SessionCache, TokenKeys,
+    Caller, LoginThrottle, PasswordHasher, RevokedSessions, TokenKeys,
     entities::{refresh_token, session, user},
-    session_cache::Revocation,
+    revoked_sessions::Revocation,
     tokens::{hash_refresh_token, new_refresh_token},
     users::{find_active_user, find_active_user_by_email, normalize_email},
 };
@@ -22,12 +22,12 @@ use crate::{
 };
 
 /// Identity's run-time services, built once per instance: token keys, password hashing, login
-/// throttling and the cache of sessions seen open.
+/// throttling and the sessions revoked lately.
 pub struct Identity {
     pub keys: TokenKeys,
     pub hasher: PasswordHasher,
     pub throttle: LoginThrottle,
-    pub sessions: SessionCache,
+    pub sessions: RevokedSessions,
     refresh_token_ttl: Duration,
 }
 
@@ -51,7 +51,7 @@ impl Identity {
                 config.login_attempts_per_address_per_minute,
                 config.login_attempts_per_account_per_minute,
             ),
-            sessions: SessionCache::default(),
+            sessions: RevokedSessions::new(config.access_token_ttl),
             refresh_token_ttl: config.refresh_token_ttl,
         })
     }
@@ -78,7 +78,9 @@ impl Identity {
         .await?;
         let refresh_token = insert_refresh_token(conn, session_id).await?;
         Ok(SessionTokens {
-            access_token: self.keys.issue_access_token(user_id, session_id)?,
+            access_token: self
+                .keys
+                .issue_access_token(user_id, session_id, now + refresh_ttl)?,
             refresh_token,
             user_id,
         })
@@ -192,10 +194,11 @@ impl Identity {
             user_id: claims.sub,
             session_id: claims.sid,
         };
-        if self.sessions.is_known_live(caller) {
-            return Ok((caller, expires_at));
+        match self.sessions.knows(caller) {
+            Some(true) => return Ok((caller, expires_at)),
+            Some(false) => return Err(AppError::Unauthenticated(AuthFailure::SessionRevoked)),
+            None => {}
         }
-        let generation = self.sessions.generation();
         let live = session::Entity::find_by_id(claims.sid)
             .filter(session::Column::UserId.eq(claims.sub))
             .filter(session::Column::RevokedAt.is_null())
@@ -209,7 +212,6 @@ impl Identity {
         if !live {
             return Err(AppError::Unauthenticated(AuthFailure::SessionRevoked));
         }
-        self.sessions.remember(caller, generation);
         Ok((caller, expires_at))
     }
 }
@@ -284,7 +286,7 @@ async fn rotate_refresh_token(
         .await?;
     let refresh_token = insert_refresh_token(conn, session.id).await?;
     Ok(RefreshOutcome::Rotated(SessionTokens {
-        access_token: keys.issue_access_token(session.user_id, session.id)?,
+        access_token: keys.issue_access_token(session.user_id, session.id, session.expires_at)?,
         refresh_token,
         user_id: session.user_id,
     }))

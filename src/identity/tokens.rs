@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -48,14 +48,22 @@ impl TokenKeys {
         }
     }
 
-    pub fn issue_access_token(&self, user_id: Uuid, session_id: Uuid) -> Result<String, AppError> {
+    /// An access token for the session, living the configured lifetime but never past the
+    /// session's own end (`session_ends`): a request then needs no look at the session to know it
+    /// has not expired, only whether it was revoked.
+    pub fn issue_access_token(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        session_ends: DateTime<Utc>,
+    ) -> Result<String, AppError> {
         let now = Utc::now().timestamp();
         let ttl = i64::try_from(self.access_ttl.as_secs()).unwrap_or(i64::MAX / 2);
         let claims = AccessClaims {
             sub: user_id,
             sid: session_id,
             iat: now,
-            exp: now.saturating_add(ttl),
+            exp: now.saturating_add(ttl).min(session_ends.timestamp()),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
         };
@@ -64,15 +72,22 @@ impl TokenKeys {
 
     /// Checks signature, algorithm, issuer, audience and expiry. Whether the session still lives is
     /// the caller's next step.
+    /// A token meant to live longer than this service issues them is refused too: revocations are
+    /// only remembered for one token lifetime (`RevokedSessions`).
     pub fn verify_access_token(&self, token: &str) -> Result<AccessClaims, AppError> {
-        decode::<AccessClaims>(token, &self.decoding, &self.validation)
+        let claims = decode::<AccessClaims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|error| {
                 AppError::Unauthenticated(match error.kind() {
                     jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthFailure::TokenExpired,
                     _ => AuthFailure::TokenInvalid,
                 })
-            })
+            })?;
+        let longest = i64::try_from(self.access_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        if claims.exp.saturating_sub(claims.iat) > longest {
+            return Err(AppError::Unauthenticated(AuthFailure::TokenInvalid));
+        }
+        Ok(claims)
     }
 }
 

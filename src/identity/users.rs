@@ -11,7 +11,7 @@ use validator::Validate;
 
 use super::{
     entities::{session, user},
-    session_cache::Revocation,
+    revoked_sessions::Revocation,
 };
 use crate::{
     error::{AppError, AuthFailure, violated_constraint},

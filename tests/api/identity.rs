@@ -317,3 +317,90 @@ async fn password_guesses_at_account_deletion_are_throttled_like_logins() {
         .await;
     assert_eq!(active, vec![1], "the account survived the guesses");
 }
+
+/// Statements the instance sent that read or wrote sessions since `from` (its statement log).
+fn session_statements(app: &TestApp, from: usize) -> Vec<String> {
+    app.statement_log.lock().expect("log")[from..]
+        .iter()
+        .filter(|sql| sql.contains("\"sessions\"") || sql.contains(" sessions "))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_session_never_seen_before_costs_no_session_query() {
+    let first = TestApp::spawn().await;
+    let second = first.spawn_sibling().await;
+    let user = first.register_user("nia").await;
+    // The sibling's listener is up and its revoked set loaded once it answers from it.
+    let from = second.statement_log.lock().expect("log").len();
+    let mut answered = false;
+    for _ in 0..100 {
+        let me = second.me(&user.access_token).await;
+        assert_eq!(me["data"]["me"]["id"], user.id.as_str(), "{me}");
+        let from_now = second.statement_log.lock().expect("log").len();
+        let me = second.me(&user.access_token).await;
+        assert!(!me.has_errors(), "{me}");
+        if session_statements(&second, from_now).is_empty() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        answered,
+        "every request asked for the session: {:?}",
+        session_statements(&second, from)
+    );
+    // A user the sibling has never seen either.
+    let other = first.register_user("oli").await;
+    let from = second.statement_log.lock().expect("log").len();
+    assert!(!second.me(&other.access_token).await.has_errors());
+    assert_eq!(session_statements(&second, from), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn cutting_the_revocation_listener_loses_no_revocation() {
+    let first = TestApp::spawn().await;
+    let second = first.spawn_sibling().await;
+    let users = [
+        first.register_user("pam").await,
+        first.register_user("quin").await,
+    ];
+    for user in &users {
+        assert!(!second.me(&user.access_token).await.has_errors());
+    }
+    // Cut every revocation listener (both instances'), then revoke at once: the NOTIFY may reach
+    // no one, so what the instances believe must come from the database.
+    let cut: Vec<bool> = first
+        .query_column(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN \"home_visits_session_revoked\"%' AND pid <> pg_backend_pid()",
+        )
+        .await;
+    assert!(!cut.is_empty(), "no listener was found to cut");
+    assert_eq!(
+        first.logout(&users[0].access_token).await["data"]["logout"],
+        true
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let refused = second.me(&users[0].access_token).await;
+        if refused.error_code() == Some("UNAUTHENTICATED") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a revoked session was served 1 s after its logout: {refused}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Once the listener is back (and reloaded), the revocation still holds, and the other
+    // session still works.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        second.me(&users[0].access_token).await.error_code(),
+        Some("UNAUTHENTICATED")
+    );
+    assert!(!second.me(&users[1].access_token).await.has_errors());
+}

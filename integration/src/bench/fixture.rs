@@ -110,13 +110,16 @@ pub async fn load_fixture(
     Ok(())
 }
 
+/// How long the fixture's tokens live (the instances are told to issue tokens as long).
+pub const TOKEN_SECONDS: i64 = 3600;
+
 /// Access tokens the instances accept, minted with their shared secret for the fixture's sessions.
 pub fn mint_tokens(secret: &str) -> anyhow::Result<Vec<String>> {
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
     let now = chrono::Utc::now().timestamp();
     (0..=MEMBERS)
         .map(|n| {
-            let claims = json!({ "sub": member_id(n), "sid": session_id(n), "iat": now, "exp": now + 3600,
+            let claims = json!({ "sub": member_id(n), "sid": session_id(n), "iat": now, "exp": now + TOKEN_SECONDS,
                                  "iss": "home-visits", "aud": "home-visits" });
             jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).context("minting a token")
         })

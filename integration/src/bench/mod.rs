@@ -117,6 +117,12 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
             "LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE".to_string(),
             "100000000".to_string(),
         ),
+        // The fixture's tokens live an hour (`fixture::mint_tokens`); the instances refuse tokens
+        // meant to live longer than they issue them.
+        (
+            "ACCESS_TOKEN_TTL_SECONDS".to_string(),
+            fixture::TOKEN_SECONDS.to_string(),
+        ),
         (
             "LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE".to_string(),
             "100000000".to_string(),
