@@ -16,4 +16,4 @@ pub mod trace;
 
 pub use catalogue::{EventType, Payload};
 pub use log::{LogPosition, StoredEvent};
-pub use outbox::{NewEvent, record, record_all};
+pub use outbox::{NewEvent, OutboxInsert, record, record_all};

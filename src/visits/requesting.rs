@@ -15,7 +15,10 @@ use super::{
 };
 use crate::{
     error::{AppError, violated_constraint},
-    events::{self, catalogue::VisitRequested},
+    events::{
+        NewEvent, OutboxInsert,
+        catalogue::{VisitRequested, VisitState},
+    },
     ledger,
 };
 
@@ -117,22 +120,12 @@ pub async fn request_visit(
     }
 
     // A fresh statement under the lock sees every booking committed before we got it.
-    let task_count = request.tasks.len();
     let booking =
         book_if_affordable(conn, member_id, balance, request, fingerprint, deadlines).await?;
-    let visit = booking.visit.ok_or(AppError::InsufficientMinutes {
+    booking.visit.ok_or(AppError::InsufficientMinutes {
         requested: booking.requested,
         available: (balance - booking.outstanding).max(0),
-    })?;
-    events::record(
-        conn,
-        &VisitRequested {
-            visit: visit.state(),
-            task_count,
-        },
-    )
-    .await?;
-    Ok(visit)
+    })
 }
 
 /// What [`book_if_affordable`] found and did.
@@ -143,8 +136,8 @@ struct Booking {
 }
 
 /// Sums the member's outstanding minutes and, if `balance` covers them plus this request, inserts
-/// the visit and its tasks: one round trip where it was three, and the member's balance lock is
-/// held for that much less. The caller holds that lock, and this statement starts after it was
+/// the visit, its tasks and its `visit.requested` event: one round trip where it was four, and the
+/// member's balance lock is held for that much less. The caller holds that lock, and this statement starts after it was
 /// granted, so its snapshot sees every booking committed before.
 async fn book_if_affordable(
     conn: &impl ConnectionTrait,
@@ -168,9 +161,29 @@ WITH outstanding AS (
     INSERT INTO visit_tasks (visit_id, position, name, description)
     SELECT booked.id, (task.ordinality - 1)::int2, task.name, NULLIF(task.description, '')
     FROM booked, unnest($8::text[], $9::text[]) WITH ORDINALITY AS task(name, description, ordinality)
-)
-SELECT outstanding.minutes AS outstanding, booked.*
-FROM outstanding LEFT JOIN booked ON true"#;
+)"#;
+    let visit_id = Uuid::new_v4();
+    // Everything the event says is known before the insert: it goes in with the visit, or not at all.
+    let requested = VisitRequested {
+        visit: VisitState {
+            visit_id,
+            member_id,
+            pal_id: None,
+            date: request.date,
+            minutes: request.minutes,
+            status: VisitStatus::Requested.to_value(),
+        },
+        task_count: request.tasks.len(),
+    };
+    let event = OutboxInsert::new(vec![NewEvent::of(&requested)?], 13);
+    let woke = event
+        .wake_up("recorded")
+        .map_or_else(String::new, |wake_up| format!(", ({wake_up}) AS woke"));
+    let sql = format!(
+        "{BOOK}, recorded AS ({}) SELECT outstanding.minutes AS outstanding, booked.*{woke} \
+         FROM outstanding LEFT JOIN booked ON true",
+        event.sql(Some("EXISTS (SELECT 1 FROM booked)"))
+    );
     let (names, descriptions): (Vec<Value>, Vec<Value>) = request
         .tasks
         .into_iter()
@@ -184,10 +197,10 @@ FROM outstanding LEFT JOIN booked ON true"#;
     let text_array = |values| Value::Array(ArrayType::String, Some(Box::new(values)));
     let statement = Statement::from_sql_and_values(
         conn.get_database_backend(),
-        BOOK,
+        sql,
         [
             member_id.into(),
-            Uuid::new_v4().into(),
+            visit_id.into(),
             request.date.into(),
             request.minutes.into(),
             request.idempotency_key.into(),
@@ -204,19 +217,21 @@ FROM outstanding LEFT JOIN booked ON true"#;
             VisitStatus::Requested.to_value().into(),
             // Expired visits hold no minutes, whether or not the sweeper has marked them yet.
             deadlines.expired_before.into(),
-        ],
+        ]
+        .into_iter()
+        .chain(event.values.iter().cloned()),
     );
-    let row = conn
-        .query_one_raw(statement)
-        .await
-        .map_err(|error| match violated_constraint(&error).as_deref() {
+    let row = match conn.query_one_raw(statement).await {
+        Ok(row) => row,
+        Err(error) => {
             // Only reachable if the balance lock was bypassed; a retry finds the committed visit.
-            Some("visits_member_idempotency_key") => AppError::Contention,
-            _ => error.into(),
-        })?
-        .ok_or_else(|| {
-            AppError::internal(anyhow::anyhow!("the booking statement returned no row"))
-        })?;
+            let raced =
+                violated_constraint(&error).as_deref() == Some("visits_member_idempotency_key");
+            let failure = event.failed(error);
+            return Err(if raced { AppError::Contention } else { failure });
+        }
+    }
+    .ok_or_else(|| AppError::internal(anyhow::anyhow!("the booking statement returned no row")))?;
     let outstanding: i32 = row.try_get("", "outstanding")?;
     let booked: Option<Uuid> = row.try_get("", "id")?;
     let visit = match booked {
