@@ -213,6 +213,14 @@ impl OutboxInsert {
         })
     }
 
+    /// The statement ran but recorded nothing (its condition did not hold): its wake-up was not
+    /// sent either, so the next writer sends one.
+    pub fn not_recorded(self) {
+        if let Some(claim) = self.claim {
+            claim.give_back();
+        }
+    }
+
     /// The statement failed: its wake-up was not sent (the next writer sends one), and what the
     /// failure means.
     pub fn failed(self, error: sea_orm::DbErr) -> AppError {

@@ -156,6 +156,8 @@ impl RevokedSessions {
         let service_pool = db.get_postgres_connection_pool();
         let listener_pool = PgPoolOptions::new()
             .max_connections(1)
+            // While it cannot connect, requests ask the database; say so soon and retry.
+            .acquire_timeout(Duration::from_secs(3))
             .connect_lazy_with(listen_with);
         loop {
             let mut listener = match PgListener::connect_with(&listener_pool).await {
@@ -171,6 +173,9 @@ impl RevokedSessions {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
+            // A lost connection must show as one at once, not after sqlx reconnected behind our
+            // back (what was sent meanwhile would be lost while the set still looked current).
+            listener.eager_reconnect(false);
             // Listening first, then loading: a revocation is either in the load or heard after.
             if self.reload_or_wait(db).await {
                 loop {
@@ -183,12 +188,12 @@ impl RevokedSessions {
                                 break;
                             }
                         }
-                        // The connection dropped and was re-established: reload what was missed.
+                        // The connection dropped: start over (connect, LISTEN, reload).
                         Ok(None) => {
-                            self.current.store(false, Ordering::Release);
-                            if !self.reload_or_wait(db).await {
-                                break;
-                            }
+                            tracing::warn!(
+                                "session revocation listener lost; asking the database per request"
+                            );
+                            break;
                         }
                         Err(error) => {
                             tracing::warn!(%error, "session revocation listener lost; asking the database per request");

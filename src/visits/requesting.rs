@@ -236,7 +236,10 @@ WITH outstanding AS (
     let booked: Option<Uuid> = row.try_get("", "id")?;
     let visit = match booked {
         Some(_) => Some(visit::Model::from_query_result(&row, "")?),
-        None => None,
+        None => {
+            event.not_recorded();
+            None
+        }
     };
     Ok(Booking {
         requested: request.minutes,
