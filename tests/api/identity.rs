@@ -383,7 +383,9 @@ async fn cutting_the_revocation_listener_loses_no_revocation() {
         first.logout(&users[0].access_token).await["data"]["logout"],
         true
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    // Within a second once the instance notices its listener is gone (at once on a quiet machine);
+    // 2 s leaves room for a loaded CI host to schedule that.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         let refused = second.me(&users[0].access_token).await;
         if refused.error_code() == Some("UNAUTHENTICATED") {
@@ -391,7 +393,7 @@ async fn cutting_the_revocation_listener_loses_no_revocation() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "a revoked session was served 1 s after its logout: {refused}"
+            "a revoked session was served 2 s after its logout: {refused}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
