@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 
-use crate::bench::fixture::{PASSWORD, member_uuid_sql};
+use crate::bench::fixture::{PASSWORD, insert_members_sql, member_uuid_sql, run_in_order};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
@@ -42,14 +42,9 @@ pub async fn seed(
     anyhow::ensure!(shape.visits >= 0, "--visits must not be negative");
     let started = Instant::now();
     let (users, visits) = (shape.users, shape.visits);
-    let member = |expr: &str| member_uuid_sql(expr);
+    let member = member_uuid_sql;
     let statements = [
-        format!(
-            "INSERT INTO users (id, email, password_hash, first_name, last_name) \
-             SELECT {}, 'bench-' || n || '@bench.test', $1, 'Bench', 'Member ' || n \
-             FROM generate_series(1, {users}) n ON CONFLICT DO NOTHING",
-            member("n")
-        ),
+        insert_members_sql(users),
         format!(
             "INSERT INTO balances (user_id, minutes, starting_minutes) \
              SELECT {}, 120, 120 FROM generate_series(1, {users}) n ON CONFLICT DO NOTHING",
@@ -80,16 +75,7 @@ pub async fn seed(
         // Index-only scans (the counts) need the visibility map a VACUUM writes.
         "VACUUM ANALYZE users, balances, visits, visit_tasks".to_string(),
     ];
-    for (index, sql) in statements.iter().enumerate() {
-        let statement = if index == 0 {
-            Statement::from_sql_and_values(db.get_database_backend(), sql, [password_hash.into()])
-        } else {
-            Statement::from_string(db.get_database_backend(), sql)
-        };
-        db.execute_raw(statement)
-            .await
-            .with_context(|| format!("seed: {sql}"))?;
-    }
+    run_in_order(db, &statements, password_hash, "seed").await?;
     let open = db
         .query_one_raw(Statement::from_string(
             db.get_database_backend(),

@@ -1,6 +1,5 @@
 //! GraphQL for the ledger: the caller's history of payments.
 use async_graphql::{ComplexObject, Context, Object, SimpleObject};
-use futures::FutureExt;
 
 use super::{
     context::{ApiResult, caller, state},
@@ -63,9 +62,8 @@ impl LedgerQuery {
         let page = ledger::transactions_of(&db, viewer, first, after).await?;
         let end_cursor = page.items.last().map(transaction_cursor);
         Ok(TransactionConnection {
-            total_count: TotalCount::later(move || {
-                let db = db.clone();
-                async move { ledger::count_transactions_of(&db, viewer).await }.boxed()
+            total_count: TotalCount::later(async move {
+                ledger::count_transactions_of(&db, viewer).await
             }),
             edges: page
                 .items

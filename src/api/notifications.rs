@@ -1,6 +1,5 @@
 //! GraphQL for notifications: the caller's list and marking them read.
 use async_graphql::{ComplexObject, Context, ID, InputObject, Object, SimpleObject};
-use futures::FutureExt;
 
 use super::{
     context::{ApiResult, caller, state},
@@ -98,10 +97,8 @@ impl NotificationsQuery {
         };
         let end_cursor = page.items.last().map(notification_cursor);
         Ok(NotificationConnection {
-            total_count: TotalCount::later(move || {
-                let db = db.clone();
-                async move { notifications::count_notifications_of(&db, recipient, unread_only).await }
-                    .boxed()
+            total_count: TotalCount::later(async move {
+                notifications::count_notifications_of(&db, recipient, unread_only).await
             }),
             unread_count,
             edges: page

@@ -4,6 +4,8 @@ use async_graphql::SimpleObject;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::future::BoxFuture;
+use std::sync::Mutex;
+
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -38,27 +40,32 @@ pub fn page_cost(first: Option<i32>) -> usize {
     usize::try_from(first.clamp(1, MAX_PAGE_SIZE)).unwrap_or(1)
 }
 
-/// A connection's `totalCount`: run only if the client selects it, and once however often the
-/// client selects it (aliases).
+/// A connection's `totalCount`: the count is a future that runs only if the client selects the
+/// field, and once however often the client selects it (aliases).
 pub struct TotalCount {
-    count: Box<dyn Fn() -> BoxFuture<'static, Result<u64, AppError>> + Send + Sync>,
+    count: Mutex<Option<BoxFuture<'static, Result<u64, AppError>>>>,
     counted: OnceCell<u64>,
 }
 
 impl TotalCount {
-    pub fn later<F>(count: F) -> Self
-    where
-        F: Fn() -> BoxFuture<'static, Result<u64, AppError>> + Send + Sync + 'static,
-    {
+    /// `count` is not polled until the field is resolved (futures do nothing until then).
+    pub fn later(count: impl Future<Output = Result<u64, AppError>> + Send + 'static) -> Self {
         Self {
-            count: Box::new(count),
+            count: Mutex::new(Some(Box::pin(count))),
             counted: OnceCell::new(),
         }
     }
 
     pub async fn get(&self) -> Result<u64, AppError> {
         self.counted
-            .get_or_try_init(|| (self.count)())
+            .get_or_try_init(|| async {
+                let count = self.count.lock().ok().and_then(|mut count| count.take());
+                match count {
+                    Some(count) => count.await,
+                    // Only after the one count failed: its error has been reported already.
+                    None => Err(AppError::internal(anyhow::anyhow!("the count failed"))),
+                }
+            })
             .await
             .copied()
     }

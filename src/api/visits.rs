@@ -1,6 +1,5 @@
 //! GraphQL for visits: listing them, and the four mutations of their life.
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
-use futures::FutureExt;
 use sea_orm::{ActiveEnum, TransactionTrait};
 
 use super::{
@@ -134,10 +133,8 @@ impl VisitsQuery {
         let end_cursor = page.items.last().map(cursor_of);
         let db = state.db.clone();
         Ok(VisitConnection {
-            total_count: TotalCount::later(move || {
-                let db = db.clone();
-                async move { visits::count_visible_visits(&db, viewer, filter, &deadlines).await }
-                    .boxed()
+            total_count: TotalCount::later(async move {
+                visits::count_visible_visits(&db, viewer, filter, &deadlines).await
             }),
             edges: page
                 .items

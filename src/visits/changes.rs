@@ -110,18 +110,14 @@ impl VisitChange {
         })
     }
 
-    /// The query rule ([`super::is_visible_to`]) applied to the state after the change.
+    /// The query rule ([`super::may_see`]) applied to the state after the change.
     pub fn is_visible_to(&self, viewer: Uuid) -> bool {
-        self.member_id == viewer
-            || self.pal_id == Some(viewer)
-            || self.status == VisitStatus::Requested
+        super::may_see(viewer, self.member_id, self.pal_id, Some(self.status))
     }
 
     /// The same rule applied to the state before it.
     pub fn was_visible_to(&self, viewer: Uuid) -> bool {
-        self.member_id == viewer
-            || self.pal_before == Some(viewer)
-            || self.status_before == Some(VisitStatus::Requested)
+        super::may_see(viewer, self.member_id, self.pal_before, self.status_before)
     }
 
     /// The viewer is (or, until this change, was) the visit's member or pal.

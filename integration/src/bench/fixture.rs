@@ -18,9 +18,15 @@ pub fn member_id(n: i64) -> String {
     format!("00000000-0000-4000-8000-{n:012}")
 }
 
-/// SQL for member `expr`'s id (`expr` an integer expression), as [`member_id`] spells it.
+/// SQL for the id numbered `expr` (an integer expression) under `prefix`, as [`member_id`] and
+/// its siblings spell them.
+fn uuid_sql(prefix: &str, expr: &str) -> String {
+    format!("('{prefix}-0000-4000-8000-' || lpad(({expr})::text, 12, '0'))::uuid")
+}
+
+/// SQL for member `expr`'s id, as [`member_id`] spells it.
 pub fn member_uuid_sql(expr: &str) -> String {
-    format!("('00000000-0000-4000-8000-' || lpad(({expr})::text, 12, '0'))::uuid")
+    uuid_sql("00000000", expr)
 }
 
 pub fn session_id(n: i64) -> String {
@@ -55,16 +61,10 @@ pub async fn load_fixture(
 ) -> anyhow::Result<()> {
     let random_visits = seconds * RANDOM_VISITS_PER_SECOND;
     let hot_visits = seconds * HOT_VISITS_PER_SECOND;
-    let uuid = |prefix: &str, expr: &str| {
-        format!("('{prefix}-0000-4000-8000-' || lpad(({expr})::text, 12, '0'))::uuid")
-    };
-    let member = |expr: &str| uuid("00000000", expr);
+    let uuid = |prefix: &str, expr: &str| uuid_sql(prefix, expr);
+    let member = member_uuid_sql;
     let statements = [
-        format!(
-            "INSERT INTO users (id, email, password_hash, first_name, last_name) \
-             SELECT {}, 'bench-' || n || '@bench.test', $1, 'Bench', 'Member ' || n FROM generate_series(1, {MEMBERS}) n",
-            member("n")
-        ),
+        insert_members_sql(MEMBERS),
         // Realistic balances: the hot requester can book for the whole run without being refused,
         // the hot member can pay for every pre-booked visit, everyone else has 1,000 minutes.
         format!(
@@ -97,6 +97,28 @@ pub async fn load_fixture(
             .to_string(),
         "ANALYZE".to_string(),
     ];
+    run_in_order(db, &statements, password_hash, "fixture").await
+}
+
+/// Members `1..=count` as [`member_id`] numbers them, each with the password `password_hash`
+/// hashes (bound as `$1`); those already there are kept.
+pub fn insert_members_sql(count: i64) -> String {
+    format!(
+        "INSERT INTO users (id, email, password_hash, first_name, last_name) \
+         SELECT {}, 'bench-' || n || '@bench.test', $1, 'Bench', 'Member ' || n \
+         FROM generate_series(1, {count}) n ON CONFLICT DO NOTHING",
+        member_uuid_sql("n")
+    )
+}
+
+/// Runs `statements` one after another; the first gets `password_hash` as `$1`. `what` names the
+/// step in an error.
+pub async fn run_in_order(
+    db: &DatabaseConnection,
+    statements: &[String],
+    password_hash: &str,
+    what: &str,
+) -> anyhow::Result<()> {
     for (index, sql) in statements.iter().enumerate() {
         let statement = if index == 0 {
             Statement::from_sql_and_values(db.get_database_backend(), sql, [password_hash.into()])
@@ -105,7 +127,7 @@ pub async fn load_fixture(
         };
         db.execute_raw(statement)
             .await
-            .with_context(|| format!("fixture: {sql}"))?;
+            .with_context(|| format!("{what}: {sql}"))?;
     }
     Ok(())
 }
