@@ -69,6 +69,17 @@ impl StoredEvent {
     }
 }
 
+/// The position a `txid::text AS txid, position` row names; no row is the log's start.
+fn position_in(row: Option<QueryResult>) -> Result<LogPosition, DbErr> {
+    match row {
+        None => Ok(LogPosition::default()),
+        Some(row) => Ok(LogPosition {
+            txid: txid_of(&row)?,
+            position: row.try_get("", "position")?,
+        }),
+    }
+}
+
 /// `txid` as the queries select it (`txid::text`: sqlx has no xid8 type).
 fn txid_of(row: &QueryResult) -> Result<u64, DbErr> {
     let txid: String = row.try_get("", "txid")?;
@@ -163,13 +174,7 @@ pub async fn end(conn: &impl ConnectionTrait) -> Result<LogPosition, DbErr> {
              ORDER BY outbox.txid DESC, outbox.position DESC LIMIT 1",
         ))
         .await?;
-    match row {
-        None => Ok(LogPosition::default()),
-        Some(row) => Ok(LogPosition {
-            txid: txid_of(&row)?,
-            position: row.try_get("", "position")?,
-        }),
-    }
+    position_in(row)
 }
 
 /// Where the event recorded at `position` sits in the log, to start reading just after it.
@@ -217,13 +222,7 @@ pub async fn checkpoint(conn: &impl ConnectionTrait, name: &str) -> Result<LogPo
             [name.into()],
         ))
         .await?;
-    match row {
-        None => Ok(LogPosition::default()),
-        Some(row) => Ok(LogPosition {
-            txid: txid_of(&row)?,
-            position: row.try_get("", "position")?,
-        }),
-    }
+    position_in(row)
 }
 
 /// Moves the named reader's checkpoint forward to `to`; never backward, so a reader that lost its
