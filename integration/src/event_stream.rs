@@ -11,13 +11,15 @@ use sea_orm::{ConnectionTrait, Statement};
 use crate::{
     bank::{self, BankOptions},
     instances::SpawnedInstance,
+    late_commit,
     nats::{NatsServer, StreamedMessage, read_stream},
     scenarios::{Harness, Verdict},
 };
 
 pub const STREAM: &str = "HOME_VISITS";
 
-/// Kills the relay leader a quarter in, restarts it at 45%, restarts the broker at 60%.
+/// Kills the relay leader a quarter in, restarts it at 45%, restarts the broker at 60%, then holds
+/// a request past its place in the log (a late commit) from 65%.
 async fn inject_faults(
     harness: &Harness,
     instances: &mut [SpawnedInstance],
@@ -53,6 +55,8 @@ async fn inject_faults(
         "kill -9 and restart of nats-server at {:.1}s",
         started.elapsed().as_secs_f64()
     ));
+    tokio::time::sleep_until(at(0.65).into()).await;
+    log.push(late_commit::hold_a_request(harness, late_commit::hold_in(duration)).await?);
     Ok(log)
 }
 

@@ -1,5 +1,6 @@
 //! The two-instance concurrency harness for home-visits. Black-box: it drives instances over HTTP
-//! GraphQL only, and reads PostgreSQL only to check the invariants of the books.
+//! GraphQL only, and reads PostgreSQL only to check the invariants of the books (its faults also
+//! reach the database from outside: terminated connections, a held row lock).
 pub mod bank;
 pub mod bench;
 pub mod client;
@@ -7,6 +8,7 @@ pub mod cpu;
 pub mod event_stream;
 pub mod instances;
 pub mod invariants;
+pub mod late_commit;
 pub mod live;
 pub mod live_updates;
 pub mod nats;

@@ -18,6 +18,7 @@ use crate::{
     bank::{self, BankOptions},
     bench::stats::Measurement,
     client::Session,
+    late_commit,
     live::{Frame, LiveClient},
     scenarios::{Harness, Verdict},
 };
@@ -337,7 +338,18 @@ pub async fn live_updates(harness: &Harness, options: &BankOptions) -> Verdict {
         }
     }
     let start = last_position(harness).await?;
-    let workload = bank::run_workload(harness, options, &users, async { Ok(Vec::new()) }).await?;
+    // A late commit is the fault a live feed most easily gets wrong: events recorded after it
+    // are readable before it is.
+    let faults = async {
+        if !options.faults {
+            return Ok(Vec::new());
+        }
+        tokio::time::sleep(options.duration.mul_f64(0.4)).await;
+        Ok(vec![
+            late_commit::hold_a_request(harness, late_commit::hold_in(options.duration)).await?,
+        ])
+    };
+    let workload = bank::run_workload(harness, options, &users, faults).await?;
 
     // Deliveries trail commits a little (the relay, the feed): wait until every socket has what it
     // should, or nothing more arrives for a while.
