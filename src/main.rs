@@ -14,6 +14,7 @@ const USAGE: &str = "usage: home-visits [serve | migrate | schema]
   serve    run the service (the default); provisions a local PostgreSQL when DATABASE_URL is unset
   migrate  apply pending database migrations and exit
   schema   print the GraphQL SDL (the content of schema.graphql)
+  version  print the version
   db start start the project-local PostgreSQL (under LOCAL_POSTGRES_DIR) and print its URL
   db stop  stop it
   events tail [--from POSITION] [--follow]
@@ -26,9 +27,16 @@ const USAGE: &str = "usage: home-visits [serve | migrate | schema]
 #[tokio::main]
 async fn main() -> ExitCode {
     let command = std::env::args().nth(1);
-    if command.as_deref() == Some("schema") {
-        print!("{}", api::sdl());
-        return ExitCode::SUCCESS;
+    match command.as_deref() {
+        Some("schema") => {
+            print!("{}", api::sdl());
+            return ExitCode::SUCCESS;
+        }
+        Some("-V" | "--version" | "version") => {
+            println!("home-visits {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     telemetry::init();
     let outcome = match command.as_deref() {

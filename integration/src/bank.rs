@@ -13,6 +13,7 @@ use sea_orm::ConnectionTrait;
 use crate::{
     client::{Client, Outcome, Session},
     instances::SpawnedInstance,
+    progress::Progress,
     scenarios::{Harness, Verdict},
 };
 
@@ -39,13 +40,20 @@ struct Tally {
     counts: BTreeMap<(Operation, String), u64>,
 }
 
+/// `ok`, or the error code (with its retryable marker).
+fn outcome_code<T>(outcome: &Outcome<T>) -> String {
+    match outcome {
+        Ok(_) => "ok".to_string(),
+        Err(failure) => failure.label(),
+    }
+}
+
 impl Tally {
     fn record<T>(&mut self, operation: Operation, outcome: &Outcome<T>) {
-        let label = match outcome {
-            Ok(_) => "ok".to_string(),
-            Err(failure) => failure.label(),
-        };
-        *self.counts.entry((operation, label)).or_default() += 1;
+        *self
+            .counts
+            .entry((operation, outcome_code(outcome)))
+            .or_default() += 1;
     }
 
     fn merge(&mut self, other: Tally) {
@@ -118,6 +126,7 @@ where
 
 async fn worker(
     clients: &[Client],
+    progress: &Progress,
     users: &[Session],
     pool: &VisitPool,
     seed: u64,
@@ -145,6 +154,7 @@ async fn worker(
                 pool.add(visit_id.clone(), actor);
             }
             tally.record(Operation::Request, &outcome);
+            progress.record(&outcome_code(&outcome));
         } else if let Some((visit_id, member)) = pool.pick(&mut rng) {
             let (operation, outcome) = if roll < 55 {
                 let outcome = with_failover(clients, instance, |client| {
@@ -170,6 +180,7 @@ async fn worker(
                 (Operation::Cancel, outcome)
             };
             tally.record(operation, &outcome);
+            progress.record(&outcome_code(&outcome));
         }
     }
     tally
@@ -190,18 +201,14 @@ async fn inject_faults(
     {
         tokio::time::sleep_until(at(0.25).into()).await;
         victim.kill().await.map_err(|error| error.to_string())?;
-        log.push(format!(
-            "kill -9 {} at {:.1}s",
-            victim.url(),
-            started.elapsed().as_secs_f64()
-        ));
+        log.push(harness.progress.fault(format!("kill -9 {}", victim.url())));
         tokio::time::sleep_until(at(0.5).into()).await;
         victim.restart().await.map_err(|error| error.to_string())?;
-        log.push(format!(
-            "restarted {} at {:.1}s",
-            victim.url(),
-            started.elapsed().as_secs_f64()
-        ));
+        log.push(
+            harness
+                .progress
+                .fault(format!("restarted {}", victim.url())),
+        );
     }
     tokio::time::sleep_until(at(0.7).into()).await;
     let terminated = harness
@@ -212,11 +219,10 @@ async fn inject_faults(
         )
         .await
         .map_err(|error| error.to_string())?;
-    log.push(format!(
-        "pg_terminate_backend on {} service connections at {:.1}s",
-        terminated.rows_affected(),
-        started.elapsed().as_secs_f64()
-    ));
+    log.push(harness.progress.fault(format!(
+        "pg_terminate_backend on {} service connections",
+        terminated.rows_affected()
+    )));
     Ok(log)
 }
 
@@ -256,12 +262,20 @@ pub async fn run_workload(
     let pool = VisitPool {
         visits: Mutex::new(Vec::new()),
     };
+    harness.progress.begin_run(options.duration);
     let deadline = Instant::now() + options.duration;
     let workers = join_all((0..options.workers).map(|index| {
         let seed = options
             .seed
             .wrapping_add(u64::try_from(index).unwrap_or(0).wrapping_mul(0x9E37_79B9));
-        worker(&harness.clients, users, &pool, seed, deadline)
+        worker(
+            &harness.clients,
+            &harness.progress,
+            users,
+            &pool,
+            seed,
+            deadline,
+        )
     }));
     let (tallies, fault_log) = tokio::join!(workers, faults);
     let fault_log = fault_log?;

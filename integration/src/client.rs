@@ -131,6 +131,16 @@ impl Client {
         response.json().await.ok()
     }
 
+    /// Whether anything answers HTTP at the base URL (ready or not).
+    pub async fn answers(&self) -> bool {
+        self.http
+            .get(format!("{}/healthz", self.base_url))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+            .is_ok()
+    }
+
     pub async fn is_ready(&self) -> bool {
         match self
             .http

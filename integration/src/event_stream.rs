@@ -37,24 +37,21 @@ async fn inject_faults(
         .get_mut(leader)
         .ok_or("the leader is not a spawned instance")?;
     victim.kill().await.map_err(|error| error.to_string())?;
-    log.push(format!(
-        "kill -9 relay leader {} at {:.1}s",
-        victim.url(),
-        started.elapsed().as_secs_f64()
-    ));
+    log.push(
+        harness
+            .progress
+            .fault(format!("kill -9 relay leader {}", victim.url())),
+    );
     tokio::time::sleep_until(at(0.45).into()).await;
     victim.restart().await.map_err(|error| error.to_string())?;
-    log.push(format!(
-        "restarted {} at {:.1}s",
-        victim.url(),
-        started.elapsed().as_secs_f64()
-    ));
+    log.push(
+        harness
+            .progress
+            .fault(format!("restarted {}", victim.url())),
+    );
     tokio::time::sleep_until(at(0.6).into()).await;
     nats.restart().await.map_err(|error| error.to_string())?;
-    log.push(format!(
-        "kill -9 and restart of nats-server at {:.1}s",
-        started.elapsed().as_secs_f64()
-    ));
+    log.push(harness.progress.fault("kill -9 and restart of nats-server"));
     tokio::time::sleep_until(at(0.65).into()).await;
     log.push(late_commit::hold_a_request(harness, late_commit::hold_in(duration)).await?);
     Ok(log)

@@ -98,3 +98,109 @@ pub async fn check(db: &DatabaseConnection) -> anyhow::Result<Violations> {
         unexplained_balances: get("unexplained_balances")?,
     })
 }
+
+/// One row that breaks an invariant: what it is, and what the books say against what they should.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Offender {
+    pub invariant: &'static str,
+    /// `member <uuid>`, `visit <uuid>`, or `books` for the whole-ledger sum.
+    pub row: String,
+    pub expected: String,
+    pub found: String,
+}
+
+impl fmt::Display for Offender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} expected {}, found {}",
+            self.invariant, self.row, self.expected, self.found
+        )
+    }
+}
+
+/// Shown per invariant: enough to start looking, few enough to read.
+pub const OFFENDERS_SHOWN: i64 = 10;
+
+/// The rows behind each broken count (up to [`OFFENDERS_SHOWN`] per invariant), read in one
+/// statement like [`check`].
+pub async fn offenders(db: &DatabaseConnection) -> anyhow::Result<Vec<Offender>> {
+    const OFFENDERS: &str = r#"
+WITH outstanding AS (
+    SELECT member_id, SUM(minutes) AS minutes FROM visits
+    WHERE status IN ('REQUESTED', 'ACCEPTED')
+      AND date >= (now() AT TIME ZONE 'UTC')::date - $1::int
+    GROUP BY member_id
+), debits AS (
+    SELECT member_id AS user_id, SUM(minutes) AS minutes FROM transactions GROUP BY member_id
+), credits AS (
+    SELECT pal_id AS user_id, SUM(pal_credit) AS minutes FROM transactions GROUP BY pal_id
+), found AS (
+    (SELECT 1 AS kind, 'member ' || user_id AS row, '>= 0' AS expected,
+            'balance ' || minutes AS found
+     FROM balances WHERE minutes < 0 ORDER BY user_id LIMIT $2)
+    UNION ALL
+    (SELECT 2, 'member ' || b.user_id, 'outstanding <= balance ' || b.minutes,
+            'outstanding ' || o.minutes
+     FROM balances b JOIN outstanding o ON o.member_id = b.user_id
+     WHERE o.minutes > b.minutes ORDER BY b.user_id LIMIT $2)
+    UNION ALL
+    (SELECT 3, 'books', 'balances + fees = grants ' || grants, 'balances + fees ' || held
+     FROM (SELECT (SELECT COALESCE(SUM(minutes), 0) FROM balances)
+                  + (SELECT COALESCE(SUM(fee), 0) FROM transactions) AS held,
+                  (SELECT COALESCE(SUM(starting_minutes), 0) FROM balances) AS grants) sums
+     WHERE held <> grants)
+    UNION ALL
+    (SELECT 4, 'visit ' || visit_id, '1 transaction', count(*) || ' transactions'
+     FROM transactions GROUP BY visit_id HAVING count(*) > 1 ORDER BY visit_id LIMIT $2)
+    UNION ALL
+    (SELECT 5, 'visit ' || v.id,
+            CASE WHEN v.status = 'COMPLETED' THEN 'a transaction' ELSE 'no transaction' END,
+            v.status || CASE WHEN v.status = 'COMPLETED' THEN ' without' ELSE ' with' END
+                || ' a transaction'
+     FROM visits v
+     WHERE (v.status = 'COMPLETED') <> EXISTS (SELECT 1 FROM transactions t WHERE t.visit_id = v.id)
+     ORDER BY v.id LIMIT $2)
+    UNION ALL
+    (SELECT 6, 'member ' || b.user_id,
+            'balance ' || (b.starting_minutes - COALESCE(d.minutes, 0) + COALESCE(c.minutes, 0))
+                || ' (grant - debits + credits)',
+            'balance ' || b.minutes
+     FROM balances b
+     LEFT JOIN debits d ON d.user_id = b.user_id LEFT JOIN credits c ON c.user_id = b.user_id
+     WHERE b.minutes <> b.starting_minutes - COALESCE(d.minutes, 0) + COALESCE(c.minutes, 0)
+     ORDER BY b.user_id LIMIT $2)
+)
+SELECT kind, row, expected, found FROM found ORDER BY kind, row
+"#;
+    const NAMES: [&str; 6] = [
+        "negative balance",
+        "over-committed member",
+        "conservation gap",
+        "visit paid twice",
+        "completed/paid mismatch",
+        "unexplained balance",
+    ];
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            OFFENDERS,
+            [GRACE_DAYS.into(), OFFENDERS_SHOWN.into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let kind: i32 = row.try_get("", "kind")?;
+            Ok(Offender {
+                invariant: usize::try_from(kind - 1)
+                    .ok()
+                    .and_then(|index| NAMES.get(index))
+                    .copied()
+                    .unwrap_or("unknown"),
+                row: row.try_get("", "row")?,
+                expected: row.try_get("", "expected")?,
+                found: row.try_get("", "found")?,
+            })
+        })
+        .collect()
+}

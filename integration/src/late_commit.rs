@@ -36,6 +36,10 @@ pub async fn hold_a_request(harness: &Harness, hold: Duration) -> Result<String,
     let request = tokio::spawn(async move { client.request_visit(&token, 30, None).await });
 
     let waiting_since = wait_until_blocked(&lock, blocker).await?;
+    let fault = harness.progress.fault(format!(
+        "late commit: a request held {:.1}s after its insert",
+        hold.as_secs_f64()
+    ));
     let before = max_position(&lock).await?;
     tokio::time::sleep_until((waiting_since + hold).into()).await;
     let passed = committed_after(&lock, before).await?;
@@ -51,9 +55,8 @@ pub async fn hold_a_request(harness: &Harness, hold: Duration) -> Result<String,
         ));
     }
     Ok(format!(
-        "late commit: a request (visit {}) held {:.1}s after its insert while {passed} later events committed",
-        &visit[..8],
-        hold.as_secs_f64()
+        "{fault} (visit {}) while {passed} later events committed",
+        visit.get(..8).unwrap_or(&visit)
     ))
 }
 

@@ -13,15 +13,20 @@ pub mod live;
 pub mod live_updates;
 pub mod nats;
 pub mod notifications_replay;
+pub mod progress;
+pub mod replay;
 pub mod reply;
+pub mod report;
 pub mod scenarios;
 pub mod seed;
+pub mod setup;
 
 use std::time::{Duration, Instant};
 
 use bank::BankOptions;
 use instances::SpawnedInstance;
-use invariants::Violations;
+use invariants::{Offender, Violations};
+use progress::{Ticker, Timeline};
 use scenarios::{Harness, Verdict};
 
 pub const SCENARIOS: [&str; 9] = [
@@ -41,11 +46,15 @@ pub struct ScenarioReport {
     pub passed: bool,
     pub detail: String,
     pub elapsed: Duration,
+    /// For the scenarios with a timed run: its outcomes per second and faults.
+    pub timeline: Option<Timeline>,
 }
 
 pub struct SuiteReport {
     pub scenarios: Vec<ScenarioReport>,
     pub invariants: Violations,
+    /// The rows behind `invariants` when they are broken.
+    pub offenders: Vec<Offender>,
 }
 
 impl SuiteReport {
@@ -78,6 +87,9 @@ impl SuiteReport {
             "",
             self.invariants
         ));
+        for offender in &self.offenders {
+            lines.push(format!("  {offender}"));
+        }
         lines.join("\n")
     }
 }
@@ -93,8 +105,12 @@ pub async fn run_suite(
     let mut reports = Vec::new();
     // Judged by what each scenario adds: once broken, the books stay broken for the ones after.
     let mut before = invariants::check(&harness.db).await?;
-    for &name in selected {
+    for (index, &name) in selected.iter().enumerate() {
         let started = Instant::now();
+        let ticker = Ticker::start(
+            harness.progress.clone(),
+            format!("[{}/{}] {name}", index + 1, selected.len()),
+        );
         let verdict: Verdict = match name {
             "over-budget-pair" => scenarios::over_budget_pair(harness).await,
             "over-budget-burst" => scenarios::over_budget_burst(harness).await,
@@ -116,6 +132,7 @@ pub async fn run_suite(
             "live-updates" => live_updates::live_updates(harness, bank).await,
             other => Err(format!("unknown scenario {other}")),
         };
+        drop(ticker);
         let after = invariants::check(&harness.db).await?;
         let newly_broken = !after.is_clean() && after != before;
         before = after;
@@ -125,16 +142,31 @@ pub async fn run_suite(
             Err(reason) if !newly_broken => (false, reason),
             Err(reason) => (false, format!("invariants broken: {after}; {reason}")),
         };
+        println!(
+            "[{}/{}] {name}: {} in {:.1}s",
+            index + 1,
+            selected.len(),
+            if passed { "PASS" } else { "FAIL" },
+            started.elapsed().as_secs_f64()
+        );
         reports.push(ScenarioReport {
             name,
             passed,
             detail,
             elapsed: started.elapsed(),
+            timeline: harness.progress.take_timeline(),
         });
     }
+    let invariants = invariants::check(&harness.db).await?;
+    let offenders = if invariants.is_clean() {
+        Vec::new()
+    } else {
+        invariants::offenders(&harness.db).await?
+    };
     Ok(SuiteReport {
         scenarios: reports,
-        invariants: invariants::check(&harness.db).await?,
+        invariants,
+        offenders,
     })
 }
 

@@ -8,9 +8,9 @@ use integration::{
     client::Client,
     instances::SpawnedInstance,
     nats::NatsServer,
-    recreate_database, run_suite,
+    recreate_database, replay, report, run_suite,
     scenarios::Harness,
-    select_scenarios,
+    select_scenarios, setup,
 };
 use sea_orm::Database;
 
@@ -48,7 +48,8 @@ struct SeedArgs {
 #[derive(Args)]
 struct SuiteArgs {
     /// An instance's base URL (repeat for each; calls alternate between them). With --spawn, the
-    /// harness starts an instance on each URL's port.
+    /// harness starts an instance on each URL's port. Without --instance, --database-url and
+    /// --spawn, the harness builds the service, starts the local database and two instances.
     #[arg(long = "instance")]
     instances: Vec<String>,
     /// The database the instances use; read only for the invariant checks.
@@ -75,19 +76,24 @@ struct SuiteArgs {
     /// Succeed only if the suite finds a violation: proves it catches a build without row locks.
     #[arg(long)]
     expect_violations: bool,
+    /// Write junit.xml, report.json and report.html into this directory (created if missing).
+    #[arg(long)]
+    report_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct BenchArgs {
-    /// The home-visits binary to start (release build for meaningful figures).
+    /// The home-visits binary to start (release build for meaningful figures). Default: the
+    /// harness builds it, in its own profile.
     #[arg(long)]
-    spawn: PathBuf,
-    /// Base URL of each instance to start (its port is used).
-    #[arg(long = "instance", required = true)]
+    spawn: Option<PathBuf>,
+    /// Base URL of each instance to start (its port is used). Default: two, on 14001 and 14002.
+    #[arg(long = "instance")]
     instances: Vec<String>,
     /// A database for the run; it is dropped and re-created, and so is `<name>_pgbench` beside it.
+    /// Default: `home_visits_bench` on the local cluster (started as the service starts it).
     #[arg(long)]
-    database_url: String,
+    database_url: Option<String>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 32)]
     clients: usize,
@@ -157,6 +163,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// `home-visits version` of the binary the harness spawns, for the report.
+async fn service_version(binary: &std::path::Path) -> anyhow::Result<String> {
+    let output = tokio::process::Command::new(binary)
+        .arg("version")
+        .output()
+        .await
+        .with_context(|| format!("--spawn {}", binary.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "--spawn {}: `version` failed; is it a home-visits binary?",
+        binary.display()
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
 async fn seed(args: SeedArgs) -> anyhow::Result<ExitCode> {
     let db = Database::connect(&args.database_url)
         .await
@@ -180,7 +201,18 @@ async fn seed(args: SeedArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+async fn bench(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.instances.is_empty() {
+        args.instances = setup::DEFAULT_INSTANCES.map(String::from).to_vec();
+    }
+    let binary = match args.spawn.take() {
+        Some(binary) => binary,
+        None => setup::build_service().await?,
+    };
+    let database_url = match args.database_url.take() {
+        Some(url) => url,
+        None => setup::local_database(&binary, "home_visits_bench").await?,
+    };
     let workloads = if args.workload.is_empty() {
         Workload::ALL.to_vec()
     } else {
@@ -190,15 +222,16 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .instances
         .iter()
         .map(|url| {
-            reqwest::Url::parse(url)?
+            reqwest::Url::parse(url)
+                .with_context(|| format!("--instance {url}"))?
                 .port_or_known_default()
-                .context("an --instance URL needs a port")
+                .with_context(|| format!("--instance {url}: needs a port"))
         })
         .collect::<anyhow::Result<_>>()?;
     let clean = run_bench(BenchOptions {
-        binary: args.spawn,
+        binary,
         instance_ports,
-        database_url: args.database_url,
+        database_url,
         clients: args.clients,
         duration: Duration::from_secs(args.seconds),
         rounds: args.rounds.max(1),
@@ -224,17 +257,59 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn run(cli: SuiteArgs) -> anyhow::Result<ExitCode> {
+async fn run(mut cli: SuiteArgs) -> anyhow::Result<ExitCode> {
+    let started_at = chrono::Utc::now();
+    let run_started = std::time::Instant::now();
+    // Every flag is checked before anything is built or any load is sent.
+    let selected = select_scenarios(&cli.scenario).context("--scenario")?;
+    if let Some(dir) = &cli.report_dir {
+        report::check_writable(dir)?;
+    }
+    let self_contained =
+        cli.instances.is_empty() && cli.database_url.is_none() && cli.spawn.is_none();
+    if self_contained {
+        println!(
+            "no --instance given: building home-visits, starting the local database and two instances"
+        );
+        let binary = setup::build_service().await?;
+        cli.database_url = Some(setup::local_database(&binary, "home_visits_integration").await?);
+        cli.instances = setup::DEFAULT_INSTANCES.map(String::from).to_vec();
+        cli.spawn = Some(binary);
+        cli.fresh_database = true;
+    }
     anyhow::ensure!(
         !cli.instances.is_empty(),
-        "give at least one --instance URL"
+        "--instance: give at least one instance URL (or none of --instance, --database-url, --spawn)"
     );
     let database_url = cli
         .database_url
         .clone()
-        .context("--database-url is required")?;
-    let selected = select_scenarios(&cli.scenario)?;
+        .context("--database-url is required with --instance")?;
+    for url in &cli.instances {
+        let parsed = reqwest::Url::parse(url).with_context(|| format!("--instance {url}"))?;
+        anyhow::ensure!(
+            parsed.port_or_known_default().is_some(),
+            "--instance {url}: needs a port"
+        );
+    }
+    if cli.spawn.is_none() {
+        for url in &cli.instances {
+            let answers = Client::new(url)
+                .with_context(|| format!("--instance {url}"))?
+                .answers()
+                .await;
+            anyhow::ensure!(
+                answers,
+                "--instance {url}: nothing answers there (start the service, or pass --spawn)"
+            );
+        }
+    }
     let seed = cli.seed.unwrap_or_else(rand::random);
+    let replay = replay::command(std::env::args(), seed);
+    let service_version = match &cli.spawn {
+        Some(binary) => Some(service_version(binary).await?),
+        None => None,
+    };
     if cli.fresh_database {
         recreate_database(&database_url).await?;
     }
@@ -297,6 +372,25 @@ async fn run(cli: SuiteArgs) -> anyhow::Result<ExitCode> {
     println!("{}", report.table());
     for instance in &mut spawned {
         instance.kill().await?;
+    }
+    if let Some(dir) = &cli.report_dir {
+        let run = report::RunInfo {
+            seed,
+            replay: replay.clone(),
+            service_version,
+            instances: cli.instances.clone(),
+            started_at,
+            took: run_started.elapsed(),
+        };
+        let written = report::write(dir, &report, &run)?;
+        let names: Vec<String> = written
+            .iter()
+            .map(|path| path.display().to_string())
+            .collect();
+        println!("reports: {}", names.join(", "));
+    }
+    if !report.passed() {
+        println!("replay: {replay}");
     }
     Ok(match (report.passed(), cli.expect_violations) {
         (true, false) => ExitCode::SUCCESS,

@@ -8,13 +8,18 @@ use std::sync::{
 use futures::future::join_all;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 
-use crate::client::{Client, Outcome, Session};
+use crate::{
+    client::{Client, Outcome, Session},
+    progress::Progress,
+};
 
 pub const PASSWORD: &str = "harness password 1";
 
 pub struct Harness {
     pub clients: Vec<Client>,
     pub db: DatabaseConnection,
+    /// What the current scenario has done so far (shown live, drawn in the report).
+    pub progress: Arc<Progress>,
     run_id: String,
     users: AtomicU64,
 }
@@ -27,6 +32,7 @@ impl Harness {
         Self {
             clients,
             db,
+            progress: Arc::default(),
             run_id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
             users: AtomicU64::new(0),
         }

@@ -57,6 +57,71 @@ async fn two_instances_on_one_database_pass_every_scenario_and_a_faulty_randomiz
     println!("{}", report.table());
     assert!(report.passed(), "\n{}", report.table());
     assert_eq!(report.scenarios.len(), SCENARIOS.len());
+
+    // What a tester and CI keep of the run: the three reports, read back.
+    let dir = std::env::temp_dir().join(format!("harness-report-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("report dir");
+    let run = integration::report::RunInfo {
+        seed: bank.seed,
+        replay: format!("integration --seed {}", bank.seed),
+        service_version: None,
+        instances: instances.iter().map(SpawnedInstance::url).collect(),
+        started_at: chrono::Utc::now(),
+        took: Duration::from_secs(1),
+    };
+    integration::report::write(dir.as_path(), &report, &run).expect("reports written");
+    let junit = std::fs::read_to_string(dir.as_path().join("junit.xml")).expect("junit.xml");
+    let parsed = quick_junit::Report::deserialize_from_str(&junit).expect("junit.xml parses");
+    let cases: Vec<String> = parsed
+        .test_suites
+        .iter()
+        .flat_map(|suite| suite.test_cases.iter().map(|case| case.name.to_string()))
+        .collect();
+    assert_eq!(cases.len(), SCENARIOS.len() + 6, "{cases:?}");
+    for scenario in SCENARIOS {
+        assert!(
+            cases.iter().any(|case| case == scenario),
+            "{scenario} in {cases:?}"
+        );
+    }
+    assert_eq!(parsed.failures, 0, "{junit}");
+    let page = std::fs::read_to_string(dir.as_path().join("report.html")).expect("report.html");
+    assert_eq!(
+        integration::report::external_references(&page),
+        Vec::<String>::new()
+    );
+    // One chart per timed run (the randomized workloads), each with the faults it saw.
+    let timed = report
+        .scenarios
+        .iter()
+        .filter(|scenario| scenario.timeline.is_some())
+        .count();
+    assert!(
+        timed >= 4,
+        "minute-bank, event-stream, notifications-replay, live-updates"
+    );
+    assert_eq!(page.matches("<svg").count(), timed);
+    let minute_bank = report
+        .scenarios
+        .iter()
+        .find(|scenario| scenario.name == "minute-bank")
+        .and_then(|scenario| scenario.timeline.as_ref())
+        .expect("minute-bank's timeline");
+    assert!(
+        minute_bank
+            .faults
+            .iter()
+            .any(|fault| fault.what.starts_with("kill -9")),
+        "{:?}",
+        minute_bank.faults
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.as_path().join("report.json")).expect("report.json"),
+    )
+    .expect("report.json parses");
+    assert_eq!(json["seed"], bank.seed);
+    assert_eq!(json["passed"], true);
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[tokio::test]
@@ -89,6 +154,22 @@ async fn the_invariant_checker_reports_each_kind_of_broken_book() {
     assert_eq!(broken.overcommitted_members, 1, "{broken}");
     assert_eq!(broken.conservation_gap, 10 - 90, "{broken}");
     assert_eq!(broken.unexplained_balances, 1, "{broken}");
+    // And the rows behind the counts, with what the books should say.
+    let offenders: Vec<String> = integration::invariants::offenders(&app.db)
+        .await
+        .expect("offenders")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let ann_row = format!("member {}", ann.id);
+    assert_eq!(
+        offenders,
+        [
+            format!("over-committed member: {ann_row} expected outstanding <= balance 10, found outstanding 60"),
+            "conservation gap: books expected balances + fees = grants 240, found balances + fees 160".to_string(),
+            format!("unexplained balance: {ann_row} expected balance 90 (grant - debits + credits), found balance 10"),
+        ]
+    );
 
     app.db
         .execute_unprepared(&format!(
