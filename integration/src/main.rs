@@ -130,6 +130,9 @@ struct BenchArgs {
     /// Idle subscriptions opened on the first instance at the end, to measure their memory.
     #[arg(long, default_value_t = 1000)]
     idle_subscriptions: usize,
+    /// Write bench.json and bench.html (charts) into this directory (created if missing).
+    #[arg(long)]
+    report_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -202,6 +205,9 @@ async fn seed(args: SeedArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn bench(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.report_dir {
+        report::check_writable(dir)?;
+    }
     if args.instances.is_empty() {
         args.instances = setup::DEFAULT_INSTANCES.map(String::from).to_vec();
     }
@@ -248,6 +254,7 @@ async fn bench(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pgbench")),
         subscribers: args.subscribers,
         idle_subscriptions: args.idle_subscriptions,
+        report_dir: args.report_dir,
     })
     .await?;
     Ok(if clean {

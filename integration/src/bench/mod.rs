@@ -1,5 +1,6 @@
 //! `integration bench`: closed-loop load on the hot paths through the instances, side by side with
 //! pgbench running the very statements the service issues, on a copy of the same fixture.
+mod charts;
 pub mod fixture;
 mod live;
 mod pgbench;
@@ -54,6 +55,8 @@ pub struct BenchOptions {
     pub subscribers: usize,
     /// Idle subscriptions opened on one instance afterwards, to report what they cost in memory.
     pub idle_subscriptions: usize,
+    /// Where to write `bench.json` and `bench.html` (checked writable before the run).
+    pub report_dir: Option<PathBuf>,
 }
 
 /// The pid of the PostgreSQL server behind `db`, if it runs on this machine where we can see it.
@@ -214,6 +217,15 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
     } else {
         None
     };
+    let mut record = charts::BenchRecord {
+        started_at: chrono::Utc::now(),
+        instances: options.instance_ports.len(),
+        clients: options.clients,
+        seconds_per_round: seconds,
+        rounds: options.rounds,
+        cores,
+        workloads: Vec::new(),
+    };
     let mut live_lines = Vec::new();
     let mut cpu_lines = Vec::new();
     let mut event_lines = Vec::new();
@@ -287,13 +299,28 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
             }
             service_rounds.push(Summary::of(&measured));
         }
+        let calls = service_rounds.iter().map(|round| round.count).sum();
+        let transactions = reference_rounds.iter().map(|round| round.count).sum();
         cpu_lines.push(report::cpu_line(
             workload,
             &service_cpu,
-            service_rounds.iter().map(|round| round.count).sum(),
+            calls,
             &reference_cpu,
-            reference_rounds.iter().map(|round| round.count).sum(),
+            transactions,
         ));
+        record.workloads.push(charts::WorkloadRecord {
+            name: workload.name(),
+            service: service_rounds.iter().map(charts::Round::from).collect(),
+            pgbench: reference_rounds.iter().map(charts::Round::from).collect(),
+            cpu: meter
+                .as_ref()
+                .map(|_| charts::CpuPerCall::of(&service_cpu, calls)),
+            pgbench_cpu: meter
+                .as_ref()
+                .filter(|_| transactions > 0)
+                .map(|_| charts::CpuPerCall::of_pgbench(&reference_cpu, transactions)),
+            errors: errors.clone(),
+        });
         let reference = if !reference_rounds.is_empty() {
             Reference::Pgbench(&reference_rounds)
         } else if workload == Workload::Login {
@@ -390,6 +417,9 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
     );
     for instance in &mut instances {
         instance.kill().await?;
+    }
+    if let Some(dir) = &options.report_dir {
+        charts::write(dir, &record)?;
     }
     Ok(violations.is_clean())
 }
