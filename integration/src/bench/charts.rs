@@ -95,13 +95,33 @@ pub struct BenchRecord {
     pub workloads: Vec<WorkloadRecord>,
 }
 
+/// `bench.json`, `bench.html`, and each chart alone as `bench-{throughput,latency,cpu}.svg` (for
+/// a README to show).
 pub fn write(dir: &Path, record: &BenchRecord) -> anyhow::Result<()> {
-    let json = dir.join("bench.json");
-    std::fs::write(&json, serde_json::to_string_pretty(record)?)
-        .with_context(|| format!("writing {}", json.display()))?;
-    let html = dir.join("bench.html");
-    std::fs::write(&html, page(record)?).with_context(|| format!("writing {}", html.display()))?;
-    println!("reports: {}, {}", json.display(), html.display());
+    let charts = [
+        ("bench-throughput.svg", throughput_chart(record)?),
+        ("bench-latency.svg", latency_chart(record)?),
+        ("bench-cpu.svg", cpu_chart(record)?),
+    ];
+    let mut files = vec![
+        (
+            "bench.json".to_string(),
+            serde_json::to_string_pretty(record)?,
+        ),
+        ("bench.html".to_string(), page(&charts, record)?),
+    ];
+    files.extend(
+        charts
+            .iter()
+            .map(|(name, svg)| (name.to_string(), format!("{svg}\n"))),
+    );
+    let mut written = Vec::new();
+    for (name, contents) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+        written.push(path.display().to_string());
+    }
+    println!("reports: {}", written.join(", "));
     Ok(())
 }
 
@@ -337,7 +357,7 @@ fn latency_chart(record: &BenchRecord) -> anyhow::Result<String> {
     )
 }
 
-fn page(record: &BenchRecord) -> anyhow::Result<String> {
+fn page(charts: &[(&str, String)], record: &BenchRecord) -> anyhow::Result<String> {
     let mut page = String::new();
     write!(
         page,
@@ -377,11 +397,7 @@ fn page(record: &BenchRecord) -> anyhow::Result<String> {
         )?;
     }
     page.push_str("</table>");
-    for chart in [
-        throughput_chart(record)?,
-        latency_chart(record)?,
-        cpu_chart(record)?,
-    ] {
+    for (_, chart) in charts {
         write!(page, "<figure>{chart}</figure>")?;
     }
     page.push_str("</body></html>\n");
@@ -432,7 +448,13 @@ mod tests {
 
     #[test]
     fn the_page_has_the_table_and_three_self_contained_charts() {
-        let html = page(&record()).expect("renders");
+        let record = record();
+        let charts = [
+            ("throughput", throughput_chart(&record).expect("draws")),
+            ("latency", latency_chart(&record).expect("draws")),
+            ("cpu", cpu_chart(&record).expect("draws")),
+        ];
+        let html = page(&charts, &record).expect("renders");
         assert_eq!(html.matches("<svg").count(), 3);
         assert_eq!(
             crate::report::external_references(&html),
