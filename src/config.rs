@@ -78,6 +78,8 @@ pub struct Config {
     pub login_attempts_per_address_per_minute: u32,
     /// Login attempts allowed per (account, client address) pair per minute.
     pub login_attempts_per_account_per_minute: u32,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed (load balancers, proxies).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// NATS servers (one cluster) the relay publishes the event log to; none = no relay.
     pub nats_servers: Vec<String>,
     /// Replicas of the JetStream stream (3 in a NATS cluster).
@@ -296,6 +298,13 @@ impl Config {
         if let Some(seconds) = read::<u64>(source, "CORS_MAX_AGE_SECONDS")? {
             config.cors_max_age = Duration::from_secs(seconds);
         }
+        if let Some(list) = read_string("TRUSTED_PROXIES")? {
+            config.trusted_proxies =
+                parse_trusted_proxies(&list).map_err(|reason| ConfigError::Invalid {
+                    name: "TRUSTED_PROXIES",
+                    reason,
+                })?;
+        }
         if let Some(origins) = read_string("CORS_ORIGINS")? {
             config.cors_local_origins = false;
             config.cors_origins = origins
@@ -357,6 +366,7 @@ impl Config {
                 .map_or(2, usize::from),
             login_attempts_per_address_per_minute: 30,
             login_attempts_per_account_per_minute: 10,
+            trusted_proxies: Vec::new(),
             nats_servers: Vec::new(),
             nats_stream_replicas: 1,
             relay_batch_size: 500,
@@ -493,6 +503,20 @@ fn set_millis(
         *field = Duration::from_millis(millis);
     }
     Ok(())
+}
+
+/// `TRUSTED_PROXIES`: comma-separated CIDRs or single addresses.
+pub fn parse_trusted_proxies(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("`{entry}` is neither a CIDR nor an IP address"))
+        })
+        .collect()
 }
 
 #[cfg(test)]

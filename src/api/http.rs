@@ -1,6 +1,9 @@
 //! HTTP routing: `/graphql` (POST, and GET for queries and GraphiQL), `/healthz`, `/readyz`, and
 //! the layers every request passes (request id, tracing, timeout, CORS, body limit).
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use async_graphql::ParseRequestError;
 use async_graphql::{
@@ -30,6 +33,7 @@ use tower_http::{
 };
 
 use super::{
+    client_address::client_address,
     context::{ApiError, RequestContext},
     input, loaders,
     schema::{AppSchema, introspection_schema, schema},
@@ -65,6 +69,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         })
         .collect();
     let local_origins = config.cors_local_origins;
+    let trusted_proxies = Arc::new(config.trusted_proxies.clone());
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin, _| {
             origins.contains(origin) || (local_origins && is_local_origin(origin))
@@ -85,16 +90,28 @@ pub fn router(app: Arc<AppState>) -> Router {
         .max_age(config.cors_max_age);
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+        .layer(TraceLayer::new_for_http().make_span_with(
+            move |request: &axum::http::Request<_>| {
                 let request_id = request
                     .headers()
                     .get(&REQUEST_ID)
                     .and_then(|value| value.to_str().ok())
                     .unwrap_or("-");
-                tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id)
-            }),
-        )
+                // The address the throttle counts, so a log line and a throttle agree.
+                let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(
+                    |ConnectInfo(peer)| {
+                        client_address(peer.ip(), request.headers(), &trusted_proxies)
+                    },
+                );
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    uri = %request.uri().path(),
+                    request_id,
+                    client = client.map(tracing::field::display),
+                )
+            },
+        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -260,12 +277,13 @@ async fn graphql_get(
 ) -> axum::response::Response {
     match websocket {
         Ok(upgrade) => {
+            let client = client_address(peer.ip(), &headers, &state.app.config.trusted_proxies);
             return websocket::upgrade(
                 upgrade,
                 state.schema.clone(),
                 state.app.clone(),
                 state.live_limits.clone(),
-                peer,
+                client,
             );
         }
         // Meant as a WebSocket, but not one that can be upgraded: say why, rather than answer
@@ -493,16 +511,17 @@ fn with_request_data(
         },
         tokio::spawn,
     );
-    request.data(request_context(headers, peer)).data(loader)
+    let client = client_address(peer.ip(), headers, &state.app.config.trusted_proxies);
+    request.data(request_context(headers, client)).data(loader)
 }
 
-fn request_context(headers: &HeaderMap, peer: SocketAddr) -> RequestContext {
+fn request_context(headers: &HeaderMap, client: IpAddr) -> RequestContext {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(|token| token.trim().to_string());
-    RequestContext::new(bearer, peer.ip())
+    RequestContext::new(bearer, client)
 }
 
 /// Errors raised by async-graphql while running an operation (an argument it cannot read) carry

@@ -1,4 +1,5 @@
 //! The GraphQL adapter: composes the contexts into one schema and serves it over axum.
+mod client_address;
 mod context;
 mod http;
 mod identity;

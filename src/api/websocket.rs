@@ -16,7 +16,7 @@
 use std::{
     collections::HashMap,
     convert::Infallible,
-    net::SocketAddr,
+    net::IpAddr,
     pin::Pin,
     sync::{
         Arc,
@@ -118,7 +118,7 @@ pub fn upgrade(
     schema: AppSchema,
     app: Arc<AppState>,
     limits: Arc<LiveLimits>,
-    peer: SocketAddr,
+    client: IpAddr,
 ) -> axum::response::Response {
     let upgrade = upgrade
         .protocols([PROTOCOL])
@@ -138,7 +138,7 @@ pub fn upgrade(
             schema,
             app,
             limits,
-            peer,
+            client,
         };
         let ending = match &socket_slot {
             Some(_) => connection.serve(stream, speaks_protocol).await,
@@ -171,7 +171,8 @@ struct Connection {
     schema: AppSchema,
     app: Arc<AppState>,
     limits: Arc<LiveLimits>,
-    peer: SocketAddr,
+    /// As trusted proxies vouch for it (see `client_address`).
+    client: IpAddr,
 }
 
 /// The caller a socket was opened for, once `connection_init` was accepted.
@@ -501,7 +502,7 @@ impl Connection {
         let request = request
             .data(RequestContext::new(
                 Some(session.bearer.clone()),
-                self.peer.ip(),
+                self.client,
             ))
             .data(loader)
             .data(signals.clone());
