@@ -12,7 +12,7 @@ use async_graphql::{
     http::GraphiQLSource,
     parser::types::{DocumentOperations, OperationType},
 };
-use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse, rejection::GraphQLRejection};
+use async_graphql_axum::{GraphQLBatchRequest, rejection::GraphQLRejection};
 use axum::{
     Json, Router,
     extract::{
@@ -35,7 +35,8 @@ use tower_http::{
 use super::{
     client_address::client_address,
     context::{ApiError, RequestContext},
-    input, loaders,
+    input, loaders, negotiation,
+    persisted::PersistedQueries,
     schema::{AppSchema, introspection_schema, schema},
     websocket::{self, LiveLimits},
 };
@@ -51,7 +52,11 @@ struct HttpState {
     introspection_schema: Option<AppSchema>,
     app: Arc<AppState>,
     live_limits: Arc<LiveLimits>,
+    persisted: Arc<PersistedQueries>,
 }
+
+/// Documents an instance remembers for hash-only requests (each at most `MAX_BODY_BYTES`).
+const PERSISTED_QUERIES_KEPT: usize = 1000;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -125,6 +130,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         introspection_schema: introspection_schema(app.clone()),
         app,
         live_limits: Arc::default(),
+        persisted: Arc::new(PersistedQueries::new(PERSISTED_QUERIES_KEPT)),
     };
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
@@ -166,6 +172,9 @@ async fn graphql_post(
             "send the request as application/json",
         );
     }
+    let Some(media_type) = negotiation::negotiate(&headers) else {
+        return not_acceptable();
+    };
     let batch = match request {
         Ok(request) => request.into_inner(),
         Err(GraphQLRejection(refused)) => return refused_request(&refused),
@@ -173,8 +182,8 @@ async fn graphql_post(
     match batch {
         BatchRequest::Single(request) => {
             let request = with_request_data(request, &state, &headers, peer);
-            GraphQLResponse::from(with_error_codes(execute(&state, &headers, request).await))
-                .into_response()
+            let response = with_error_codes(execute(&state, &headers, request).await);
+            negotiation::respond(media_type, response.into())
         }
         BatchRequest::Batch(requests) => {
             if requests.is_empty() {
@@ -201,7 +210,7 @@ async fn graphql_post(
                 let request = with_request_data(request, &state, &headers, peer);
                 responses.push(with_error_codes(execute(&state, &headers, request).await));
             }
-            GraphQLResponse::from(BatchResponse::Batch(responses)).into_response()
+            negotiation::respond(media_type, BatchResponse::Batch(responses))
         }
     }
 }
@@ -318,10 +327,18 @@ async fn query_over_get(
             "send a `query` parameter, or POST a JSON body",
         );
     }
-    let mut request = match async_graphql::http::parse_query_string(&query_string) {
-        Ok(request) => request,
-        Err(error) => return graphql_error(StatusCode::BAD_REQUEST, &error.to_string()),
+    let Some(media_type) = negotiation::negotiate(&headers) else {
+        return not_acceptable();
     };
+    let mut request = match request_over_get(&query_string) {
+        Ok(request) => request,
+        Err(error) => return graphql_error(StatusCode::BAD_REQUEST, &error),
+    };
+    // Before the method check: a hash-only GET may name a mutation.
+    if let Err(refused) = state.persisted.resolve(&mut request) {
+        let response = Response::from_errors(vec![refused.into_server_error()]);
+        return negotiation::respond(media_type, response.into());
+    }
     let operation_name = request.operation_name.clone();
     if let Ok(document) = request.parsed_query() {
         let is_mutation = match &document.operations {
@@ -347,8 +364,42 @@ async fn query_over_get(
         }
     }
     let request = with_request_data(request, &state, &headers, peer);
-    GraphQLResponse::from(with_error_codes(execute(&state, &headers, request).await))
-        .into_response()
+    let response = with_error_codes(execute(&state, &headers, request).await);
+    negotiation::respond(media_type, response.into())
+}
+
+/// A request from GET's parameters. async-graphql's own reader expects `operation_name`; the
+/// specification (and every client) sends `operationName`, so both are read.
+fn request_over_get(query_string: &str) -> Result<async_graphql::Request, String> {
+    #[derive(serde::Deserialize)]
+    struct Parameters {
+        #[serde(default)]
+        query: String,
+        #[serde(rename = "operationName", alias = "operation_name")]
+        operation_name: Option<String>,
+        variables: Option<String>,
+        extensions: Option<String>,
+    }
+    let parameters: Parameters = serde_urlencoded::from_str(query_string)
+        .map_err(|error| format!("the query string cannot be read: {error}"))?;
+    let mut request = async_graphql::Request::new(parameters.query);
+    request.operation_name = parameters.operation_name;
+    if let Some(variables) = parameters.variables {
+        request.variables = serde_json::from_str(&variables)
+            .map_err(|error| format!("`variables` is not a JSON object: {error}"))?;
+    }
+    if let Some(extensions) = parameters.extensions {
+        request.extensions = serde_json::from_str(&extensions)
+            .map_err(|error| format!("`extensions` is not a JSON object: {error}"))?;
+    }
+    Ok(request)
+}
+
+fn not_acceptable() -> axum::response::Response {
+    transport_error(
+        StatusCode::NOT_ACCEPTABLE,
+        "accept application/graphql-response+json or application/json",
+    )
 }
 
 /// Ready when the database answers and no consumer has stalled (made no progress for
@@ -440,6 +491,9 @@ async fn execute(
     headers: &HeaderMap,
     mut request: async_graphql::Request,
 ) -> Response {
+    if let Err(refused) = state.persisted.resolve(&mut request) {
+        return Response::from_errors(vec![refused.into_server_error()]);
+    }
     if let Err(refused) = input::check(&mut request) {
         let error: async_graphql::Error = ApiError::from(refused).into();
         return Response::from_errors(vec![error.into_server_error(Default::default())]);

@@ -8,6 +8,7 @@ mod fuzz;
 mod http;
 mod identity;
 mod notifications;
+mod over_http;
 mod proxies;
 mod races;
 mod relay;

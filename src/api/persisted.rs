@@ -1,0 +1,181 @@
+//! Automatic persisted queries, the protocol Apollo's and urql's links speak: a client sends only
+//! the document's SHA-256 (`extensions.persistedQuery`), often as a cacheable GET; an instance that
+//! does not know it answers `PERSISTED_QUERY_NOT_FOUND`, and the client sends the document once
+//! more with its hash to register it.
+//!
+//! The document's text is kept, not a parsed document, so a persisted query takes the path any
+//! other does: parsed with the limits, weighed, validated. (async-graphql's own extension stores
+//! the parsed document and so skips the parse step, where the alias cap lives.) Each instance
+//! keeps its own bounded store; a client that reaches another instance registers once more.
+use std::{num::NonZeroUsize, sync::Mutex};
+
+use async_graphql::{Request, ServerError, Value};
+use lru::LruCache;
+use sha2::{Digest, Sha256};
+
+pub const NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+
+pub struct PersistedQueries {
+    documents: Mutex<LruCache<String, String>>,
+}
+
+/// Why a request's `persistedQuery` could not be used: the error code and message to answer with.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refused {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn into_server_error(self) -> ServerError {
+        let mut error = ServerError::new(self.message, None);
+        let mut extensions = async_graphql::ErrorExtensionValues::default();
+        extensions.set("code", self.code);
+        error.extensions = Some(extensions);
+        error
+    }
+}
+
+impl PersistedQueries {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            documents: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+
+    /// Fills in a hash-only request's document, or registers a document sent with its hash.
+    /// Requests without the extension pass untouched.
+    pub fn resolve(&self, request: &mut Request) -> Result<(), Refused> {
+        let Some(extension) = request.extensions.remove("persistedQuery") else {
+            return Ok(());
+        };
+        let hash = hash_of(&extension)?;
+        let mut documents = self
+            .documents
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if request.query.is_empty() {
+            // Apollo's links recognise the message as well as the code.
+            let document = documents
+                .get(&hash)
+                .ok_or_else(|| Refused::new(NOT_FOUND, "PersistedQueryNotFound"))?;
+            request.query = document.clone();
+        } else {
+            let actual = format!("{:x}", Sha256::digest(request.query.as_bytes()));
+            if actual != hash {
+                return Err(Refused::new(
+                    "BAD_USER_INPUT",
+                    "persistedQuery.sha256Hash is not the SHA-256 of the query",
+                ));
+            }
+            documents.put(hash, request.query.clone());
+        }
+        Ok(())
+    }
+}
+
+fn hash_of(extension: &Value) -> Result<String, Refused> {
+    let invalid = |message: &str| Refused::new("BAD_USER_INPUT", message);
+    let Value::Object(fields) = extension else {
+        return Err(invalid("persistedQuery must be an object"));
+    };
+    match fields.get("version") {
+        Some(Value::Number(version)) if version.as_i64() == Some(1) => {}
+        _ => return Err(invalid("persistedQuery.version must be 1")),
+    }
+    match fields.get("sha256Hash") {
+        Some(Value::String(hash))
+            if hash.len() == 64 && hash.bytes().all(|byte| byte.is_ascii_hexdigit()) =>
+        {
+            Ok(hash.to_ascii_lowercase())
+        }
+        _ => Err(invalid(
+            "persistedQuery.sha256Hash must be 64 hexadecimal digits",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{Name, Value};
+
+    use super::*;
+
+    fn request(query: &str, hash: &str) -> Request {
+        let mut request = Request::new(query);
+        let mut extension = async_graphql::indexmap::IndexMap::new();
+        extension.insert(Name::new("version"), Value::from(1));
+        extension.insert(Name::new("sha256Hash"), Value::from(hash));
+        request
+            .extensions
+            .insert("persistedQuery".into(), Value::Object(extension));
+        request
+    }
+
+    const QUERY: &str = "{ __typename }";
+
+    fn hash() -> String {
+        format!("{:x}", Sha256::digest(QUERY.as_bytes()))
+    }
+
+    #[test]
+    fn an_unknown_hash_is_not_found_until_registered() {
+        let store = PersistedQueries::new(10);
+        let mut hash_only = request("", &hash());
+        assert_eq!(
+            store
+                .resolve(&mut hash_only)
+                .map_err(|refused| refused.code),
+            Err(NOT_FOUND)
+        );
+        store
+            .resolve(&mut request(QUERY, &hash()))
+            .expect("registers");
+        let mut hash_only = request("", &hash().to_uppercase());
+        store.resolve(&mut hash_only).expect("found");
+        assert_eq!(hash_only.query, QUERY);
+        assert!(hash_only.extensions.is_empty());
+    }
+
+    #[test]
+    fn a_hash_that_is_not_the_documents_registers_nothing() {
+        let store = PersistedQueries::new(10);
+        let wrong = "0".repeat(64);
+        let refused = store
+            .resolve(&mut request(QUERY, &wrong))
+            .expect_err("refused");
+        assert_eq!(refused.code, "BAD_USER_INPUT");
+        assert_eq!(
+            store.resolve(&mut request("", &wrong)).map_err(|r| r.code),
+            Err(NOT_FOUND)
+        );
+        let refused = store.resolve(&mut request("", "abc")).expect_err("refused");
+        assert!(refused.message.contains("64 hexadecimal"));
+    }
+
+    #[test]
+    fn the_store_forgets_the_least_recently_used_beyond_its_capacity() {
+        let store = PersistedQueries::new(1);
+        let other = "{ me { id } }";
+        let other_hash = format!("{:x}", Sha256::digest(other.as_bytes()));
+        store
+            .resolve(&mut request(QUERY, &hash()))
+            .expect("registers");
+        store
+            .resolve(&mut request(other, &other_hash))
+            .expect("registers");
+        assert_eq!(
+            store.resolve(&mut request("", &hash())).map_err(|r| r.code),
+            Err(NOT_FOUND)
+        );
+    }
+}
