@@ -80,6 +80,8 @@ pub struct Config {
     pub login_attempts_per_account_per_minute: u32,
     /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed (load balancers, proxies).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where `GET /metrics` is served.
+    pub metrics: MetricsExposure,
     /// NATS servers (one cluster) the relay publishes the event log to; none = no relay.
     pub nats_servers: Vec<String>,
     /// Replicas of the JetStream stream (3 in a NATS cluster).
@@ -97,6 +99,15 @@ pub struct Config {
     pub expiry_sweep_interval: Duration,
     /// Limits and timings of GraphQL subscriptions over WebSocket.
     pub live: LiveSettings,
+}
+
+/// `METRICS`: `on` (the default: `/metrics` beside `/graphql`), `off`, or an address of its own
+/// (say `127.0.0.1:9100`, so only the scraper's network reaches it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsExposure {
+    Off,
+    SamePort,
+    Own(SocketAddr),
 }
 
 /// What bounds the WebSocket side: caps close a socket with a reason rather than let one client
@@ -298,6 +309,18 @@ impl Config {
         if let Some(seconds) = read::<u64>(source, "CORS_MAX_AGE_SECONDS")? {
             config.cors_max_age = Duration::from_secs(seconds);
         }
+        if let Some(metrics) = read_string("METRICS")? {
+            config.metrics = match metrics.trim() {
+                "off" => MetricsExposure::Off,
+                "on" | "" => MetricsExposure::SamePort,
+                address => {
+                    MetricsExposure::Own(address.parse().map_err(|_| ConfigError::Invalid {
+                        name: "METRICS",
+                        reason: format!("`{address}` is none of `off`, `on` or an address:port"),
+                    })?)
+                }
+            };
+        }
         if let Some(list) = read_string("TRUSTED_PROXIES")? {
             config.trusted_proxies =
                 parse_trusted_proxies(&list).map_err(|reason| ConfigError::Invalid {
@@ -367,6 +390,7 @@ impl Config {
             login_attempts_per_address_per_minute: 30,
             login_attempts_per_account_per_minute: 10,
             trusted_proxies: Vec::new(),
+            metrics: MetricsExposure::SamePort,
             nats_servers: Vec::new(),
             nats_stream_replicas: 1,
             relay_batch_size: 500,

@@ -108,6 +108,7 @@ impl AppError {
 impl From<DbErr> for AppError {
     fn from(error: DbErr) -> Self {
         if is_contention(&error) {
+            crate::metrics::metrics().contention(sqlstate(&error).as_deref().unwrap_or_default());
             return Self::Contention;
         }
         if is_unavailability(&error) {

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod ledger;
 pub mod local_postgres;
 pub mod locking;
+pub mod metrics;
 pub mod notifications;
 pub mod paging;
 pub mod startup;

@@ -7,12 +7,18 @@ use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
 use crate::{
-    api, background::BackgroundTasks, config::Config, db, local_postgres, state::AppState,
+    api,
+    background::BackgroundTasks,
+    config::{Config, MetricsExposure},
+    db, local_postgres,
+    state::AppState,
 };
 
 pub struct Application {
     listener: TcpListener,
     port: u16,
+    /// `METRICS` set to an address: `/metrics` is served there alone.
+    metrics_listener: Option<TcpListener>,
     state: Arc<AppState>,
 }
 
@@ -49,10 +55,19 @@ pub async fn build_with_database(
         .await
         .with_context(|| format!("cannot listen on {}", config.bind_addr))?;
     let port = listener.local_addr()?.port();
+    let metrics_listener = match config.metrics {
+        MetricsExposure::Own(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (METRICS)"))?,
+        ),
+        _ => None,
+    };
     let state = AppState::new(config, db)?;
     Ok(Application {
         listener,
         port,
+        metrics_listener,
         state,
     })
 }
@@ -60,6 +75,14 @@ pub async fn build_with_database(
 impl Application {
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port `/metrics` has to itself (`METRICS` set to an address; port 0 picks one).
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+            .map(|address| address.port())
     }
 
     pub fn database(&self) -> &DatabaseConnection {
@@ -78,11 +101,27 @@ impl Application {
     ) -> std::io::Result<()> {
         let background = BackgroundTasks::start(&self.state);
         tracing::info!(port = self.port, "listening");
-        let router = api::router(self.state.clone());
+        let routers = api::routers(self.state.clone());
+        let metrics = match (self.metrics_listener, routers.metrics) {
+            (Some(listener), Some(router)) => {
+                tracing::info!(address = ?listener.local_addr().ok(), "serving /metrics");
+                let mut stopping = self.state.shutdown.subscribe();
+                Some(tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(async move {
+                            let _ = stopping.wait_for(|stopping| *stopping).await;
+                        })
+                        .await
+                }))
+            }
+            _ => None,
+        };
         let state = self.state.clone();
         let served = axum::serve(
             self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            routers
+                .api
+                .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move {
             stop.await;
@@ -92,6 +131,9 @@ impl Application {
         })
         .await;
         background.stop().await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         served
     }
 }

@@ -41,7 +41,9 @@ use super::{
     websocket::{self, LiveLimits},
 };
 use crate::{
+    config::MetricsExposure,
     events::{self, trace},
+    metrics,
     state::AppState,
 };
 
@@ -60,7 +62,13 @@ const PERSISTED_QUERIES_KEPT: usize = 1000;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub fn router(app: Arc<AppState>) -> Router {
+/// The service's routes, and `/metrics` on a router of its own when `METRICS` names an address.
+pub struct Routers {
+    pub api: Router,
+    pub metrics: Option<Router>,
+}
+
+pub fn routers(app: Arc<AppState>) -> Routers {
     let config = &app.config;
     let origins: Vec<HeaderValue> = config
         .cors_origins
@@ -132,14 +140,96 @@ pub fn router(app: Arc<AppState>) -> Router {
         live_limits: Arc::default(),
         persisted: Arc::new(PersistedQueries::new(PERSISTED_QUERIES_KEPT)),
     };
-    Router::new()
+    let metrics_exposure = state.app.config.metrics;
+    let mut api = Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    if metrics_exposure == MetricsExposure::SamePort {
+        api = api.route("/metrics", get(metrics_text));
+    }
+    let api = api
         .layer(layers)
+        .layer(axum::middleware::from_fn(count_response))
         // Outermost, so it also sees what the layers answer on their own.
         .layer(axum::middleware::map_response(json_with_charset))
-        .with_state(state)
+        .with_state(state.clone());
+    let metrics = matches!(metrics_exposure, MetricsExposure::Own(_)).then(|| {
+        Router::new()
+            .route("/metrics", get(metrics_text))
+            .with_state(state)
+    });
+    Routers { api, metrics }
+}
+
+/// Counts every response by route (the matched pattern, so the label set stays bounded) and status.
+async fn count_response(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_string();
+    let response = next.run(request).await;
+    metrics::metrics().http_response(&route, response.status().as_u16());
+    response
+}
+
+/// `GET /metrics`, with what the instance knows now set beside what was counted.
+async fn metrics_text(State(state): State<HttpState>) -> axum::response::Response {
+    let app = &state.app;
+    let recorder = metrics::metrics();
+    let pool = app.db.get_postgres_connection_pool();
+    let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
+    recorder.set_pool(
+        i64::from(pool.size()) - idle,
+        idle,
+        i64::from(app.config.database_pool_size),
+    );
+    recorder.set_live(
+        state.live_limits.sockets(),
+        state.live_limits.subscriptions(),
+    );
+    // The database parts are bounded like /readyz's: a scrape must get an answer.
+    if !app.config.nats_servers.is_empty() {
+        let lag = tokio::time::timeout(
+            READINESS_BUDGET,
+            events::log::lag(&app.db, events::relay::CHECKPOINT),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok);
+        let report = app.relay.report(lag);
+        recorder.set_relay(
+            report.leader,
+            report.broker_connected,
+            report.published,
+            report.lag.map(|lag| lag.events),
+        );
+    }
+    let health = tokio::time::timeout(
+        READINESS_BUDGET,
+        events::consumers::health(&app.db, &app.notifications, app.config.consumer_stall_after),
+    )
+    .await;
+    if let Ok(Ok(health)) = health {
+        recorder.set_consumer(
+            health.name,
+            health.lag.events,
+            health.lag.seconds,
+            health.handled,
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        recorder.encode(),
+    )
+        .into_response()
 }
 
 /// `http(s)://localhost`, `127.0.0.1` or `[::1]`, any port: where development servers run.
@@ -506,7 +596,28 @@ async fn execute(
         Some(introspection) if reads_only_the_schema(&mut request) => introspection,
         _ => &state.schema,
     };
-    trace::with_traceparent(traceparent, schema.execute(request)).await
+    let operation_name = request.operation_name.clone();
+    let started = std::time::Instant::now();
+    let response = trace::with_traceparent(traceparent, schema.execute(request)).await;
+    let outcome = response
+        .errors
+        .first()
+        .map_or("ok".to_string(), |error| error_code(error).to_string());
+    metrics::metrics().operation(operation_name.as_deref(), &outcome, started.elapsed());
+    response
+}
+
+/// The code an error carries; one without is the client's (see [`with_error_codes`]).
+fn error_code(error: &async_graphql::ServerError) -> &str {
+    error
+        .extensions
+        .as_ref()
+        .and_then(|extensions| extensions.get("code"))
+        .and_then(|code| match code {
+            async_graphql::Value::String(code) => Some(code.as_str()),
+            _ => None,
+        })
+        .unwrap_or("BAD_USER_INPUT")
 }
 
 /// Whether the operation to run selects only `__schema`, `__type` and `__typename` at its root

@@ -19,5 +19,5 @@ mod visits;
 mod websocket;
 
 pub use context::RequestContext;
-pub use http::router;
+pub use http::{Routers, routers};
 pub use schema::{AppSchema, MutationRoot, QueryRoot, schema, sdl};

@@ -160,6 +160,8 @@ impl Drop for TestDatabase {
 
 pub struct TestApp {
     pub address: String,
+    /// Where `/metrics` is served when it has an address of its own.
+    pub metrics_address: Option<String>,
     /// The harness's typed GraphQL client: one method per operation, failures as their codes.
     pub api: integration::client::Client,
     /// For what is not GraphQL (headers, status codes, malformed bodies).
@@ -275,6 +277,9 @@ impl TestApp {
             .await
             .expect("the application starts");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let metrics_address = app
+            .metrics_port()
+            .map(|port| format!("http://127.0.0.1:{port}"));
         let (shut_down, on_shut_down) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async move {
             let _ = on_shut_down.await;
@@ -286,6 +291,7 @@ impl TestApp {
         Self {
             api: integration::client::Client::new(&address).expect("GraphQL client"),
             address,
+            metrics_address,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
