@@ -49,7 +49,12 @@ pub async fn caller(ctx: &Context<'_>) -> Result<Caller, AppError> {
                 return Ok(Err(AuthFailure::Missing));
             };
             match state.identity.authenticate(&state.db, bearer).await {
-                Ok(caller) => Ok(Ok(caller)),
+                Ok(caller) => {
+                    // The request's log lines name whose they are (an id: never the token).
+                    tracing::Span::current()
+                        .record("user_id", tracing::field::display(caller.user_id));
+                    Ok(Ok(caller))
+                }
                 Err(AppError::Unauthenticated(reason)) => Ok(Err(reason)),
                 Err(other) => Err(other),
             }

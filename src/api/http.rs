@@ -25,11 +25,12 @@ use axum::{
 };
 use tower::ServiceBuilder;
 use tower_http::{
+    LatencyUnit,
     cors::{AllowOrigin, CorsLayer},
     limit::RequestBodyLimitLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     timeout::TimeoutLayer,
-    trace::TraceLayer,
+    trace::{DefaultOnResponse, TraceLayer},
 };
 
 use super::{
@@ -103,28 +104,45 @@ pub fn routers(app: Arc<AppState>) -> Routers {
         .max_age(config.cors_max_age);
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(TraceLayer::new_for_http().make_span_with(
-            move |request: &axum::http::Request<_>| {
-                let request_id = request
-                    .headers()
-                    .get(&REQUEST_ID)
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or("-");
-                // The address the throttle counts, so a log line and a throttle agree.
-                let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(
-                    |ConnectInfo(peer)| {
-                        client_address(peer.ip(), request.headers(), &trusted_proxies)
-                    },
-                );
-                tracing::info_span!(
-                    "request",
-                    method = %request.method(),
-                    uri = %request.uri().path(),
-                    request_id,
-                    client = client.map(tracing::field::display),
-                )
-            },
-        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(move |request: &axum::http::Request<_>| {
+                    let request_id = request
+                        .headers()
+                        .get(&REQUEST_ID)
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or("-");
+                    // The address the throttle counts, so a log line and a throttle agree.
+                    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(
+                        |ConnectInfo(peer)| {
+                            client_address(peer.ip(), request.headers(), &trusted_proxies)
+                        },
+                    );
+                    // The W3C trace this request belongs to, so its lines can be found from the caller's.
+                    let trace_id = request
+                        .headers()
+                        .get("traceparent")
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(trace::parse)
+                        .and_then(|traceparent| traceparent.split('-').nth(1).map(str::to_string));
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        uri = %request.uri().path(),
+                        request_id,
+                        client = client.map(tracing::field::display),
+                        trace_id,
+                        // Filled in once known: by `execute`, and when the caller is authenticated.
+                        operation = tracing::field::Empty,
+                        user_id = tracing::field::Empty,
+                    )
+                })
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(tracing::Level::INFO)
+                        .latency_unit(LatencyUnit::Millis),
+                ),
+        )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -597,6 +615,10 @@ async fn execute(
         _ => &state.schema,
     };
     let operation_name = request.operation_name.clone();
+    tracing::Span::current().record(
+        "operation",
+        operation_name.as_deref().unwrap_or("anonymous"),
+    );
     let started = std::time::Instant::now();
     let response = trace::with_traceparent(traceparent, schema.execute(request)).await;
     let outcome = response

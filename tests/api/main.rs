@@ -7,6 +7,7 @@ mod expiry;
 mod fuzz;
 mod http;
 mod identity;
+mod logs;
 mod metrics;
 mod notifications;
 mod over_http;
