@@ -9,7 +9,6 @@ use async_graphql::ParseRequestError;
 use async_graphql::{
     BatchRequest, BatchResponse, Response, ServerError,
     dataloader::DataLoader,
-    http::GraphiQLSource,
     parser::types::{DocumentOperations, OperationType},
 };
 use async_graphql_axum::{GraphQLBatchRequest, rejection::GraphQLRejection};
@@ -20,7 +19,7 @@ use axum::{
         ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
     },
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
-    response::{Html, IntoResponse},
+    response::IntoResponse,
     routing::get,
 };
 use tower::ServiceBuilder;
@@ -36,7 +35,7 @@ use tower_http::{
 use super::{
     client_address::client_address,
     context::{ApiError, RequestContext},
-    input, loaders, negotiation,
+    graphiql, input, loaders, negotiation,
     persisted::PersistedQueries,
     schema::{AppSchema, introspection_schema, schema},
     websocket::{self, LiveLimits},
@@ -165,6 +164,9 @@ pub fn routers(app: Arc<AppState>) -> Routers {
         .route("/readyz", get(readyz));
     if metrics_exposure == MetricsExposure::SamePort {
         api = api.route("/metrics", get(metrics_text));
+    }
+    if state.app.config.graphiql_enabled {
+        api = api.merge(graphiql::routes());
     }
     let api = api
         .layer(layers)
@@ -428,7 +430,7 @@ async fn query_over_get(
             .and_then(|accept| accept.to_str().ok())
             .is_some_and(|accept| accept.contains("text/html"));
         if wants_html && state.app.config.graphiql_enabled {
-            return Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response();
+            return graphiql::html();
         }
         return graphql_error(
             StatusCode::BAD_REQUEST,

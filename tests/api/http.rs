@@ -522,3 +522,67 @@ async fn readiness_answers_within_a_second_while_the_database_refuses_and_recove
     }
     assert_eq!(back, StatusCode::OK, "ready again within two seconds");
 }
+
+#[tokio::test]
+async fn graphiql_is_served_from_the_binary_with_a_policy_that_keeps_it_there() {
+    let app = TestApp::spawn_with(|config| config.graphiql_enabled = true).await;
+    let page = app
+        .http
+        .get(format!("{}/graphql", app.address))
+        .header(header::ACCEPT, "text/html")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(page.status(), StatusCode::OK);
+    let policy = page
+        .headers()
+        .get(header::CONTENT_SECURITY_POLICY)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    let html = page.text().await.expect("the page");
+    let scripts: Vec<&str> = html
+        .split("src=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(scripts.len(), 4, "{html}");
+    for script in scripts {
+        assert!(script.starts_with("/graphiql/"), "{script}");
+        let asset = app
+            .http
+            .get(format!("{}{script}", app.address))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(asset.status(), StatusCode::OK, "{script}");
+        assert!(
+            asset
+                .headers()
+                .get(header::CACHE_CONTROL)
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(|value| value.contains("immutable")),
+            "{script}"
+        );
+    }
+    let licences = app
+        .http
+        .get(format!("{}/graphiql/4.1.2/LICENSES.txt", app.address))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    assert!(licences.contains("MIT License"));
+
+    let off = TestApp::spawn_with(|config| config.graphiql_enabled = false).await;
+    let asset = off
+        .http
+        .get(format!("{}/graphiql/4.1.2/start.js", off.address))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(asset.status(), StatusCode::NOT_FOUND);
+}
