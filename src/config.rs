@@ -82,6 +82,8 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where `GET /metrics` is served.
     pub metrics: MetricsExposure,
+    /// After SIGTERM, how long in-flight requests may take before the process exits anyway.
+    pub shutdown_grace: Duration,
     /// NATS servers (one cluster) the relay publishes the event log to; none = no relay.
     pub nats_servers: Vec<String>,
     /// Replicas of the JetStream stream (3 in a NATS cluster).
@@ -309,6 +311,9 @@ impl Config {
         if let Some(seconds) = read::<u64>(source, "CORS_MAX_AGE_SECONDS")? {
             config.cors_max_age = Duration::from_secs(seconds);
         }
+        if let Some(seconds) = read::<u64>(source, "SHUTDOWN_GRACE_SECONDS")? {
+            config.shutdown_grace = Duration::from_secs(seconds);
+        }
         if let Some(metrics) = read_string("METRICS")? {
             config.metrics = match metrics.trim() {
                 "off" => MetricsExposure::Off,
@@ -391,6 +396,7 @@ impl Config {
             login_attempts_per_account_per_minute: 10,
             trusted_proxies: Vec::new(),
             metrics: MetricsExposure::SamePort,
+            shutdown_grace: Duration::from_secs(10),
             nats_servers: Vec::new(),
             nats_stream_replicas: 1,
             relay_batch_size: 500,

@@ -117,7 +117,7 @@ impl Application {
             _ => None,
         };
         let state = self.state.clone();
-        let served = axum::serve(
+        let serving = axum::serve(
             self.listener,
             routers
                 .api
@@ -128,8 +128,21 @@ impl Application {
             // Sockets are not requests: graceful shutdown does not wait for them. Tell them, so
             // each closes with 1001 and its client reconnects to another instance.
             state.shutdown.send_replace(true);
-        })
-        .await;
+        });
+        // New connections stop at once; what is in flight gets the grace, and no more: an
+        // orchestrator kills a process that overstays anyway, with less said about why.
+        let grace = self.state.config.shutdown_grace;
+        let mut stopping = self.state.shutdown.subscribe();
+        let served = tokio::select! {
+            served = serving.into_future() => served,
+            () = async {
+                let _ = stopping.wait_for(|stopping| *stopping).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(?grace, "requests still in flight after the shutdown grace; stopping anyway");
+                Ok(())
+            }
+        };
         background.stop().await;
         if let Some(metrics) = metrics {
             let _ = metrics.await;

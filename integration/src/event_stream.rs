@@ -75,7 +75,7 @@ async fn leader_index(harness: &Harness) -> Option<usize> {
 /// Waits until an instance reports the relay caught up with the log; gives up when the relay has
 /// published nothing for [`STALLED_AFTER`] while still behind (then the stream check says what is
 /// missing), or after `limit`.
-async fn wait_until_drained(harness: &Harness, limit: Duration) -> Option<String> {
+pub async fn wait_until_drained(harness: &Harness, limit: Duration) -> Option<String> {
     const STALLED_AFTER: Duration = Duration::from_secs(5);
     let deadline = Instant::now() + limit;
     let mut progress = (0_u64, Instant::now());

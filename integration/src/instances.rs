@@ -71,6 +71,11 @@ impl SpawnedInstance {
         Some(kib * 1024)
     }
 
+    /// The binary it runs.
+    pub fn binary(&self) -> &std::path::Path {
+        &self.binary
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -13,6 +13,7 @@ pub mod live;
 pub mod live_updates;
 pub mod nats;
 pub mod notifications_replay;
+pub mod postgres_restart;
 pub mod progress;
 pub mod replay;
 pub mod reply;
@@ -40,6 +41,10 @@ pub const SCENARIOS: [&str; 9] = [
     "notifications-replay",
     "live-updates",
 ];
+
+/// Scenarios run only by name: they restart the PostgreSQL cluster, which other users (the tests'
+/// databases) share.
+pub const RESTARTING: [&str; 1] = ["postgres-restart"];
 
 pub struct ScenarioReport {
     pub name: &'static str,
@@ -130,6 +135,19 @@ pub async fn run_suite(
                 notifications_replay::notifications_replay(harness, nats.as_deref(), bank).await
             }
             "live-updates" => live_updates::live_updates(harness, bank).await,
+            "postgres-restart" => {
+                let binary = instances
+                    .as_deref()
+                    .and_then(|instances| instances.first())
+                    .map(|instance| instance.binary().to_path_buf());
+                postgres_restart::postgres_restart(
+                    harness,
+                    binary.as_deref(),
+                    nats.as_deref(),
+                    bank,
+                )
+                .await
+            }
             other => Err(format!("unknown scenario {other}")),
         };
         drop(ticker);
@@ -177,12 +195,14 @@ pub fn select_scenarios(choice: &str) -> anyhow::Result<Vec<&'static str>> {
     }
     SCENARIOS
         .iter()
+        .chain(RESTARTING.iter())
         .find(|name| **name == choice)
         .map(|name| vec![*name])
         .ok_or_else(|| {
             anyhow::anyhow!(
-                "unknown scenario `{choice}`; one of: all, {}",
-                SCENARIOS.join(", ")
+                "unknown scenario `{choice}`; one of: all, {}, and (by name only) {}",
+                SCENARIOS.join(", "),
+                RESTARTING.join(", ")
             )
         })
 }

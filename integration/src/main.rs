@@ -311,6 +311,14 @@ async fn run(mut cli: SuiteArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    if selected.contains(&"postgres-restart") {
+        let binary = cli.spawn.as_deref().context(
+            "--scenario postgres-restart: needs --spawn (it restarts the cluster with that binary)",
+        )?;
+        integration::postgres_restart::check_cluster(binary, &database_url)
+            .await
+            .map_err(|reason| anyhow::anyhow!("--scenario postgres-restart: {reason}"))?;
+    }
     let seed = cli.seed.unwrap_or_else(rand::random);
     let replay = replay::command(std::env::args(), seed);
     let service_version = match &cli.spawn {

@@ -15,6 +15,7 @@ mod proxies;
 mod races;
 mod relay;
 mod schema;
+mod shutdown;
 mod subscriptions;
 mod tokens;
 mod two_instances;
