@@ -3,7 +3,8 @@
 //! [`check_transition`] under that lock.
 use chrono::Utc;
 use sea_orm::{
-    ActiveEnum, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::Expr,
+    ActiveEnum, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, Statement,
+    sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -15,7 +16,7 @@ use super::{
 use crate::{
     error::AppError,
     events::{
-        self, NewEvent,
+        self, NewEvent, OutboxInsert,
         catalogue::{VisitAccepted, VisitCancelled, VisitCompleted, VisitReleased},
     },
     ledger::{self, Transfer, entities::transaction},
@@ -93,15 +94,18 @@ pub async fn accept_visit(
     if check_transition(&visit, pal_id, Action::Accept, deadlines)? == Verdict::AlreadyDone {
         return Ok(visit);
     }
-    let accepted = set_status(conn, visit_id, VisitStatus::Accepted, Some(pal_id)).await?;
-    events::record(
+    change_status(
         conn,
-        &VisitAccepted {
-            visit: accepted.state(),
+        &visit,
+        VisitStatus::Accepted,
+        Some(pal_id),
+        |accepted| {
+            Ok(vec![NewEvent::of(&VisitAccepted {
+                visit: accepted.state(),
+            })?])
         },
     )
-    .await?;
-    Ok(accepted)
+    .await
 }
 
 /// The pal completes the visit: the member pays its minutes, the pal is credited them less the fee.
@@ -132,20 +136,24 @@ pub async fn complete_visit(
         minutes: visit.minutes,
     };
     let transaction = ledger::record_transfer(conn, transfer, overhead_percent).await?;
-    let completed = set_status(conn, visit_id, VisitStatus::Completed, Some(pal_id)).await?;
-    // The ledger says what it recorded; both events go in one statement.
-    events::record_all(
+    // The ledger says what it recorded; the visit's change and both events are one statement.
+    change_status(
         conn,
-        vec![
-            NewEvent::of(&VisitCompleted {
-                visit: completed.state(),
-                previous_status: visit.status.to_value(),
-                transaction_id: transaction.id,
-                pal_credit: transaction.pal_credit,
-                fee: transaction.fee,
-            })?,
-            NewEvent::of(&ledger::transfer_recorded(&transaction))?,
-        ],
+        &visit,
+        VisitStatus::Completed,
+        Some(pal_id),
+        |completed| {
+            Ok(vec![
+                NewEvent::of(&VisitCompleted {
+                    visit: completed.state(),
+                    previous_status: visit.status.to_value(),
+                    transaction_id: transaction.id,
+                    pal_credit: transaction.pal_credit,
+                    fee: transaction.fee,
+                })?,
+                NewEvent::of(&ledger::transfer_recorded(&transaction))?,
+            ])
+        },
     )
     .await?;
     Ok(transaction)
@@ -161,16 +169,19 @@ pub async fn cancel_visit(
     // Held until commit: a cancellation and a completion of one visit cannot both succeed.
     let visit = lock_visit(conn, visit_id, deadlines).await?;
     check_transition(&visit, member_id, Action::Cancel, deadlines)?;
-    let cancelled = set_status(conn, visit_id, VisitStatus::Cancelled, visit.pal_id).await?;
-    events::record(
+    change_status(
         conn,
-        &VisitCancelled {
-            visit: cancelled.state(),
-            previous_status: visit.status.to_value(),
+        &visit,
+        VisitStatus::Cancelled,
+        visit.pal_id,
+        |cancelled| {
+            Ok(vec![NewEvent::of(&VisitCancelled {
+                visit: cancelled.state(),
+                previous_status: visit.status.to_value(),
+            })?])
         },
     )
-    .await?;
-    Ok(cancelled)
+    .await
 }
 
 /// For a departing user: their outstanding visits are cancelled and the visits they had accepted as
@@ -235,6 +246,48 @@ async fn lock_visit(
         .await?
         .map(|visit| deadlines.settle(visit))
         .ok_or(AppError::NotFound("visit"))
+}
+
+/// Moves the locked `visit` to `status` and `pal_id`, and records the events `events_of` makes
+/// of its new state, in one statement: one round trip where it was two. The new state is known
+/// before the statement (the caller holds the row lock), so the events go in with the change.
+async fn change_status(
+    conn: &impl ConnectionTrait,
+    visit: &visit::Model,
+    status: VisitStatus,
+    pal_id: Option<Uuid>,
+    events_of: impl FnOnce(&visit::Model) -> Result<Vec<NewEvent>, AppError>,
+) -> Result<visit::Model, AppError> {
+    let after = visit::Model {
+        status,
+        pal_id,
+        updated_at: Utc::now(),
+        ..visit.clone()
+    };
+    let insert = OutboxInsert::new(events_of(&after)?, 5);
+    let woke = insert
+        .wake_up("recorded")
+        .map_or_else(String::new, |wake_up| format!(", ({wake_up}) AS woke"));
+    let sql = format!(
+        "WITH changed AS (UPDATE visits SET status = $1, pal_id = $2, updated_at = $3 \
+         WHERE id = $4 RETURNING *), recorded AS ({}) SELECT changed.*{woke} FROM changed",
+        insert.sql(None)
+    );
+    let values: Vec<sea_orm::Value> = [
+        status.to_value().into(),
+        pal_id.into(),
+        after.updated_at.into(),
+        visit.id.into(),
+    ]
+    .into_iter()
+    .chain(insert.values.iter().cloned())
+    .collect();
+    let statement = Statement::from_sql_and_values(conn.get_database_backend(), sql, values);
+    match visit::Model::find_by_statement(statement).one(conn).await {
+        Ok(Some(changed)) => Ok(changed),
+        Ok(None) => Err(AppError::NotFound("visit")),
+        Err(error) => Err(insert.failed(error)),
+    }
 }
 
 async fn set_status(
