@@ -78,8 +78,8 @@ pub struct Config {
     pub login_attempts_per_address_per_minute: u32,
     /// Login attempts allowed per (account, client address) pair per minute.
     pub login_attempts_per_account_per_minute: u32,
-    /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed (load balancers, proxies).
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Peers whose forwarding header is believed (load balancers, proxies), and which header.
+    pub trusted_proxies: TrustedProxies,
     /// Where `GET /metrics` is served.
     pub metrics: MetricsExposure,
     /// After SIGTERM, how long in-flight requests may take before the process exits anyway.
@@ -101,6 +101,23 @@ pub struct Config {
     pub expiry_sweep_interval: Duration,
     /// Limits and timings of GraphQL subscriptions over WebSocket.
     pub live: LiveSettings,
+}
+
+/// The proxies whose word about the client is taken (`TRUSTED_PROXIES`), and the one header they
+/// write it in (`FORWARDED_HEADER`).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies {
+    pub nets: Vec<ipnet::IpNet>,
+    pub header: ForwardedHeader,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// What nginx, AWS and most ingresses append to.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239's `Forwarded: for=...`.
+    Forwarded,
 }
 
 /// `METRICS`: `on` (the default: `/metrics` beside `/graphql`), `off`, or an address of its own
@@ -326,8 +343,20 @@ impl Config {
                 }
             };
         }
+        if let Some(header) = read_string("FORWARDED_HEADER")? {
+            config.trusted_proxies.header = match header.trim().to_ascii_lowercase().as_str() {
+                "x-forwarded-for" => ForwardedHeader::XForwardedFor,
+                "forwarded" => ForwardedHeader::Forwarded,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        name: "FORWARDED_HEADER",
+                        reason: format!("`{other}` is neither `x-forwarded-for` nor `forwarded`"),
+                    });
+                }
+            };
+        }
         if let Some(list) = read_string("TRUSTED_PROXIES")? {
-            config.trusted_proxies =
+            config.trusted_proxies.nets =
                 parse_trusted_proxies(&list).map_err(|reason| ConfigError::Invalid {
                     name: "TRUSTED_PROXIES",
                     reason,
@@ -394,7 +423,7 @@ impl Config {
                 .map_or(2, usize::from),
             login_attempts_per_address_per_minute: 30,
             login_attempts_per_account_per_minute: 10,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
             metrics: MetricsExposure::SamePort,
             shutdown_grace: Duration::from_secs(10),
             nats_servers: Vec::new(),

@@ -70,8 +70,9 @@ pub struct Metrics {
     operation_names: Mutex<HashSet<String>>,
 }
 
-/// Operation names are the client's choice: a bounded set keeps a scrape bounded.
-const OPERATION_NAMES: usize = 200;
+/// Operation names are the client's choice: a bounded set keeps a scrape bounded. Only operations
+/// that ran name their series (see `operation`), so a burst of junk cannot take the slots.
+const OPERATION_NAMES: usize = 100;
 
 fn latency_histogram() -> Histogram {
     // 1 ms to ~16 s.
@@ -174,10 +175,15 @@ impl Metrics {
         }
     }
 
-    /// One GraphQL operation answered.
-    pub fn operation(&self, name: Option<&str>, outcome: &str, took: Duration) {
+    /// One GraphQL operation answered; `ran` is false for a document refused before it ran (it
+    /// did not parse or validate), which is counted under `rejected` whatever it called itself.
+    pub fn operation(&self, name: Option<&str>, ran: bool, outcome: &str, took: Duration) {
         let labels = OperationLabels {
-            operation: self.operation_label(name),
+            operation: if ran {
+                self.operation_label(name)
+            } else {
+                "rejected".into()
+            },
             outcome: outcome.to_string(),
         };
         self.operations.get_or_create(&labels).inc();

@@ -144,8 +144,11 @@ impl Application {
             }
         };
         background.stop().await;
-        if let Some(metrics) = metrics {
-            let _ = metrics.await;
+        if let Some(mut metrics) = metrics {
+            // A scraper's half-sent request must not hold the process past the grace either.
+            if tokio::time::timeout(grace, &mut metrics).await.is_err() {
+                metrics.abort();
+            }
         }
         served
     }

@@ -131,6 +131,16 @@ impl Client {
         response.json().await.ok()
     }
 
+    /// `/readyz`'s status code; `None` when the instance does not answer at all.
+    pub async fn readiness_status(&self) -> Option<u16> {
+        self.http
+            .get(format!("{}/readyz", self.base_url))
+            .send()
+            .await
+            .ok()
+            .map(|response| response.status().as_u16())
+    }
+
     /// Whether anything answers HTTP at the base URL (ready or not).
     pub async fn answers(&self) -> bool {
         self.http

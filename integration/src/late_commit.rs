@@ -40,7 +40,8 @@ pub async fn hold_a_request(harness: &Harness, hold: Duration) -> Result<String,
         "late commit: a request held {:.1}s after its insert",
         hold.as_secs_f64()
     ));
-    let before = max_position(&lock).await?;
+    // Taken after the held booking took its place: every later place is above it.
+    let before = last_place(&lock).await?;
     tokio::time::sleep_until((waiting_since + hold).into()).await;
     let passed = committed_after(&lock, before).await?;
     lock.rollback().await.map_err(|error| error.to_string())?;
@@ -81,8 +82,9 @@ async fn wait_until_blocked(lock: &DatabaseTransaction, blocker: i32) -> Result<
         let row = lock
             .query_one_raw(Statement::from_sql_and_values(
                 lock.get_database_backend(),
+                // Waiting on a row lock (the foreign-key check's), not on anything else.
                 "SELECT count(*) AS waiting FROM pg_stat_activity \
-                 WHERE $1 = ANY(pg_blocking_pids(pid))",
+                 WHERE $1 = ANY(pg_blocking_pids(pid)) AND wait_event_type = 'Lock'",
                 [blocker.into()],
             ))
             .await
@@ -100,10 +102,11 @@ async fn wait_until_blocked(lock: &DatabaseTransaction, blocker: i32) -> Result<
     Err("the held request never waited on the member's lock (did the booking change?)".into())
 }
 
-async fn max_position(conn: &impl ConnectionTrait) -> Result<i64, String> {
+/// The last place the outbox's sequence handed out (committed or not).
+async fn last_place(conn: &impl ConnectionTrait) -> Result<i64, String> {
     scalar(
         conn,
-        "SELECT COALESCE(max(position), 0) AS n FROM outbox",
+        "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('outbox', 'position')::regclass), 0) AS n",
         [],
     )
     .await

@@ -1,37 +1,41 @@
 //! The client's address behind proxies: what the login throttle counts and the logs show.
 //!
 //! `X-Forwarded-For` and `Forwarded` are only hints a peer writes; anyone can send them. They are
-//! read only when the peer itself is a trusted proxy (`TRUSTED_PROXIES`), and then from the right:
-//! each trusted hop vouches for the address to its left, so the first address from the right that
-//! is not a trusted proxy is the client. What a client wrote further left is never believed.
+//! read only when the peer itself is a trusted proxy (`TRUSTED_PROXIES`), only the one header
+//! those proxies write (`FORWARDED_HEADER`: a balancer that appends to `X-Forwarded-For` passes a
+//! client's own `Forwarded` through untouched, so following whichever is present would let the
+//! client choose), and then from the right: each trusted hop vouches for the address to its left,
+//! so the first address from the right that is not a trusted proxy is the client. What a client
+//! wrote further left is never believed.
 use std::net::IpAddr;
 
-use axum::http::{HeaderMap, header::FORWARDED};
-use ipnet::IpNet;
+use axum::http::{HeaderMap, HeaderValue, header::FORWARDED};
+
+use crate::config::{ForwardedHeader, TrustedProxies};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// The address the request came from, as far as trusted proxies vouch for it.
-pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |address: &IpAddr| trusted.iter().any(|net| net.contains(address));
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, proxies: &TrustedProxies) -> IpAddr {
+    // `::ffff:10.0.0.1` (a dual-stack listener) is the IPv4 peer `10.0.0.1` to the CIDRs.
+    let peer = peer.to_canonical();
+    let is_trusted = |address: &IpAddr| proxies.nets.iter().any(|net| net.contains(address));
     if !is_trusted(&peer) {
         return peer;
     }
-    // `Forwarded` is the standard; a proxy that writes it is the one to follow.
-    let hops = if headers.contains_key(FORWARDED) {
-        forwarded_for(headers)
-    } else {
-        x_forwarded_for(headers)
+    let hops = match proxies.header {
+        ForwardedHeader::XForwardedFor => x_forwarded_for(headers),
+        ForwardedHeader::Forwarded => forwarded_for(headers),
     };
     let mut client = peer;
     for hop in hops.iter().rev() {
         match hop {
-            // A hop we cannot read (obfuscated, `unknown`, garbage): the last address vouched
-            // for is as far as the chain can be followed.
+            // A hop we cannot read (obfuscated, `unknown`, no `for=`, garbage): the last address
+            // vouched for is as far as the chain can be followed.
             None => break,
             Some(address) => {
-                client = *address;
-                if !is_trusted(address) {
+                client = address.to_canonical();
+                if !is_trusted(&client) {
                     break;
                 }
             }
@@ -40,28 +44,44 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> I
     client
 }
 
-/// Every `X-Forwarded-For` entry, left to right, across repeated headers.
-fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+/// The comma-separated entries of every instance of a header, left to right, each read on its
+/// own: one byte a proxy would not write spoils its entry, not the whole line.
+fn entries(
+    headers: &HeaderMap,
+    name: impl axum::http::header::AsHeaderName,
+) -> Vec<Option<String>> {
     headers
-        .get_all(X_FORWARDED_FOR)
+        .get_all(name)
         .iter()
-        .flat_map(|value| value.to_str().unwrap_or("\u{0}").split(','))
-        .map(|entry| parse_node(entry.trim()))
+        .flat_map(|value: &HeaderValue| value.as_bytes().split(|byte| *byte == b','))
+        .map(|entry| {
+            std::str::from_utf8(entry)
+                .ok()
+                .map(|text| text.trim().to_string())
+        })
         .collect()
 }
 
-/// Every `for=` of `Forwarded` (RFC 7239), left to right, across elements and repeated headers.
+/// Every `X-Forwarded-For` entry, left to right, across repeated headers.
+fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    entries(headers, X_FORWARDED_FOR)
+        .into_iter()
+        .map(|entry| entry.and_then(|entry| parse_node(&entry)))
+        .collect()
+}
+
+/// The `for=` of every `Forwarded` element (RFC 7239), left to right; an element without one is
+/// a hop that cannot be read.
 fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    headers
-        .get_all(FORWARDED)
-        .iter()
-        .flat_map(|value| value.to_str().unwrap_or("for=\u{0}").split(','))
-        .filter_map(|element| {
-            element.split(';').find_map(|pair| {
+    entries(headers, FORWARDED)
+        .into_iter()
+        .map(|element| {
+            element?.split(';').find_map(|pair| {
                 let (name, value) = pair.split_once('=')?;
                 name.trim()
                     .eq_ignore_ascii_case("for")
                     .then(|| parse_node(value.trim().trim_matches('"')))
+                    .flatten()
             })
         })
         .collect()
@@ -87,6 +107,13 @@ mod tests {
     use super::*;
     use crate::config::parse_trusted_proxies as parse_trusted;
 
+    fn reading(header: ForwardedHeader) -> TrustedProxies {
+        TrustedProxies {
+            nets: parse_trusted("10.0.0.0/8, 192.168.1.1").expect("valid"),
+            header,
+        }
+    }
+
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
@@ -99,8 +126,8 @@ mod tests {
         text.parse().expect("an address")
     }
 
-    fn proxies() -> Vec<IpNet> {
-        parse_trusted("10.0.0.0/8, 192.168.1.1").expect("valid")
+    fn proxies() -> TrustedProxies {
+        reading(ForwardedHeader::XForwardedFor)
     }
 
     #[test]
@@ -110,8 +137,9 @@ mod tests {
             client_address(ip("203.0.113.9"), &spoofed, &proxies()),
             ip("203.0.113.9")
         );
+        let nobody = TrustedProxies::default();
         assert_eq!(
-            client_address(ip("10.0.0.2"), &spoofed, &[]),
+            client_address(ip("10.0.0.2"), &spoofed, &nobody),
             ip("10.0.0.2")
         );
     }
@@ -140,9 +168,46 @@ mod tests {
             "forwarded",
             r#"for=6.6.6.6, for="[2001:db8::17]:4711";proto=https, for=10.0.0.5;by=10.0.0.1"#,
         )]);
+        let standard = reading(ForwardedHeader::Forwarded);
         assert_eq!(
-            client_address(ip("10.0.0.1"), &forwarded, &proxies()),
+            client_address(ip("10.0.0.1"), &forwarded, &standard),
             ip("2001:db8::17")
+        );
+        // An element the proxy wrote without `for=` is a hop it did not vouch for.
+        let no_for = headers(&[("forwarded", "for=6.6.6.6, proto=https;by=10.0.0.1")]);
+        assert_eq!(
+            client_address(ip("10.0.0.1"), &no_for, &standard),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn only_the_header_the_proxies_write_is_read() {
+        // A balancer that appends to X-Forwarded-For passes the client's own Forwarded along.
+        let both = headers(&[
+            ("x-forwarded-for", "198.51.100.7"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        assert_eq!(
+            client_address(ip("10.0.0.1"), &both, &proxies()),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.1"), &both, &reading(ForwardedHeader::Forwarded)),
+            ip("6.6.6.6")
+        );
+    }
+
+    #[test]
+    fn a_dual_stack_listener_sees_ipv4_peers_as_the_cidrs_name_them() {
+        let chain = headers(&[("x-forwarded-for", "198.51.100.7")]);
+        assert_eq!(
+            client_address(ip("::ffff:10.0.0.1"), &chain, &proxies()),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client_address(ip("::ffff:203.0.113.9"), &chain, &proxies()),
+            ip("203.0.113.9")
         );
     }
 
@@ -150,8 +215,22 @@ mod tests {
     fn an_unreadable_hop_stops_the_chain_at_the_last_vouched_address() {
         let hidden = headers(&[("forwarded", "for=198.51.100.7, for=_hidden, for=10.0.0.5")]);
         assert_eq!(
-            client_address(ip("10.0.0.1"), &hidden, &proxies()),
+            client_address(
+                ip("10.0.0.1"),
+                &hidden,
+                &reading(ForwardedHeader::Forwarded)
+            ),
             ip("10.0.0.5")
+        );
+        // A byte a proxy would not write spoils its own entry only.
+        let mut odd = HeaderMap::new();
+        odd.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"6.6.6.\xff, 198.51.100.7").expect("a header value"),
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.1"), &odd, &proxies()),
+            ip("198.51.100.7")
         );
         let garbage = headers(&[("x-forwarded-for", "198.51.100.7, not-an-ip")]);
         assert_eq!(

@@ -627,7 +627,12 @@ async fn execute(
         .errors
         .first()
         .map_or("ok".to_string(), |error| error_code(error).to_string());
-    metrics::metrics().operation(operation_name.as_deref(), &outcome, started.elapsed());
+    metrics::metrics().operation(
+        operation_name.as_deref(),
+        negotiation::ran(&response),
+        &outcome,
+        started.elapsed(),
+    );
     response
 }
 

@@ -75,6 +75,10 @@ pub fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
 
 /// A request that never ran: no data, and no error that happened at a field (those carry a
 /// path). Parse, validation, limit and variable errors are of this kind.
+pub fn ran(response: &GraphQLResponse) -> bool {
+    !never_ran(response)
+}
+
 fn never_ran(response: &GraphQLResponse) -> bool {
     response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
