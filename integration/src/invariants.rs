@@ -3,7 +3,10 @@ use std::fmt;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 
-const CHECK: &str = r#"
+/// What both the counts and the rows are judged by (one definition, so they cannot disagree).
+macro_rules! books {
+    () => {
+        r#"
 WITH outstanding AS (
     SELECT member_id, SUM(minutes) AS minutes FROM visits
     -- Expired visits hold no minutes, swept or not: $1 is the service's COMPLETION_GRACE_DAYS.
@@ -14,7 +17,13 @@ WITH outstanding AS (
     SELECT member_id AS user_id, SUM(minutes) AS minutes FROM transactions GROUP BY member_id
 ), credits AS (
     SELECT pal_id AS user_id, SUM(pal_credit) AS minutes FROM transactions GROUP BY pal_id
-)
+)"#
+    };
+}
+
+const CHECK: &str = concat!(
+    books!(),
+    r#"
 SELECT
     (SELECT count(*) FROM balances WHERE minutes < 0) AS negative_balances,
     (SELECT count(*) FROM balances b JOIN outstanding o ON o.member_id = b.user_id
@@ -29,7 +38,8 @@ SELECT
         LEFT JOIN debits d ON d.user_id = b.user_id LEFT JOIN credits c ON c.user_id = b.user_id
         WHERE b.minutes <> b.starting_minutes - COALESCE(d.minutes, 0) + COALESCE(c.minutes, 0))
         AS unexplained_balances
-"#;
+"#
+);
 
 /// Counts of rows breaking each invariant; all zero when the books are sound.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,8 +59,31 @@ pub struct Violations {
 }
 
 impl Violations {
+    /// Each invariant's name, in the order of [`Violations::counts`] (and of the offenders' kinds).
+    pub const NAMES: [&'static str; 6] = [
+        "negative balance",
+        "over-committed member",
+        "conservation gap",
+        "visit paid twice",
+        "completed/paid mismatch",
+        "unexplained balance",
+    ];
+
     pub fn is_clean(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// Every invariant by name with its count, for reports.
+    pub fn counts(&self) -> [(&'static str, i64); 6] {
+        let [negative, overcommitted, gap, twice, mismatch, unexplained] = Self::NAMES;
+        [
+            (negative, self.negative_balances),
+            (overcommitted, self.overcommitted_members),
+            (gap, self.conservation_gap),
+            (twice, self.visits_paid_twice),
+            (mismatch, self.completion_mismatches),
+            (unexplained, self.unexplained_balances),
+        ]
     }
 }
 
@@ -125,17 +158,9 @@ pub const OFFENDERS_SHOWN: i64 = 10;
 /// The rows behind each broken count (up to [`OFFENDERS_SHOWN`] per invariant), read in one
 /// statement like [`check`].
 pub async fn offenders(db: &DatabaseConnection) -> anyhow::Result<Vec<Offender>> {
-    const OFFENDERS: &str = r#"
-WITH outstanding AS (
-    SELECT member_id, SUM(minutes) AS minutes FROM visits
-    WHERE status IN ('REQUESTED', 'ACCEPTED')
-      AND date >= (now() AT TIME ZONE 'UTC')::date - $1::int
-    GROUP BY member_id
-), debits AS (
-    SELECT member_id AS user_id, SUM(minutes) AS minutes FROM transactions GROUP BY member_id
-), credits AS (
-    SELECT pal_id AS user_id, SUM(pal_credit) AS minutes FROM transactions GROUP BY pal_id
-), found AS (
+    const OFFENDERS: &str = concat!(
+        books!(),
+        r#", found AS (
     (SELECT 1 AS kind, 'member ' || user_id AS row, '>= 0' AS expected,
             'balance ' || minutes AS found
      FROM balances WHERE minutes < 0 ORDER BY user_id LIMIT $2)
@@ -172,15 +197,8 @@ WITH outstanding AS (
      ORDER BY b.user_id LIMIT $2)
 )
 SELECT kind, row, expected, found FROM found ORDER BY kind, row
-"#;
-    const NAMES: [&str; 6] = [
-        "negative balance",
-        "over-committed member",
-        "conservation gap",
-        "visit paid twice",
-        "completed/paid mismatch",
-        "unexplained balance",
-    ];
+"#
+    );
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             db.get_database_backend(),
@@ -194,7 +212,7 @@ SELECT kind, row, expected, found FROM found ORDER BY kind, row
             Ok(Offender {
                 invariant: usize::try_from(kind - 1)
                     .ok()
-                    .and_then(|index| NAMES.get(index))
+                    .and_then(|index| Violations::NAMES.get(index))
                     .copied()
                     .unwrap_or("unknown"),
                 row: row.try_get("", "row")?,

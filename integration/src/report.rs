@@ -13,7 +13,7 @@ use plotters::prelude::*;
 use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 use serde_json::{Value, json};
 
-use crate::{SuiteReport, invariants::Violations, progress::Timeline};
+use crate::{SuiteReport, progress::Timeline};
 
 /// About the run as a whole.
 pub struct RunInfo {
@@ -59,18 +59,6 @@ pub fn write(dir: &Path, suite: &SuiteReport, run: &RunInfo) -> anyhow::Result<V
         .collect()
 }
 
-/// The six invariants of [`Violations`], named as the testcases and the tables name them.
-fn invariant_counts(violations: &Violations) -> [(&'static str, i64); 6] {
-    [
-        ("negative balance", violations.negative_balances),
-        ("over-committed member", violations.overcommitted_members),
-        ("conservation gap", violations.conservation_gap),
-        ("visit paid twice", violations.visits_paid_twice),
-        ("completed/paid mismatch", violations.completion_mismatches),
-        ("unexplained balance", violations.unexplained_balances),
-    ]
-}
-
 pub fn junit(suite: &SuiteReport, run: &RunInfo) -> quick_junit::Report {
     let mut report = quick_junit::Report::new("home-visits harness");
     report.set_timestamp(run.started_at).set_time(run.took);
@@ -97,7 +85,7 @@ pub fn junit(suite: &SuiteReport, run: &RunInfo) -> quick_junit::Report {
     }
 
     let mut invariants = TestSuite::new("invariants");
-    for (name, count) in invariant_counts(&suite.invariants) {
+    for (name, count) in suite.invariants.counts() {
         let status = if count == 0 {
             TestCaseStatus::success()
         } else {
@@ -140,7 +128,7 @@ pub fn json(suite: &SuiteReport, run: &RunInfo) -> Value {
         })).collect::<Vec<_>>(),
         "invariants": {
             "clean": suite.invariants.is_clean(),
-            "counts": invariant_counts(&suite.invariants)
+            "counts": suite.invariants.counts()
                 .iter()
                 .map(|(name, count)| (name.to_string(), json!(count)))
                 .collect::<serde_json::Map<_, _>>(),
@@ -203,7 +191,7 @@ pub fn html(suite: &SuiteReport, run: &RunInfo) -> anyhow::Result<String> {
         )?;
     }
     page.push_str("</table><h2>Invariants (final)</h2><table><tr><th>invariant</th><th>result</th><th>rows</th></tr>");
-    for (name, count) in invariant_counts(&suite.invariants) {
+    for (name, count) in suite.invariants.counts() {
         write!(
             page,
             "<tr><td>{name}</td><td>{}</td><td>{count}</td></tr>",
@@ -255,7 +243,7 @@ pub fn html(suite: &SuiteReport, run: &RunInfo) -> anyhow::Result<String> {
     Ok(page)
 }
 
-fn drawing_error(error: impl std::fmt::Display) -> anyhow::Error {
+pub(crate) fn drawing_error(error: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("drawing a chart: {error}")
 }
 
@@ -370,7 +358,7 @@ mod tests {
     use super::*;
     use crate::{
         ScenarioReport,
-        invariants::Offender,
+        invariants::{Offender, Violations},
         progress::{Fault, Timeline},
     };
 

@@ -621,3 +621,58 @@ impl TestApp {
             .collect()
     }
 }
+
+/// The service's own binary (not the in-process app), for what only a process shows: its logs on
+/// stderr, its signals, its exit code.
+pub struct ServiceProcess {
+    pub child: tokio::process::Child,
+    pub port: u16,
+    /// Its stderr (JSON lines), from the line after `listening` on.
+    pub lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    /// What it logged before `listening`, parsed.
+    pub logged_before: Vec<serde_json::Value>,
+}
+
+/// Starts `home-visits serve` on `database_url` with JSON logs and a port of its own, plus `env`,
+/// and returns once it says which port it listens on.
+pub async fn start_service_process(database_url: &str, env: &[(&str, &str)]) -> ServiceProcess {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_home-visits"))
+        .arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("JWT_SECRET", "a test secret for the service process")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the service starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut logged_before = Vec::new();
+    let port = loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the service logs within a minute")
+            .expect("readable")
+            .expect("the service is still running");
+        let entry: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        if entry["message"] == "listening" {
+            break entry["port"]
+                .as_u64()
+                .and_then(|port| u16::try_from(port).ok())
+                .expect("the port");
+        }
+        logged_before.push(entry);
+    };
+    ServiceProcess {
+        child,
+        port,
+        lines,
+        logged_before,
+    }
+}

@@ -1,43 +1,21 @@
 //! `LOG_FORMAT=json`: one JSON object per line, each request's lines carrying its request id,
 //! operation, user id, trace id and, when it ends, its duration; never a token or a password.
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::helpers::fresh_database;
+use crate::helpers::{ServiceProcess, fresh_database, start_service_process};
 
 #[tokio::test]
 async fn json_logs_name_the_request_operation_user_and_trace_and_keep_secrets_out() {
     let database = fresh_database().await;
-    let mut service = tokio::process::Command::new(env!("CARGO_BIN_EXE_home-visits"))
-        .arg("serve")
-        .env("DATABASE_URL", database.url.expose_secret())
-        .env("BIND_ADDR", "127.0.0.1:0")
-        .env("JWT_SECRET", "a json log test secret of enough length")
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the service starts");
-    let mut lines = BufReader::new(service.stderr.take().expect("stderr")).lines();
-    let mut logged: Vec<Value> = Vec::new();
-    let port = loop {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("the service logs within a minute")
-            .expect("readable")
-            .expect("the service is still running");
-        let entry: Value =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-        if entry["message"] == "listening" {
-            break entry["port"].as_u64().expect("the port");
-        }
-        logged.push(entry);
-    };
+    let ServiceProcess {
+        child: mut service,
+        port,
+        mut lines,
+        logged_before: mut logged,
+    } = start_service_process(database.url.expose_secret(), &[]).await;
     let url = format!("http://127.0.0.1:{port}/graphql");
     let http = reqwest::Client::new();
     let password = "a password for the logs";

@@ -1,13 +1,12 @@
 //! SIGTERM: the instance stops taking connections at once, lets what is in flight finish (within
 //! `SHUTDOWN_GRACE_SECONDS`), and exits 0.
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, Database, Statement, TransactionTrait};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::helpers::fresh_database;
+use crate::helpers::{ServiceProcess, fresh_database, start_service_process};
 
 struct Running {
     service: tokio::process::Child,
@@ -22,34 +21,17 @@ struct Running {
 /// The binary on a fresh database with one registered member.
 async fn start(grace_seconds: u64) -> Running {
     let database = fresh_database().await;
-    let mut service = tokio::process::Command::new(env!("CARGO_BIN_EXE_home-visits"))
-        .arg("serve")
-        .env("DATABASE_URL", database.url.expose_secret())
-        .env("BIND_ADDR", "127.0.0.1:0")
-        .env("JWT_SECRET", "a shutdown test secret of enough length")
-        .env("SHUTDOWN_GRACE_SECONDS", grace_seconds.to_string())
-        .env("RUST_LOG", "info")
-        .env("LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the service starts");
-    let mut lines = BufReader::new(service.stderr.take().expect("stderr")).lines();
-    let port: u16 = loop {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("the service logs")
-            .expect("readable")
-            .expect("still running");
-        let entry: Value = serde_json::from_str(&line).unwrap_or_default();
-        if entry["message"] == "listening" {
-            break entry["port"]
-                .as_u64()
-                .and_then(|port| u16::try_from(port).ok())
-                .expect("a port");
-        }
-    };
+    let grace = grace_seconds.to_string();
+    let ServiceProcess {
+        child: service,
+        port,
+        mut lines,
+        ..
+    } = start_service_process(
+        database.url.expose_secret(),
+        &[("SHUTDOWN_GRACE_SECONDS", grace.as_str())],
+    )
+    .await;
     // Keep reading stderr so the service never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let url = format!("http://127.0.0.1:{port}/graphql");

@@ -8,7 +8,7 @@ use plotters::{coord::Shift, prelude::*};
 use serde::Serialize;
 
 use super::stats::Summary;
-use crate::cpu::Reading;
+use crate::{cpu::Reading, report::drawing_error};
 
 /// One side of one round.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -123,10 +123,6 @@ pub fn write(dir: &Path, record: &BenchRecord) -> anyhow::Result<()> {
     }
     println!("reports: {}", written.join(", "));
     Ok(())
-}
-
-fn drawing_error(error: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("drawing a chart: {error}")
 }
 
 const SERVICE: RGBColor = RGBColor(9, 105, 218);
