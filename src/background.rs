@@ -82,7 +82,7 @@ async fn sweep_expired_visits(state: Arc<AppState>) {
 
 /// Revocations on other instances evict sessions from this one's cache.
 async fn follow_session_revocations(state: Arc<AppState>) {
-    let listen_with = listen_options(&state);
+    let listen_with = listen_options(&state, "session revocations");
     state
         .identity
         .sessions
@@ -91,14 +91,16 @@ async fn follow_session_revocations(state: Arc<AppState>) {
 }
 
 /// Where a `LISTEN` connects: `DATABASE_DIRECT_URL` when set (it needs a session, which a
-/// transaction pooler does not keep), else the pool's own server.
-fn listen_options(state: &AppState) -> sea_orm::sqlx::postgres::PgConnectOptions {
+/// transaction pooler does not keep), else the pool's own server; named for `purpose`.
+fn listen_options(state: &AppState, purpose: &str) -> sea_orm::sqlx::postgres::PgConnectOptions {
     let direct = state
         .config
         .database_direct_url
         .as_ref()
         .and_then(|url| url.expose_secret().parse().ok());
-    direct.unwrap_or_else(|| (*state.db.get_postgres_connection_pool().connect_options()).clone())
+    direct
+        .unwrap_or_else(|| (*state.db.get_postgres_connection_pool().connect_options()).clone())
+        .application_name(&format!("{} {purpose} listener", db::APPLICATION_NAME))
 }
 
 /// The relay runs when a broker is configured.
@@ -143,7 +145,8 @@ async fn own_connection(state: &AppState, purpose: &str) -> DatabaseConnection {
         return state.db.clone();
     };
     loop {
-        match db::connect_sized(url, &state.config, 1).await {
+        let name = format!("{} {purpose}", db::APPLICATION_NAME);
+        match db::connect_sized(url, &state.config, 1, &name).await {
             Ok(connection) => return connection,
             Err(error) => {
                 tracing::warn!(error = %format!("{error:#}"), purpose, "no connection of its own yet; retrying");
@@ -157,7 +160,7 @@ async fn own_connection(state: &AppState, purpose: &str) -> DatabaseConnection {
 async fn follow_live_feed(state: Arc<AppState>) {
     let feed = state.live.clone();
     if state.config.nats_servers.is_empty() {
-        let listen_with = listen_options(&state);
+        let listen_with = listen_options(&state, "live feed");
         let reader = own_connection(&state, "live feed").await;
         return feed::follow_log(reader, listen_with, feed).await;
     }

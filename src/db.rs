@@ -19,17 +19,24 @@ const MIGRATION_LOCK_KEY: i64 = 0x686f_6d65_7669_7369;
 /// Opens the pool. Every connection carries timeouts so a stuck lock or a forgotten transaction
 /// surfaces as an error instead of a hang.
 pub async fn connect_to(url: &SecretString, config: &Config) -> anyhow::Result<DatabaseConnection> {
-    connect_sized(url, config, config.database_pool_size).await
+    connect_sized(url, config, config.database_pool_size, APPLICATION_NAME).await
 }
 
-/// [`connect_to`] with a pool of `size` connections: background readers get small pools of their
+/// What the request pool's sessions are called in `pg_stat_activity`; a background task's own
+/// connection adds its purpose (`home-visits live feed`), so operators (and the bench, which
+/// splits PostgreSQL's CPU by it) can tell who does what.
+pub const APPLICATION_NAME: &str = "home-visits";
+
+/// [`connect_to`] with a pool of `size` connections named `application_name`: background readers get small pools of their
 /// own, so under load they do not queue behind requests for the request pool (they did: the live
 /// feed's p99 and the consumer's lag were mostly that wait).
 pub async fn connect_sized(
     url: &SecretString,
     config: &Config,
     size: u32,
+    application_name: &str,
 ) -> anyhow::Result<DatabaseConnection> {
+    let application_name = application_name.to_owned();
     let session_settings = [
         ("lock_timeout", millis(config.lock_timeout)),
         ("statement_timeout", millis(config.statement_timeout)),
@@ -53,11 +60,10 @@ pub async fn connect_sized(
         // fails its one request with a retryable INTERNAL error and is not reused.
         .test_before_acquire_if_idle_for(CONNECTION_ALIVE_WITHOUT_PING)
         .sqlx_logging(false)
-        // The name lets operators (and the harness's fault injection) find the service's sessions.
         .map_sqlx_postgres_opts(move |options| {
             options
                 .options(session_settings.clone())
-                .application_name("home-visits")
+                .application_name(&application_name)
         });
     Database::connect(options)
         .await

@@ -215,7 +215,7 @@ async fn inject_faults(
         .db
         .execute_unprepared(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = 'home-visits'",
+             WHERE datname = current_database() AND application_name LIKE 'home-visits%'",
         )
         .await
         .map_err(|error| error.to_string())?;

@@ -310,6 +310,16 @@ impl Connection {
                             let Some(slot) = self.limits.slot(&live, true) else {
                                 return Err(Ending::Close(1013, "this instance runs as many subscriptions as it may; try again".into()));
                             };
+                            // Anchors the feed if nobody on this instance listened, and keeps
+                            // it anchored until the operation below has joined it.
+                            let hold = match self.app.live.hold(&self.app.db).await {
+                                Ok(hold) => hold,
+                                Err(error) => {
+                                    let errors = graphql_errors(ApiError::from(AppError::from(error)));
+                                    self.send(json!({ "type": "error", "id": id, "payload": errors })).await?;
+                                    continue;
+                                }
+                            };
                             match self.start(session, payload, &signals) {
                                 Ok(mut operation) => {
                                     // Run it up to its first wait now, before reading the next
@@ -317,6 +327,7 @@ impl Connection {
                                     // that has had an answer to a later message (a pong) knows it
                                     // will see every change from then on.
                                     let first = operation.next().now_or_never();
+                                    drop(hold);
                                     operations.insert(id.clone(), operation);
                                     started.insert(id.clone(), (false, slot));
                                     if let Some(item) = first {
@@ -486,11 +497,7 @@ impl Connection {
             request = request.operation_name(name);
         }
         if let Err(refused) = input::check(&mut request) {
-            let error: async_graphql::Error = ApiError::from(refused).into();
-            let response = with_error_codes(Response::from_errors(vec![
-                error.into_server_error(Default::default()),
-            ]));
-            return Err(json!(response.errors));
+            return Err(graphql_errors(ApiError::from(refused)));
         }
         let loader = DataLoader::new(
             loaders::DbLoader {
@@ -553,4 +560,13 @@ async fn until(at: Option<DateTime<Utc>>) {
         }
         None => std::future::pending().await,
     }
+}
+
+/// An `error` message's payload for a subscription refused before it ran.
+fn graphql_errors(error: ApiError) -> Value {
+    let error: async_graphql::Error = error.into();
+    let response = with_error_codes(Response::from_errors(vec![
+        error.into_server_error(Default::default()),
+    ]));
+    json!(response.errors)
 }

@@ -10,8 +10,11 @@
 //! at the last position (and a slow poll runs anyway). With `NATS_URL` set it reads the JetStream stream the relay
 //! fills instead, so the database sees no reader per instance.
 //!
-//! The feed starts at the end of the log: it is for what happens from now on; a client catches up
-//! on the past with queries.
+//! The feed is for what happens from now on (a client catches up on the past with queries), and
+//! reads nothing while nobody on the instance listens: with no subscriber it forgets where it was,
+//! and the first one to come finds the end of the log before it is confirmed ([`LiveFeed::hold`]).
+//! Keeping up with the end while idle cost PostgreSQL more than the bookings did (a probe on every
+//! wake-up: 680 µs of its CPU per `requestVisit`, measured by the bench's split by session).
 use std::{
     sync::{
         Arc,
@@ -22,7 +25,7 @@ use std::{
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use futures::StreamExt;
-use sea_orm::DatabaseConnection;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -50,9 +53,21 @@ pub type Receiver = broadcast::Receiver<Arc<StoredEvent>>;
 pub struct LiveFeed {
     sender: broadcast::Sender<Arc<StoredEvent>>,
     following: AtomicBool,
+    /// Set by [`follow_log`]: subscribers then need the feed anchored in the log (the JetStream
+    /// follower starts from the stream's end by itself).
+    reads_log: AtomicBool,
     delivered: AtomicU64,
-    /// Where in the log the feed has got to (everything up to it was handed on or not wanted).
-    passed: std::sync::Mutex<LogPosition>,
+    /// Taken around every change of the subscriber count that matters (a first subscriber, the
+    /// reader finding none), so the two never disagree on whether the feed is anchored.
+    cursor: std::sync::Mutex<Cursor>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursor {
+    /// Where the reader goes on from; `None` while nobody listens.
+    anchor: Option<LogPosition>,
+    /// The last position handed on (for `/readyz`; kept while idle).
+    passed: LogPosition,
 }
 
 /// What `/readyz` shows of the feed.
@@ -65,6 +80,9 @@ pub struct FeedReport {
     /// The log position passed, as `txid` and `position` (see `log`).
     pub passed_txid: u64,
     pub passed_position: i64,
+    /// Whether the feed is reading the log (someone listens); when not, a new subscriber starts
+    /// at the end of the log, whatever `passed` says.
+    pub reading: bool,
 }
 
 impl LiveFeed {
@@ -74,29 +92,62 @@ impl LiveFeed {
         Arc::new(Self {
             sender,
             following: AtomicBool::new(false),
+            reads_log: AtomicBool::new(false),
             delivered: AtomicU64::new(0),
-            passed: std::sync::Mutex::default(),
+            cursor: std::sync::Mutex::default(),
         })
     }
 
+    fn cursor(&self) -> std::sync::MutexGuard<'_, Cursor> {
+        // Nothing panics while holding it, but a poisoned cursor is still a valid one.
+        self.cursor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Joins the feed as it stands. Call it with a [`hold`](Self::hold) taken (the WebSocket
+    /// does, for every `subscribe`), else a first subscriber waits for the reader to anchor
+    /// itself and may miss what committed meanwhile.
     pub fn subscribe(&self) -> Receiver {
+        let _cursor = self.cursor();
         self.sender.subscribe()
     }
 
+    /// A place on the feed that sees every event committed from now on: if nobody listened, the
+    /// end of the log is read first. While it is kept the reader stays anchored, so a subscriber
+    /// that joins meanwhile through [`subscribe`](Self::subscribe) is anchored too.
+    pub async fn hold(&self, db: &impl ConnectionTrait) -> Result<Receiver, DbErr> {
+        let receiver = {
+            let cursor = self.cursor();
+            let receiver = self.sender.subscribe();
+            if cursor.anchor.is_some() || !self.reads_log.load(Ordering::Acquire) {
+                return Ok(receiver);
+            }
+            receiver
+        };
+        self.anchor_at(log::end(db).await?);
+        Ok(receiver)
+    }
+
+    /// Anchors the reader at `end` (read just now) unless it already is: whoever anchored first
+    /// did so from a reading taken before this, so nothing committed after it is behind the
+    /// anchor (a later transaction gets a higher txid). Everything up to it counts as passed.
+    fn anchor_at(&self, end: LogPosition) -> LogPosition {
+        let mut cursor = self.cursor();
+        let anchor = *cursor.anchor.get_or_insert(end);
+        cursor.passed = cursor.passed.max(anchor);
+        anchor
+    }
+
     pub fn report(&self) -> FeedReport {
-        let passed = self.passed.lock().map(|passed| *passed).unwrap_or_default();
+        let cursor = *self.cursor();
         FeedReport {
             following: self.following.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
             subscribers: self.sender.receiver_count(),
-            passed_txid: passed.txid,
-            passed_position: passed.position,
-        }
-    }
-
-    fn pass(&self, position: LogPosition) {
-        if let Ok(mut passed) = self.passed.lock() {
-            *passed = position;
+            passed_txid: cursor.passed.txid,
+            passed_position: cursor.passed.position,
+            reading: cursor.anchor.is_some(),
         }
     }
 
@@ -123,34 +174,26 @@ pub async fn follow_log(
     let listener_pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_lazy_with(listen_with);
-    let mut after = loop {
-        match log::end(&db).await {
-            Ok(position) => break position,
-            Err(error) => {
-                tracing::warn!(%error, "live feed cannot find the end of the log; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
+    feed.reads_log.store(true, Ordering::Release);
     loop {
         let mut listener = match PgListener::connect_with(&listener_pool).await {
             Ok(listener) => listener,
             Err(error) => {
                 tracing::warn!(%error, "live feed cannot connect its listener; polling");
-                catch_up(&db, &feed, &mut after).await;
+                catch_up(&db, &feed).await;
                 tokio::time::sleep(SAFETY_POLL).await;
                 continue;
             }
         };
         if let Err(error) = listener.listen(CHANNEL).await {
             tracing::warn!(%error, "live feed cannot LISTEN; polling");
-            catch_up(&db, &feed, &mut after).await;
+            catch_up(&db, &feed).await;
             tokio::time::sleep(SAFETY_POLL).await;
             continue;
         }
         feed.following.store(true, Ordering::Relaxed);
         // Whatever committed while the listener was away.
-        catch_up(&db, &feed, &mut after).await;
+        catch_up(&db, &feed).await;
         let mut trailing_reads = 0_u32;
         loop {
             let wait = if trailing_reads > 0 {
@@ -162,13 +205,13 @@ pub async fn follow_log(
                 Ok(Ok(Some(_))) => {
                     // One read answers every wake-up queued so far.
                     while listener.next_buffered().is_some() {}
-                    catch_up(&db, &feed, &mut after).await;
+                    catch_up(&db, &feed).await;
                     trailing_reads = TRAILING_READS;
                 }
                 // A trailing read, the safety poll, or a reconnected listener (which may have
                 // missed wake-ups).
                 Ok(Ok(None)) | Err(_) => {
-                    trailing_reads = match catch_up(&db, &feed, &mut after).await {
+                    trailing_reads = match catch_up(&db, &feed).await {
                         CatchUp::Read(0) => trailing_reads.saturating_sub(1),
                         CatchUp::Read(_) => TRAILING_READS,
                         CatchUp::Skipped | CatchUp::Failed => 0,
@@ -193,36 +236,42 @@ pub async fn follow_log(
 enum CatchUp {
     /// Published this many events (0: nothing was readable yet).
     Read(u64),
-    /// Nobody subscribed: moved to the end of the log without reading it.
+    /// Nobody subscribed: nothing read.
     Skipped,
     Failed,
 }
 
-/// Reads and publishes everything readable after `after`. With nobody subscribed it only moves
-/// `after` to the end of the log (one cheap index probe, no payloads), since no one can miss what
-/// happened before they subscribed.
-async fn catch_up(db: &DatabaseConnection, feed: &LiveFeed, after: &mut LogPosition) -> CatchUp {
-    if feed.sender.receiver_count() == 0 {
-        let Ok(end) = log::end(db).await else {
-            return CatchUp::Failed;
-        };
-        // Someone subscribed while we looked: read from where we were instead, so nothing that
-        // committed after they joined is skipped (an older event or two may reach them too).
+/// Reads and publishes everything readable after the anchor. With nobody subscribed it reads
+/// nothing and drops the anchor: whoever comes next starts at the end of the log.
+async fn catch_up(db: &DatabaseConnection, feed: &LiveFeed) -> CatchUp {
+    let anchor = {
+        let mut cursor = feed.cursor();
         if feed.sender.receiver_count() == 0 {
-            *after = (*after).max(end);
-            feed.pass(*after);
+            cursor.anchor = None;
             return CatchUp::Skipped;
         }
-    }
+        cursor.anchor
+    };
+    let mut after = match anchor {
+        Some(anchor) => anchor,
+        // Joined without a hold: anchor here, as a hold would have.
+        None => match log::end(db).await {
+            Ok(end) => feed.anchor_at(end),
+            Err(error) => {
+                tracing::warn!(%error, "live feed cannot find the end of the log");
+                return CatchUp::Failed;
+            }
+        },
+    };
     // Everything readable now is handed on at once, so a visit's events that straddle two reads
     // are still put in order.
     let mut readable = Vec::new();
     let outcome = loop {
-        match log::read_after(db, *after, BATCH).await {
+        match log::read_after(db, after, BATCH).await {
             Ok(events) => {
                 let read = events.len() as u64;
                 if let Some(last) = events.last() {
-                    *after = last.log_position();
+                    after = last.log_position();
                 }
                 readable.extend(events);
                 if read < BATCH {
@@ -237,7 +286,11 @@ async fn catch_up(db: &DatabaseConnection, feed: &LiveFeed, after: &mut LogPosit
     };
     if !readable.is_empty() {
         feed.publish(readable);
-        feed.pass(*after);
+        let mut cursor = feed.cursor();
+        // Only this reader moves an anchor it found set, and it only drops one with nobody
+        // listening; a subscriber who came meanwhile gets the next read from here.
+        cursor.anchor = Some(after);
+        cursor.passed = after;
     }
     outcome
 }

@@ -20,7 +20,7 @@ use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMes
 use chrono::{DateTime, Utc};
 use sea_orm::{
     DatabaseConnection,
-    sqlx::{self, Connection, PgConnection},
+    sqlx::{self, Connection, PgConnection, postgres::PgConnectOptions},
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -174,7 +174,15 @@ async fn connect_broker(
 /// A connection holding the leader lock, or `None` if another instance leads (or the database
 /// cannot be reached).
 async fn become_leader(direct_url: &SecretString) -> Option<PgConnection> {
-    let mut connection = match PgConnection::connect(direct_url.expose_secret()).await {
+    let options = direct_url
+        .expose_secret()
+        .parse::<PgConnectOptions>()
+        .map(|options| options.application_name("home-visits relay leader"));
+    let connected = match options {
+        Ok(options) => PgConnection::connect_with(&options).await,
+        Err(error) => Err(error),
+    };
+    let mut connection = match connected {
         Ok(connection) => connection,
         Err(error) => {
             tracing::debug!(%error, "relay: cannot connect for the leader lock");

@@ -53,6 +53,10 @@ async fn feed_caught_up(app: &TestApp) {
     for _ in 0..200 {
         let (_, ready) = app.readiness().await;
         let feed = &ready["live"]["feed"];
+        if feed["reading"] == false {
+            // Nobody listens: the next subscriber starts at the end of the log.
+            return;
+        }
         let beyond: Vec<i64> = app
             .query_column(&format!(
                 "SELECT count(*) FROM outbox WHERE (txid, position) > ('{}'::xid8, {})",
@@ -136,6 +140,39 @@ async fn a_member_watches_their_visit_taken_and_finished_in_order() {
         "the same event on both"
     );
     assert_eq!(anns.next(QUIET).await, None, "nothing else");
+}
+
+#[tokio::test]
+async fn an_idle_feed_reads_nothing_and_its_first_subscriber_sees_only_what_follows() {
+    let app = TestApp::spawn().await;
+    let ann = app.register_user("ann").await;
+    let bob = app.register_user("bob").await;
+    // Changes while nobody listens: the feed must not read them (it used to chase the end of the
+    // log on every wake-up, which cost PostgreSQL more than the bookings).
+    for _ in 0..3 {
+        app.requested_visit(&ann.access_token, 10).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, ready) = app.readiness().await;
+    let feed = &ready["live"]["feed"];
+    assert_eq!(feed["reading"], false, "{feed}");
+    assert_eq!(feed["passedTxid"], 0, "read nothing: {feed}");
+    assert_eq!(feed["delivered"], 0, "{feed}");
+
+    // The first subscriber is anchored before its subscription is confirmed: the change that
+    // follows the confirmation at once is its first event, and none of the three before it.
+    let mut anns = live(&app, &ann).await;
+    anns.subscribe_confirmed("mine", &my_visits(), json!({}))
+        .await
+        .expect("subscribed");
+    let visit = app.requested_visit(&ann.access_token, 15).await;
+    app.accept_visit(&bob.access_token, &visit).await;
+    let seen = anns.payloads("mine", 2, WAIT).await;
+    assert_eq!(kinds(&seen, "myVisits"), ["REQUESTED", "ACCEPTED"]);
+    assert_eq!(seen[0]["data"]["myVisits"]["visitId"], visit.as_str());
+    assert_eq!(anns.next(QUIET).await, None, "nothing else");
+    let (_, ready) = app.readiness().await;
+    assert_eq!(ready["live"]["feed"]["reading"], true);
 }
 
 #[tokio::test]

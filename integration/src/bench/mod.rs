@@ -6,6 +6,7 @@ mod live;
 mod pgbench;
 mod report;
 mod scale;
+mod sessions;
 pub mod stats;
 mod watch;
 mod workloads;
@@ -228,6 +229,7 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
     };
     let mut live_lines = Vec::new();
     let mut cpu_lines = Vec::new();
+    let mut session_lines = Vec::new();
     let mut event_lines = Vec::new();
     let mut run = 0_u32;
     let mut scale_lines = Vec::new();
@@ -244,6 +246,7 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
         let mut reference_rounds = Vec::new();
         let mut errors = BTreeMap::new();
         let (mut service_cpu, mut reference_cpu) = (Reading::default(), Reading::default());
+        let mut by_session = sessions::BySession::default();
         let mut delivered = Measurement::default();
         for round in 0..options.rounds {
             run += 1;
@@ -273,6 +276,7 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
                     reference_cpu += meter.read() - before;
                 }
             }
+            let sessions_before = sessions::snapshot(&db).await;
             let before = meter.as_ref().map(Meter::read);
             let load = run_workload(
                 &fixture,
@@ -296,6 +300,7 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
             }
             if let (Some(meter), Some(before)) = (&meter, before) {
                 service_cpu += meter.read() - before;
+                by_session += sessions::snapshot(&db).await.since(&sessions_before);
             }
             service_rounds.push(Summary::of(&measured));
         }
@@ -308,6 +313,7 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
             &reference_cpu,
             transactions,
         ));
+        session_lines.push(by_session.line(workload.name(), service_cpu.server, calls));
         record.workloads.push(charts::WorkloadRecord {
             name: workload.name(),
             service: service_rounds.iter().map(charts::Round::from).collect(),
@@ -368,6 +374,11 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
     pgbench_conn.close().await?;
     if meter.is_some() {
         report::print_cpu_table(&cpu_lines);
+        println!("PostgreSQL's CPU per call by session, µs (the service's side):");
+        for line in &session_lines {
+            println!("{line}");
+        }
+        println!();
     } else {
         println!("CPU per call: n/a (the database server is not a process on this machine)");
     }
