@@ -4,11 +4,16 @@ use std::time::Duration;
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr,
+    TransactionTrait,
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    error::{AppError, is_lost_connection},
+    metrics::metrics,
+};
 
 /// How long a pooled connection may sit idle and still be handed out without a ping first.
 const CONNECTION_ALIVE_WITHOUT_PING: Duration = Duration::from_millis(500);
@@ -60,6 +65,8 @@ pub async fn connect_sized(
         // fails its one request with a retryable INTERNAL error and is not reused.
         .test_before_acquire_if_idle_for(CONNECTION_ALIVE_WITHOUT_PING)
         .sqlx_logging(false)
+        // Every acquire reported at trace level, where only the pool-wait metric listens.
+        .map_sqlx_postgres_pool_opts(|options| options.acquire_time_level(log::LevelFilter::Trace))
         .map_sqlx_postgres_opts(move |options| {
             options
                 .options(session_settings.clone())
@@ -80,6 +87,57 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     .await?;
     Migrator::up(&txn, None).await?;
     txn.commit().await
+}
+
+/// Starts a transaction. A pooled connection can die while it sits idle (a database restart,
+/// `pg_terminate_backend`); one idle for less than [`CONNECTION_ALIVE_WITHOUT_PING`] is handed out
+/// unchecked, and its `BEGIN` is the first to find out. Nothing ran, so the next connection is
+/// tried, at most as many times as the pool holds connections (they may all be dead); sqlx
+/// discards each broken one.
+pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    let connections = db
+        .get_postgres_connection_pool()
+        .options()
+        .get_max_connections();
+    let mut tries = 0;
+    loop {
+        match db.begin().await {
+            Err(error) if is_lost_connection(&error) && tries < connections => {
+                tries += 1;
+                metrics().transaction_retry("connection_lost");
+                tracing::debug!(%error, "a pooled connection was dead at BEGIN; trying another");
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// How many times [`retrying`] runs a transaction that PostgreSQL keeps rolling back.
+const ATTEMPTS: u32 = 3;
+
+/// Runs `transaction` (which begins, works and commits) and, when PostgreSQL rolled it back for a
+/// deadlock or a serialization failure (see [`crate::error::Contention::worth_running_again`]),
+/// runs it again after a short random pause, so the two colliders do not meet again in step, up
+/// to [`ATTEMPTS`] times in all; the client sees the retryable `CONFLICT` only if every attempt
+/// failed. It must do nothing outside its transaction, since it may run more than once.
+pub async fn retrying<T, Attempt>(mut transaction: impl FnMut() -> Attempt) -> Result<T, AppError>
+where
+    Attempt: Future<Output = Result<T, AppError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match transaction().await {
+            Err(AppError::Contention(contention))
+                if contention.worth_running_again() && attempt < ATTEMPTS =>
+            {
+                metrics().transaction_retry(contention.as_str());
+                let pause = rand::random_range(1..=10 * u64::from(attempt));
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 fn millis(duration: Duration) -> String {

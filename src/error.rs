@@ -32,7 +32,7 @@ pub enum AppError {
     Conflict(&'static str),
     /// `CONFLICT` with `retryable: true`: a lock wait, deadlock or timeout; the same call may succeed.
     #[error("the operation collided with a concurrent one; retry it")]
-    Contention,
+    Contention(Contention),
     /// `INTERNAL` with `retryable: true`: the database connection was lost or the pool is exhausted;
     /// the transaction was rolled back, so the same call may be retried.
     #[error("the service is temporarily unavailable; retry")]
@@ -88,7 +88,7 @@ impl AppError {
             Self::InvalidCredentials => "INVALID_CREDENTIALS",
             Self::InsufficientMinutes { .. } => "INSUFFICIENT_MINUTES",
             Self::NotFound(_) => "NOT_FOUND",
-            Self::Conflict(_) | Self::Contention => "CONFLICT",
+            Self::Conflict(_) | Self::Contention(_) => "CONFLICT",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::Internal(_) | Self::Unavailable => "INTERNAL",
         }
@@ -107,9 +107,9 @@ impl AppError {
 
 impl From<DbErr> for AppError {
     fn from(error: DbErr) -> Self {
-        if is_contention(&error) {
-            crate::metrics::metrics().contention(sqlstate(&error).as_deref().unwrap_or_default());
-            return Self::Contention;
+        if let Some(contention) = Contention::of(&error) {
+            crate::metrics::metrics().contention(contention);
+            return Self::Contention(contention);
         }
         if is_unavailability(&error) {
             tracing::warn!(%error, "database unavailable");
@@ -197,13 +197,63 @@ fn database_error(error: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseE
     }
 }
 
-/// Lock timeouts, deadlocks, serialization failures and statement timeouts: a retry may well
-/// succeed, so clients get a retryable `CONFLICT` rather than `INTERNAL`.
-pub fn is_contention(error: &DbErr) -> bool {
-    matches!(
-        sqlstate(error).as_deref(),
-        Some("55P03" | "40P01" | "40001" | "57014" | "25P03")
-    )
+/// Why PostgreSQL stopped a statement that others got in the way of: a retry may well succeed, so
+/// clients get a retryable `CONFLICT` rather than `INTERNAL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contention {
+    /// `lock_timeout` passed waiting for a row lock.
+    LockTimeout,
+    Deadlock,
+    SerializationFailure,
+    /// `statement_timeout`, or `idle_in_transaction_session_timeout`.
+    Timeout,
+}
+
+impl Contention {
+    pub fn of(error: &DbErr) -> Option<Self> {
+        Some(match sqlstate(error).as_deref()? {
+            "55P03" => Self::LockTimeout,
+            "40P01" => Self::Deadlock,
+            "40001" => Self::SerializationFailure,
+            "57014" | "25P03" => Self::Timeout,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LockTimeout => "lock_timeout",
+            Self::Deadlock => "deadlock",
+            Self::SerializationFailure => "serialization_failure",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    /// PostgreSQL rolled the transaction back because of how it interleaved with another at that
+    /// moment, and the other has gone on: running it again is the usual remedy, and the caller
+    /// need not know. Not so after a timeout: whatever held the lock that long is likely still
+    /// there, and the client should decide.
+    pub fn worth_running_again(self) -> bool {
+        matches!(self, Self::Deadlock | Self::SerializationFailure)
+    }
+}
+
+/// The connection was dead before the statement reached the server (closed by a restart or
+/// `pg_terminate_backend` while it sat in the pool): for a transaction's `BEGIN`, nothing ran.
+/// An exhausted pool or a refused new connection is not this: trying again would only wait longer.
+pub fn is_lost_connection(error: &DbErr) -> bool {
+    if sqlstate(error).is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) {
+        return true;
+    }
+    match error {
+        DbErr::Conn(RuntimeErr::SqlxError(inner))
+        | DbErr::Exec(RuntimeErr::SqlxError(inner))
+        | DbErr::Query(RuntimeErr::SqlxError(inner)) => matches!(
+            inner.deref(),
+            sea_orm::sqlx::Error::Io(_) | sea_orm::sqlx::Error::Protocol(_)
+        ),
+        _ => false,
+    }
 }
 
 /// A lost or refused connection (server restart, `pg_terminate_backend`, network), or no free

@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use crate::error::Contention;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -47,6 +48,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConsumerLabels {
     consumer: &'static str,
 }
@@ -58,7 +64,9 @@ pub struct Metrics {
     http_responses: Family<HttpLabels, Counter>,
     login_throttled: Counter,
     contention: Family<KindLabels, Counter>,
+    transaction_retries: Family<ReasonLabels, Counter>,
     pool: Family<StateLabels, Gauge>,
+    pool_acquire_seconds: Histogram,
     relay: Family<StateLabels, Gauge>,
     relay_published: Gauge,
     consumer_lag_events: Family<ConsumerLabels, Gauge>,
@@ -93,7 +101,10 @@ impl Metrics {
             http_responses: Family::default(),
             login_throttled: Counter::default(),
             contention: Family::default(),
+            transaction_retries: Family::default(),
             pool: Family::default(),
+            // 10 µs to ~40 s.
+            pool_acquire_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 12)),
             relay: Family::default(),
             relay_published: Gauge::default(),
             consumer_lag_events: Family::default(),
@@ -130,9 +141,19 @@ impl Metrics {
             metrics.contention.clone(),
         );
         registry.register(
+            "database_transaction_retries",
+            "Transactions the service ran again by itself, by reason: deadlock or serialization_failure (rolled back by PostgreSQL), connection_lost (a pooled connection found dead at BEGIN)",
+            metrics.transaction_retries.clone(),
+        );
+        registry.register(
             "database_pool_connections",
             "Database pool connections: in_use, idle, max",
             metrics.pool.clone(),
+        );
+        registry.register(
+            "database_pool_acquire_seconds",
+            "Time to get a connection from the instance's pools, mostly the wait for a free one (past DATABASE_ACQUIRE_TIMEOUT_MS it is a retryable error); the rate of its sum is the average number of tasks waiting",
+            metrics.pool_acquire_seconds.clone(),
         );
         registry.register(
             "relay",
@@ -226,16 +247,25 @@ impl Metrics {
             .inc();
     }
 
-    /// A statement PostgreSQL refused for contention, by SQLSTATE.
-    pub fn contention(&self, sqlstate: &str) {
-        let kind = match sqlstate {
-            "55P03" => "lock_timeout",
-            "40P01" => "deadlock",
-            "40001" => "serialization_failure",
-            "57014" => "statement_timeout",
-            _ => "other",
-        };
-        self.contention.get_or_create(&KindLabels { kind }).inc();
+    /// A statement PostgreSQL refused for contention.
+    pub fn contention(&self, contention: Contention) {
+        self.contention
+            .get_or_create(&KindLabels {
+                kind: contention.as_str(),
+            })
+            .inc();
+    }
+
+    /// A transaction run again by the service itself (`db::retrying`, `db::begin`), and why.
+    pub fn transaction_retry(&self, reason: &'static str) {
+        self.transaction_retries
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// One connection taken from a pool after `seconds` (sqlx reports it: see `telemetry`).
+    pub fn pool_acquired(&self, seconds: f64) {
+        self.pool_acquire_seconds.observe(seconds);
     }
 
     /// The pool as it is now.

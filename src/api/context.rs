@@ -123,7 +123,7 @@ impl From<AppError> for ApiError {
                     AppError::RateLimited { retry_after_secs } => {
                         extensions.set("retryAfterSeconds", *retry_after_secs);
                     }
-                    AppError::Contention | AppError::Unavailable => {
+                    AppError::Contention(_) | AppError::Unavailable => {
                         extensions.set("retryable", true)
                     }
                     _ => {}

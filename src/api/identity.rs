@@ -1,6 +1,5 @@
 //! GraphQL for identity: registration, sessions and the account.
 use async_graphql::{Context, InputObject, Object, SimpleObject};
-use sea_orm::TransactionTrait;
 use secrecy::SecretString;
 use uuid::Uuid;
 
@@ -9,6 +8,7 @@ use super::{
     objects::User,
 };
 use crate::{
+    db,
     error::{AppError, AuthFailure},
     identity::{self, Registration, SignedIn},
     ledger,
@@ -142,12 +142,16 @@ async fn register_account(state: &AppState, input: RegisterInput) -> Result<Auth
     )
     .into_valid_password()?;
     let password_hash = state.identity.hasher.hash(password).await?;
-    let txn = state.db.begin().await?;
-    let user = identity::create_user(&txn, &registration, password_hash).await?;
-    ledger::open_balance(&txn, user.id, state.config.starting_minutes).await?;
-    let tokens = state.identity.start_session(&txn, user.id).await?;
-    txn.commit().await?;
-    Ok(SignedIn { tokens, user }.into())
+    let signed_in = db::retrying(|| async {
+        let txn = db::begin(&state.db).await?;
+        let user = identity::create_user(&txn, &registration, password_hash.clone()).await?;
+        ledger::open_balance(&txn, user.id, state.config.starting_minutes).await?;
+        let tokens = state.identity.start_session(&txn, user.id).await?;
+        txn.commit().await?;
+        Ok(SignedIn { tokens, user })
+    })
+    .await?;
+    Ok(signed_in.into())
 }
 
 /// Deactivation spans two contexts (the account, and the visits it is party to).
@@ -161,10 +165,15 @@ async fn delete_account(
         .identity
         .confirm_password(&state.db, user_id, SecretString::from(password), client_ip)
         .await?;
-    let txn = state.db.begin().await?;
-    identity::deactivate_user(&txn, user_id).await?;
-    visits::withdraw_user(&txn, user_id, &state.deadlines()).await?;
-    txn.commit().await?;
+    let deadlines = state.deadlines();
+    db::retrying(|| async {
+        let txn = db::begin(&state.db).await?;
+        identity::deactivate_user(&txn, user_id).await?;
+        visits::withdraw_user(&txn, user_id, &deadlines).await?;
+        txn.commit().await?;
+        Ok(())
+    })
+    .await?;
     state.identity.sessions.evict_user(user_id);
     Ok(())
 }

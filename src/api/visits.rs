@@ -1,6 +1,6 @@
 //! GraphQL for visits: listing them, and the four mutations of their life.
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
-use sea_orm::{ActiveEnum, TransactionTrait};
+use sea_orm::ActiveEnum;
 
 use super::{
     context::{ApiResult, caller, state},
@@ -9,7 +9,10 @@ use super::{
     pagination::{PageInfo, TotalCount, decode_cursor, encode_cursor, page_size},
     scalars::{Date, parse_id},
 };
-use crate::visits::{self, VisitCursor, VisitRequest, entities::visit};
+use crate::{
+    db,
+    visits::{self, VisitCursor, VisitRequest, entities::visit},
+};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(remote = "crate::visits::VisitRole")]
@@ -172,9 +175,14 @@ impl VisitsMutation {
             input.idempotency_key,
         );
         let state = state(ctx)?;
-        let txn = state.db.begin().await?;
-        let visit = visits::request_visit(&txn, member_id, request, &state.deadlines()).await?;
-        txn.commit().await?;
+        let deadlines = state.deadlines();
+        let visit = db::retrying(|| async {
+            let txn = db::begin(&state.db).await?;
+            let visit = visits::request_visit(&txn, member_id, &request, &deadlines).await?;
+            txn.commit().await?;
+            Ok(visit)
+        })
+        .await?;
         Ok(Visit(visit))
     }
 
@@ -183,9 +191,14 @@ impl VisitsMutation {
         let pal_id = caller(ctx).await?.user_id;
         let visit_id = parse_id(&id, "id")?;
         let state = state(ctx)?;
-        let txn = state.db.begin().await?;
-        let visit = visits::accept_visit(&txn, pal_id, visit_id, &state.deadlines()).await?;
-        txn.commit().await?;
+        let deadlines = state.deadlines();
+        let visit = db::retrying(|| async {
+            let txn = db::begin(&state.db).await?;
+            let visit = visits::accept_visit(&txn, pal_id, visit_id, &deadlines).await?;
+            txn.commit().await?;
+            Ok(visit)
+        })
+        .await?;
         Ok(Visit(visit))
     }
 
@@ -195,16 +208,21 @@ impl VisitsMutation {
         let pal_id = caller(ctx).await?.user_id;
         let visit_id = parse_id(&id, "id")?;
         let state = state(ctx)?;
-        let txn = state.db.begin().await?;
-        let transaction = visits::complete_visit(
-            &txn,
-            pal_id,
-            visit_id,
-            state.config.overhead_percent,
-            &state.deadlines(),
-        )
+        let deadlines = state.deadlines();
+        let transaction = db::retrying(|| async {
+            let txn = db::begin(&state.db).await?;
+            let transaction = visits::complete_visit(
+                &txn,
+                pal_id,
+                visit_id,
+                state.config.overhead_percent,
+                &deadlines,
+            )
+            .await?;
+            txn.commit().await?;
+            Ok(transaction)
+        })
         .await?;
-        txn.commit().await?;
         Ok(Transaction(transaction))
     }
 
@@ -213,9 +231,14 @@ impl VisitsMutation {
         let member_id = caller(ctx).await?.user_id;
         let visit_id = parse_id(&id, "id")?;
         let state = state(ctx)?;
-        let txn = state.db.begin().await?;
-        let visit = visits::cancel_visit(&txn, member_id, visit_id, &state.deadlines()).await?;
-        txn.commit().await?;
+        let deadlines = state.deadlines();
+        let visit = db::retrying(|| async {
+            let txn = db::begin(&state.db).await?;
+            let visit = visits::cancel_visit(&txn, member_id, visit_id, &deadlines).await?;
+            txn.commit().await?;
+            Ok(visit)
+        })
+        .await?;
         Ok(Visit(visit))
     }
 }

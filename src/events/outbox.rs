@@ -15,7 +15,7 @@ use super::{
     catalogue::{EventType, Payload},
     trace,
 };
-use crate::error::{AppError, violated_constraint};
+use crate::error::{AppError, Contention, violated_constraint};
 
 /// At most one transaction per instance carries a `NOTIFY` this often. A `NOTIFY` serialises the
 /// commits that carry it (PostgreSQL holds one lock for its notification queue through the
@@ -229,7 +229,9 @@ impl OutboxInsert {
         }
         match violated_constraint(&error).as_deref() {
             // Two writers of one aggregate without its lock; the retry numbers it right.
-            Some("outbox_aggregate_version_key") => AppError::Contention,
+            Some("outbox_aggregate_version_key") => {
+                AppError::Contention(Contention::SerializationFailure)
+            }
             _ => error.into(),
         }
     }

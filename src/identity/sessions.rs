@@ -4,7 +4,7 @@ use std::{net::IpAddr, time::Duration};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QuerySelect, TransactionTrait, sea_query::Expr,
+    QuerySelect, sea_query::Expr,
 };
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -103,7 +103,7 @@ impl Identity {
         let user = user
             .filter(|_| password_matches)
             .ok_or(AppError::InvalidCredentials)?;
-        let txn = db.begin().await?;
+        let txn = crate::db::begin(db).await?;
         let tokens = self.start_session(&txn, user.id).await?;
         txn.commit().await?;
         Ok(SignedIn { tokens, user })
@@ -115,7 +115,7 @@ impl Identity {
         db: &DatabaseConnection,
         presented: &str,
     ) -> Result<SignedIn, AppError> {
-        let txn = db.begin().await?;
+        let txn = crate::db::begin(db).await?;
         let outcome = rotate_refresh_token(&txn, &self.keys, presented).await?;
         // Committed whatever the outcome: a detected replay must leave its session revoked.
         txn.commit().await?;

@@ -219,7 +219,7 @@ async fn insert_and_announce(
         .await
         .map_err(|error| match error {
             // The database's trouble, not the event's: left for a later try.
-            AppError::Unavailable | AppError::Contention => {
+            AppError::Unavailable | AppError::Contention(_) => {
                 HandlerError::Database(DbErr::Custom(error.to_string()))
             }
             other => HandlerError::Failed(other.to_string()),

@@ -14,7 +14,7 @@ use super::{
     entities::{VisitStatus, visit},
 };
 use crate::{
-    error::{AppError, violated_constraint},
+    error::{AppError, Contention, violated_constraint},
     events::{
         NewEvent, OutboxInsert,
         catalogue::{VisitRequested, VisitState},
@@ -86,7 +86,7 @@ fn today_or_later(date: &NaiveDate) -> Result<(), ValidationError> {
 pub async fn request_visit(
     conn: &impl ConnectionTrait,
     member_id: Uuid,
-    request: VisitRequest,
+    request: &VisitRequest,
     deadlines: &Deadlines,
 ) -> Result<visit::Model, AppError> {
     request.validate()?;
@@ -143,7 +143,7 @@ async fn book_if_affordable(
     conn: &impl ConnectionTrait,
     member_id: Uuid,
     balance: i32,
-    request: VisitRequest,
+    request: &VisitRequest,
     fingerprint: Option<Vec<u8>>,
     deadlines: &Deadlines,
 ) -> Result<Booking, AppError> {
@@ -186,12 +186,12 @@ WITH outstanding AS (
     );
     let (names, descriptions): (Vec<Value>, Vec<Value>) = request
         .tasks
-        .into_iter()
+        .iter()
         // sea-query cannot bind a NULL inside an array; an empty description is no description
         // anyway (`VisitRequest::new` already turns blank ones into `None`).
         .map(|task| {
-            let description = task.description.unwrap_or_default();
-            (Value::from(task.name), Value::from(description))
+            let description = task.description.clone().unwrap_or_default();
+            (Value::from(task.name.as_str()), Value::from(description))
         })
         .unzip();
     let text_array = |values| Value::Array(ArrayType::String, Some(Box::new(values)));
@@ -203,7 +203,7 @@ WITH outstanding AS (
             visit_id.into(),
             request.date.into(),
             request.minutes.into(),
-            request.idempotency_key.into(),
+            request.idempotency_key.clone().into(),
             fingerprint.into(),
             balance.into(),
             text_array(names),
@@ -228,7 +228,11 @@ WITH outstanding AS (
             let raced =
                 violated_constraint(&error).as_deref() == Some("visits_member_idempotency_key");
             let failure = event.failed(error);
-            return Err(if raced { AppError::Contention } else { failure });
+            return Err(if raced {
+                AppError::Contention(Contention::SerializationFailure)
+            } else {
+                failure
+            });
         }
     }
     .ok_or_else(|| AppError::internal(anyhow::anyhow!("the booking statement returned no row")))?;

@@ -14,6 +14,7 @@ mod over_http;
 mod proxies;
 mod races;
 mod relay;
+mod retries;
 mod schema;
 mod shutdown;
 mod subscriptions;

@@ -1,0 +1,228 @@
+//! What the service runs again by itself instead of handing the client an error, and what it
+//! shows of waiting for connections: `database_transaction_retries`,
+//! `database_pool_acquire_seconds`.
+use std::{
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use home_visits::{db, error::AppError};
+use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, fresh_database, start_service_process};
+
+async fn metrics_text(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("scraped")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// The value of the sample line named `series` exactly (name and labels), 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn retries(text: &str, reason: &str) -> f64 {
+    sample(
+        text,
+        &format!("home_visits_database_transaction_retries_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+/// Until no backend of this test's database runs `condition`'s way (or a few seconds passed).
+async fn until_backends(app: &TestApp, condition: &str, wanted: i64) {
+    for _ in 0..200 {
+        let found: Vec<i64> = app
+            .query_column(&format!(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() AND {condition}"
+            ))
+            .await;
+        if found == [wanted] {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never {wanted} backends with {condition}");
+}
+
+#[tokio::test]
+async fn pooled_connections_killed_while_idle_cost_a_retry_not_an_error() {
+    let app = TestApp::spawn().await;
+    let ann = app.register_user("ann").await;
+    app.requested_visit(&ann.access_token, 10).await;
+    let before = retries(
+        &metrics_text(&app.http, &app.address).await,
+        "connection_lost",
+    );
+
+    // What a database restart or a failover does to a pool: its idle connections die. One idle
+    // for less than half a second is handed out without a ping, so the next BEGIN finds out.
+    let killed: Vec<bool> = app
+        .query_column(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'home-visits'",
+        )
+        .await;
+    assert!(!killed.is_empty(), "the pool had connections to kill");
+    until_backends(&app, "application_name = 'home-visits'", 0).await;
+    let booked = app.request_visit(&ann.access_token, 10).await;
+    assert!(!booked.has_errors(), "{booked}");
+
+    let after = retries(
+        &metrics_text(&app.http, &app.address).await,
+        "connection_lost",
+    );
+    assert!(after > before, "no retry counted: {before} -> {after}");
+}
+
+#[tokio::test]
+async fn a_deadlock_victim_is_run_again_and_succeeds() {
+    let app = TestApp::spawn().await;
+    let ann = app.register_user("ann").await;
+    let bob = app.register_user("bob").await;
+    let lock = |user: &str| format!("SELECT 1 FROM balances WHERE user_id = '{user}' FOR UPDATE");
+    let before = retries(&metrics_text(&app.http, &app.address).await, "deadlock");
+
+    // The holder takes Bob's row and, once the victim holds Ann's and waits for Bob's, asks for
+    // Ann's: a cycle. The victim checks for deadlocks first (200 ms against the holder's 10 s),
+    // so PostgreSQL rolls the victim back; run again, it waits for the holder and succeeds.
+    let holder = app.db.begin().await.expect("holder");
+    holder
+        .execute_unprepared("SET LOCAL deadlock_timeout = '10s'")
+        .await
+        .expect("set");
+    holder
+        .execute_unprepared(&lock(&bob.id))
+        .await
+        .expect("Bob's row");
+    let attempts = AtomicU32::new(0);
+    let victim = db::retrying(|| async {
+        attempts.fetch_add(1, Ordering::SeqCst);
+        let txn = db::begin(&app.db).await?;
+        txn.execute_unprepared("SET LOCAL deadlock_timeout = '200ms'")
+            .await?;
+        txn.execute_unprepared(&lock(&ann.id)).await?;
+        txn.execute_unprepared(&lock(&bob.id)).await?;
+        txn.commit().await?;
+        Ok::<_, AppError>(())
+    });
+    let closing = async {
+        until_backends(&app, "wait_event_type = 'Lock'", 1).await;
+        holder.execute_unprepared(&lock(&ann.id)).await?;
+        holder.commit().await
+    };
+    let (outcome, closed) = tokio::join!(victim, closing);
+    closed.expect("the holder got Ann's row once the victim was rolled back");
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        2,
+        "rolled back once, run twice"
+    );
+
+    let after = retries(&metrics_text(&app.http, &app.address).await, "deadlock");
+    assert!(after > before, "no retry counted: {before} -> {after}");
+}
+
+#[tokio::test]
+async fn waiting_for_a_pooled_connection_shows_in_the_acquire_histogram() {
+    let database = fresh_database().await;
+    let url = database.url.expose_secret();
+    // One connection in the request pool: while one call holds it, the next waits for it.
+    let service = start_service_process(url, &[("DATABASE_POOL_SIZE", "1")]).await;
+    let base = format!("http://127.0.0.1:{}", service.port);
+    let http = reqwest::Client::new();
+    let graphql = |token: Option<String>, query: &'static str, variables: Value| {
+        let mut request = http
+            .post(format!("{base}/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            request
+                .send()
+                .await
+                .expect("sent")
+                .json::<Value>()
+                .await
+                .expect("JSON")
+        }
+    };
+    let registered = graphql(
+        None,
+        "mutation($input: RegisterInput!) { register(input: $input) { accessToken user { id } } }",
+        json!({ "input": { "email": "pool@example.com", "password": "a password for the pool", "firstName": "Po", "lastName": "Ol" } }),
+    )
+    .await;
+    let token = registered["data"]["register"]["accessToken"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let user = registered["data"]["register"]["user"]["id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    let count = "home_visits_database_pool_acquire_seconds_count";
+    let sum = "home_visits_database_pool_acquire_seconds_sum";
+    let before = metrics_text(&http, &base).await;
+
+    // The booking takes the pool's connection and waits on the balance row the test holds; the
+    // `me` query behind it waits for that connection until the test lets go.
+    let watcher = Database::connect(url).await.expect("connected");
+    let hold = watcher.begin().await.expect("began");
+    hold.execute_unprepared(&format!(
+        "SELECT 1 FROM balances WHERE user_id = '{user}' FOR UPDATE"
+    ))
+    .await
+    .expect("locked");
+    let tomorrow = (chrono::Utc::now().date_naive() + chrono::Days::new(1)).to_string();
+    let booking = tokio::spawn(graphql(
+        Some(token.clone()),
+        "mutation($input: RequestVisitInput!) { requestVisit(input: $input) { id } }",
+        json!({ "input": { "date": tomorrow, "minutes": 10, "tasks": [{ "name": "Shopping" }] } }),
+    ));
+    for _ in 0..200 {
+        let waiting = watcher
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT count(*) AS waiting FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            ))
+            .await
+            .expect("asked")
+            .and_then(|row| row.try_get::<i64>("", "waiting").ok());
+        if waiting == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let me = tokio::spawn(graphql(Some(token), "{ me { id } }", json!({})));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    hold.commit().await.expect("let go");
+    let booked = booking.await.expect("booking");
+    let seen = me.await.expect("me");
+    assert!(booked["errors"].is_null(), "{booked}");
+    assert_eq!(seen["data"]["me"]["id"], user.as_str(), "{seen}");
+
+    let after = metrics_text(&http, &base).await;
+    assert!(
+        sample(&after, count) >= sample(&before, count) + 2.0,
+        "both calls took a connection"
+    );
+    let waited = sample(&after, sum) - sample(&before, sum);
+    assert!(
+        waited >= 0.3,
+        "`me` waited ~400 ms for the connection; the histogram shows {waited} s"
+    );
+}
