@@ -65,8 +65,8 @@ pub async fn connect_sized(
         // fails its one request with a retryable INTERNAL error and is not reused.
         .test_before_acquire_if_idle_for(CONNECTION_ALIVE_WITHOUT_PING)
         .sqlx_logging(false)
-        // Every acquire reported at trace level, where only the pool-wait metric listens.
-        .map_sqlx_postgres_pool_opts(|options| options.acquire_time_level(log::LevelFilter::Trace))
+        // Every acquire reported, where only the pool-wait metric listens (see `telemetry`).
+        .map_sqlx_postgres_pool_opts(|options| options.acquire_time_level(log::LevelFilter::Info))
         .map_sqlx_postgres_opts(move |options| {
             options
                 .options(session_settings.clone())

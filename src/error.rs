@@ -238,20 +238,25 @@ impl Contention {
     }
 }
 
-/// The connection was dead before the statement reached the server (closed by a restart or
-/// `pg_terminate_backend` while it sat in the pool): for a transaction's `BEGIN`, nothing ran.
-/// An exhausted pool or a refused new connection is not this: trying again would only wait longer.
+/// A statement failed because its pooled connection had died (closed by a restart or
+/// `pg_terminate_backend` while it sat in the pool). Only for a transaction's `BEGIN` does that
+/// mean nothing ran: never read it as "safe to retry" elsewhere (at `COMMIT` the outcome is
+/// unknown). Failing to get a connection at all (`DbErr::Conn`, `ConnectionAcquire`: refused,
+/// unreachable, pool exhausted) is not this: trying again at once would only hammer the server.
 pub fn is_lost_connection(error: &DbErr) -> bool {
+    if !matches!(error, DbErr::Exec(_) | DbErr::Query(_)) {
+        return false;
+    }
     if sqlstate(error).is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) {
         return true;
     }
     match error {
-        DbErr::Conn(RuntimeErr::SqlxError(inner))
-        | DbErr::Exec(RuntimeErr::SqlxError(inner))
-        | DbErr::Query(RuntimeErr::SqlxError(inner)) => matches!(
-            inner.deref(),
-            sea_orm::sqlx::Error::Io(_) | sea_orm::sqlx::Error::Protocol(_)
-        ),
+        DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner)) => {
+            matches!(
+                inner.deref(),
+                sea_orm::sqlx::Error::Io(_) | sea_orm::sqlx::Error::Protocol(_)
+            )
+        }
         _ => false,
     }
 }

@@ -43,7 +43,7 @@ impl AppState {
                     Source::Jetstream
                 },
             ),
-            live: LiveFeed::new(config.live.feed_buffer),
+            live: LiveFeed::new(config.live.feed_buffer, config.nats_servers.is_empty()),
             shutdown: watch::Sender::new(false),
             db,
             config,

@@ -9,15 +9,24 @@ use tracing_subscriber::{
 };
 
 /// Where sqlx reports how long each connection took to get from a pool (with the pool's
-/// `acquire_time_level` raised to trace: see `db`). Read for a metric, never printed.
+/// `acquire_time_level` at [`POOL_ACQUIRE_LEVEL`]: see `db`). Read for a metric, never printed.
 const POOL_ACQUIRE_TARGET: &str = "sqlx::pool::acquire";
+/// Info, not trace: the most verbose level any layer wants is also the `log` crate's global
+/// maximum, and at trace every dependency's `log::trace!` would pay for a filter check.
+pub const POOL_ACQUIRE_LEVEL: Level = Level::INFO;
 
 /// Logs to stderr; `RUST_LOG` overrides the default filter. `LOG_FORMAT=json` writes one JSON
 /// object per line, each with the fields of the request it belongs to (request id, operation,
 /// user id, trace id), for a log pipeline to index; the default is text for people.
 pub fn init() {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,tower_http=info"));
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,tower_http=info"))
+        // One line per acquire is for the metric, whatever RUST_LOG asks of sqlx.
+        .add_directive(
+            format!("{POOL_ACQUIRE_TARGET}=off")
+                .parse()
+                .expect("a constant directive"),
+        );
     let json = match std::env::var("LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("text") | Err(_) => false,
@@ -37,8 +46,8 @@ pub fn init() {
         logs.boxed()
     };
     // Each layer has its own filter, so the acquire events reach the metric whatever RUST_LOG says.
-    let acquire_times =
-        PoolAcquireTimes.with_filter(Targets::new().with_target(POOL_ACQUIRE_TARGET, Level::TRACE));
+    let acquire_times = PoolAcquireTimes
+        .with_filter(Targets::new().with_target(POOL_ACQUIRE_TARGET, POOL_ACQUIRE_LEVEL));
     // A second initialisation (tests) is harmless, so its error is ignored on purpose.
     let _ = tracing_subscriber::registry()
         .with(logs.with_filter(filter))

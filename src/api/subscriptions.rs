@@ -57,10 +57,14 @@ impl SocketSignals {
 }
 
 /// The feed's events from now on; ends (and signals the socket) if this subscriber falls behind.
-/// Every root calls it before its first `.await`, so a subscription is on the feed once the
-/// socket has handled its `subscribe` (see `websocket`), and a change made after that is seen.
+/// The socket took this subscription's place on the feed before it started it (`feed::Held`), so
+/// a change made after the socket handled the `subscribe` is seen (see `websocket`).
 fn events(ctx: &Context<'_>) -> ApiResult<impl Stream<Item = Arc<StoredEvent>> + use<>> {
-    let mut receiver: feed::Receiver = state(ctx)?.live.subscribe();
+    let held = ctx.data_opt::<feed::Held>().and_then(feed::Held::take);
+    let mut receiver: feed::Receiver = match held {
+        Some(receiver) => receiver,
+        None => state(ctx)?.live.subscribe(),
+    };
     let signals = ctx.data_opt::<Arc<SocketSignals>>().cloned();
     Ok(async_stream::stream! {
         loop {

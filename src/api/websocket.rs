@@ -44,6 +44,7 @@ use super::{
 use crate::{
     config::LiveSettings,
     error::AppError,
+    events::feed,
     identity::{Caller, revoked_sessions::Revocation},
     state::AppState,
 };
@@ -310,8 +311,9 @@ impl Connection {
                             let Some(slot) = self.limits.slot(&live, true) else {
                                 return Err(Ending::Close(1013, "this instance runs as many subscriptions as it may; try again".into()));
                             };
-                            // Anchors the feed if nobody on this instance listened, and keeps
-                            // it anchored until the operation below has joined it.
+                            // The subscription's place on the feed, taken now (anchoring the
+                            // feed if nobody on this instance listened): every change committed
+                            // from here on reaches it.
                             let hold = match self.app.live.hold(&self.app.db).await {
                                 Ok(hold) => hold,
                                 Err(error) => {
@@ -320,14 +322,11 @@ impl Connection {
                                     continue;
                                 }
                             };
-                            match self.start(session, payload, &signals) {
+                            match self.start(session, payload, &signals, hold) {
                                 Ok(mut operation) => {
-                                    // Run it up to its first wait now, before reading the next
-                                    // message: that is where it joins the live feed, so a client
-                                    // that has had an answer to a later message (a pong) knows it
-                                    // will see every change from then on.
+                                    // An error (a visit it may not see, say) is usually known at
+                                    // once; sending it now keeps the answers in request order.
                                     let first = operation.next().now_or_never();
-                                    drop(hold);
                                     operations.insert(id.clone(), operation);
                                     started.insert(id.clone(), (false, slot));
                                     if let Some(item) = first {
@@ -488,6 +487,7 @@ impl Connection {
         session: &Session,
         payload: SubscribePayload,
         signals: &Arc<SocketSignals>,
+        place: feed::Receiver,
     ) -> Result<Operation, Value> {
         let mut request = async_graphql::Request::new(payload.query);
         if let Some(variables) = payload.variables {
@@ -512,7 +512,8 @@ impl Connection {
                 self.client,
             ))
             .data(loader)
-            .data(signals.clone());
+            .data(signals.clone())
+            .data(feed::Held::new(place));
         let stream = self
             .schema
             .execute_stream(request)

@@ -53,9 +53,10 @@ pub type Receiver = broadcast::Receiver<Arc<StoredEvent>>;
 pub struct LiveFeed {
     sender: broadcast::Sender<Arc<StoredEvent>>,
     following: AtomicBool,
-    /// Set by [`follow_log`]: subscribers then need the feed anchored in the log (the JetStream
-    /// follower starts from the stream's end by itself).
-    reads_log: AtomicBool,
+    /// Whether the feed follows the PostgreSQL log (no broker): subscribers then need it anchored
+    /// in the log, even before the reader has started (the JetStream follower starts from the
+    /// stream's end by itself).
+    reads_log: bool,
     delivered: AtomicU64,
     /// Taken around every change of the subscriber count that matters (a first subscriber, the
     /// reader finding none), so the two never disagree on whether the feed is anchored.
@@ -70,6 +71,24 @@ struct Cursor {
     passed: LogPosition,
 }
 
+/// A place on the feed taken by [`LiveFeed::hold`] for one subscription, handed to it in the
+/// request's data: the subscription reads from that very receiver, so what it sees does not depend
+/// on when its resolver first runs.
+pub struct Held(std::sync::Mutex<Option<Receiver>>);
+
+impl Held {
+    pub fn new(receiver: Receiver) -> Self {
+        Self(std::sync::Mutex::new(Some(receiver)))
+    }
+
+    pub fn take(&self) -> Option<Receiver> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
 /// What `/readyz` shows of the feed.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -80,19 +99,21 @@ pub struct FeedReport {
     /// The log position passed, as `txid` and `position` (see `log`).
     pub passed_txid: u64,
     pub passed_position: i64,
-    /// Whether the feed is reading the log (someone listens); when not, a new subscriber starts
-    /// at the end of the log, whatever `passed` says.
+    /// Whether the feed is reading the PostgreSQL log (someone listens); when not, a new
+    /// subscriber starts at the end of the log, whatever `passed` says. Always false when the
+    /// feed follows JetStream, which has no anchor of this kind.
     pub reading: bool,
 }
 
 impl LiveFeed {
-    /// `buffer`: how many events a subscriber may fall behind by before it is cut off.
-    pub fn new(buffer: usize) -> Arc<Self> {
+    /// `buffer`: how many events a subscriber may fall behind by before it is cut off;
+    /// `reads_log`: it will be fed by [`follow_log`].
+    pub fn new(buffer: usize, reads_log: bool) -> Arc<Self> {
         let (sender, _) = broadcast::channel(buffer.max(1));
         Arc::new(Self {
             sender,
             following: AtomicBool::new(false),
-            reads_log: AtomicBool::new(false),
+            reads_log,
             delivered: AtomicU64::new(0),
             cursor: std::sync::Mutex::default(),
         })
@@ -105,9 +126,9 @@ impl LiveFeed {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Joins the feed as it stands. Call it with a [`hold`](Self::hold) taken (the WebSocket
-    /// does, for every `subscribe`), else a first subscriber waits for the reader to anchor
-    /// itself and may miss what committed meanwhile.
+    /// Joins the feed as it stands. Subscriptions get a [`Held`] place instead (the WebSocket
+    /// takes one for every `subscribe`); without one, a first subscriber waits for the reader to
+    /// anchor itself and may miss what committed meanwhile.
     pub fn subscribe(&self) -> Receiver {
         let _cursor = self.cursor();
         self.sender.subscribe()
@@ -120,7 +141,7 @@ impl LiveFeed {
         let receiver = {
             let cursor = self.cursor();
             let receiver = self.sender.subscribe();
-            if cursor.anchor.is_some() || !self.reads_log.load(Ordering::Acquire) {
+            if cursor.anchor.is_some() || !self.reads_log {
                 return Ok(receiver);
             }
             receiver
@@ -174,7 +195,6 @@ pub async fn follow_log(
     let listener_pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_lazy_with(listen_with);
-    feed.reads_log.store(true, Ordering::Release);
     loop {
         let mut listener = match PgListener::connect_with(&listener_pool).await {
             Ok(listener) => listener,

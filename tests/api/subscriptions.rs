@@ -166,6 +166,9 @@ async fn an_idle_feed_reads_nothing_and_its_first_subscriber_sees_only_what_foll
     // The first subscriber is anchored before its subscription is confirmed: the change that
     // follows the confirmation at once is its first event, and none of the three before it.
     let mut anns = live(&app, &ann).await;
+    // Still idle (nobody subscribed), so this only waits for any transaction elsewhere on the
+    // cluster that holds the readable horizon back behind those three.
+    feed_caught_up(&app).await;
     anns.subscribe_confirmed("mine", &my_visits(), json!({}))
         .await
         .expect("subscribed");
