@@ -33,9 +33,17 @@ pub async fn hold_a_request(harness: &Harness, hold: Duration) -> Result<String,
     let blocker = lock_member(&lock, &member).await?;
     let client = harness.client(0).clone();
     let token = member.token.clone();
-    let request = tokio::spawn(async move { client.request_visit(&token, 30, None).await });
+    let mut request = tokio::spawn(async move { client.request_visit(&token, 30, None).await });
 
-    let waiting_since = wait_until_blocked(&lock, blocker).await?;
+    let waiting_since = match wait_until_blocked(&lock, blocker, &request).await {
+        Ok(since) => since,
+        // It ended without waiting: say how, which is what a tester needs to know.
+        Err(error) if request.is_finished() => {
+            let outcome = (&mut request).await;
+            return Err(format!("{error}: it ended first, with {outcome:?}"));
+        }
+        Err(error) => return Err(error),
+    };
     let fault = harness.progress.fault(format!(
         "late commit: a request held {:.1}s after its insert",
         hold.as_secs_f64()
@@ -76,9 +84,19 @@ async fn lock_member(lock: &DatabaseTransaction, member: &Session) -> Result<i32
 }
 
 /// Waits until some backend waits on `blocker`'s lock: the request is in, past its insert.
-async fn wait_until_blocked(lock: &DatabaseTransaction, blocker: i32) -> Result<Instant, String> {
+async fn wait_until_blocked<T>(
+    lock: &DatabaseTransaction,
+    blocker: i32,
+    request: &tokio::task::JoinHandle<T>,
+) -> Result<Instant, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !request.is_finished() {
+        // PostgreSQL keeps one snapshot of pg_stat_activity per transaction, and this runs in the
+        // lock's: without dropping it, a first look taken before the request arrived is all later
+        // looks see (so after a restart, when the request is slower to come, it was never seen).
+        lock.execute_unprepared("SELECT pg_stat_clear_snapshot()")
+            .await
+            .map_err(|error| error.to_string())?;
         let row = lock
             .query_one_raw(Statement::from_sql_and_values(
                 lock.get_database_backend(),
@@ -99,7 +117,7 @@ async fn wait_until_blocked(lock: &DatabaseTransaction, blocker: i32) -> Result<
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Err("the held request never waited on the member's lock (did the booking change?)".into())
+    Err("the held request never waited on the member's lock".into())
 }
 
 /// The last place the outbox's sequence handed out (committed or not).

@@ -14,9 +14,9 @@ use std::{
 
 use crate::{
     bank::{self, BankOptions},
-    event_stream::{STREAM, check_stream, wait_until_drained},
+    event_stream::drain_and_check,
     late_commit,
-    nats::{NatsServer, read_stream},
+    nats::NatsServer,
     scenarios::{Harness, Verdict},
 };
 
@@ -147,11 +147,7 @@ pub async fn postgres_restart(
         ));
     };
     // The relay catches up from its checkpoint; then the stream must be the log, exactly.
-    problems.extend(wait_until_drained(harness, Duration::from_secs(60)).await);
-    let messages = read_stream(&nats.url(), STREAM)
-        .await
-        .map_err(|error| format!("reading the stream back: {error}"))?;
-    let findings = check_stream(harness, &messages).await?;
+    let findings = drain_and_check(harness, &nats.url()).await?;
     problems.extend(findings.problems);
     let detail = format!(
         "every instance answered 503 while PostgreSQL was down and 200 {:.1}s after it came back; {}; {workload}",
