@@ -186,15 +186,26 @@ pub fn violated_constraint(error: &DbErr) -> Option<String> {
 }
 
 fn database_error(error: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseError + 'static)> {
+    match statement_error(error)? {
+        sea_orm::sqlx::Error::Database(db) => Some(db.as_ref()),
+        _ => None,
+    }
+}
+
+/// What sqlx said when a statement failed (not when getting a connection did).
+fn statement_error(error: &DbErr) -> Option<&sea_orm::sqlx::Error> {
     match error {
         DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner)) => {
-            match inner.deref() {
-                sea_orm::sqlx::Error::Database(db) => Some(db.as_ref()),
-                _ => None,
-            }
+            Some(inner.deref())
         }
         _ => None,
     }
+}
+
+/// The server ended the session under a statement (`08...` connection exceptions, `57P...`
+/// shutdowns and terminations).
+fn session_ended(error: &DbErr) -> bool {
+    sqlstate(error).is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
 }
 
 /// Why PostgreSQL stopped a statement that others got in the way of: a retry may well succeed, so
@@ -244,44 +255,29 @@ impl Contention {
 /// unknown). Failing to get a connection at all (`DbErr::Conn`, `ConnectionAcquire`: refused,
 /// unreachable, pool exhausted) is not this: trying again at once would only hammer the server.
 pub fn is_lost_connection(error: &DbErr) -> bool {
-    if !matches!(error, DbErr::Exec(_) | DbErr::Query(_)) {
-        return false;
-    }
-    if sqlstate(error).is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) {
-        return true;
-    }
-    match error {
-        DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner)) => {
+    session_ended(error)
+        || statement_error(error).is_some_and(|inner| {
             matches!(
-                inner.deref(),
+                inner,
                 sea_orm::sqlx::Error::Io(_) | sea_orm::sqlx::Error::Protocol(_)
             )
-        }
-        _ => false,
-    }
+        })
 }
 
 /// A lost or refused connection (server restart, `pg_terminate_backend`, network), or no free
 /// connection in the pool: nothing was committed, and a retry may succeed.
 pub fn is_unavailability(error: &DbErr) -> bool {
-    if matches!(error, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) {
-        return true;
-    }
-    if sqlstate(error).is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) {
-        return true;
-    }
-    match error {
-        DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner)) => {
+    matches!(error, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
+        || session_ended(error)
+        || statement_error(error).is_some_and(|inner| {
             matches!(
-                inner.deref(),
+                inner,
                 sea_orm::sqlx::Error::Io(_)
                     | sea_orm::sqlx::Error::PoolTimedOut
                     | sea_orm::sqlx::Error::PoolClosed
                     | sea_orm::sqlx::Error::WorkerCrashed
             )
-        }
-        _ => false,
-    }
+        })
 }
 
 #[cfg(test)]

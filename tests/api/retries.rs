@@ -9,7 +9,7 @@ use std::{
 use home_visits::{db, error::AppError};
 use sea_orm::{ConnectionTrait, Database, TransactionTrait};
 use secrecy::ExposeSecret;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::{TestApp, fresh_database, start_service_process};
 
@@ -143,37 +143,11 @@ async fn waiting_for_a_pooled_connection_shows_in_the_acquire_histogram() {
     let service = start_service_process(url, &[("DATABASE_POOL_SIZE", "1")]).await;
     let base = format!("http://127.0.0.1:{}", service.port);
     let http = reqwest::Client::new();
-    let graphql = |token: Option<String>, query: &'static str, variables: Value| {
-        let mut request = http
-            .post(format!("{base}/graphql"))
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        async move {
-            request
-                .send()
-                .await
-                .expect("sent")
-                .json::<Value>()
-                .await
-                .expect("JSON")
-        }
-    };
-    let registered = graphql(
-        None,
-        "mutation($input: RegisterInput!) { register(input: $input) { accessToken user { id } } }",
-        json!({ "input": { "email": "pool@example.com", "password": "a password for the pool", "firstName": "Po", "lastName": "Ol" } }),
-    )
-    .await;
-    let token = registered["data"]["register"]["accessToken"]
-        .as_str()
-        .expect("a token")
-        .to_string();
-    let user = registered["data"]["register"]["user"]["id"]
-        .as_str()
-        .expect("an id")
-        .to_string();
+    let client = integration::client::Client::new(&base).expect("a client");
+    let member = client
+        .register("pool@example.com", "a password for the pool")
+        .await
+        .expect("registered");
     let sum = "home_visits_database_pool_acquire_seconds_sum";
     let before = metrics_text(&http, &base).await;
 
@@ -182,16 +156,15 @@ async fn waiting_for_a_pooled_connection_shows_in_the_acquire_histogram() {
     let watcher = Database::connect(url).await.expect("connected");
     let hold = watcher.begin().await.expect("began");
     hold.execute_unprepared(&format!(
-        "SELECT 1 FROM balances WHERE user_id = '{user}' FOR UPDATE"
+        "SELECT 1 FROM balances WHERE user_id = '{}' FOR UPDATE",
+        member.user_id
     ))
     .await
     .expect("locked");
-    let tomorrow = (chrono::Utc::now().date_naive() + chrono::Days::new(1)).to_string();
-    let booking = tokio::spawn(graphql(
-        Some(token.clone()),
-        "mutation($input: RequestVisitInput!) { requestVisit(input: $input) { id } }",
-        json!({ "input": { "date": tomorrow, "minutes": 10, "tasks": [{ "name": "Shopping" }] } }),
-    ));
+    let booking = tokio::spawn({
+        let (client, token) = (client.clone(), member.token.clone());
+        async move { client.request_visit(&token, 10, None).await }
+    });
     for _ in 0..200 {
         let waiting = watcher
             .query_one_raw(sea_orm::Statement::from_string(
@@ -207,13 +180,15 @@ async fn waiting_for_a_pooled_connection_shows_in_the_acquire_histogram() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let me = tokio::spawn(graphql(Some(token), "{ me { id } }", json!({})));
+    let me = tokio::spawn({
+        let (client, token) = (client.clone(), member.token.clone());
+        async move { client.send(Some(&token), "{ me { id } }", json!({})).await }
+    });
     tokio::time::sleep(Duration::from_millis(600)).await;
     hold.commit().await.expect("let go");
-    let booked = booking.await.expect("booking");
-    let seen = me.await.expect("me");
-    assert!(booked["errors"].is_null(), "{booked}");
-    assert_eq!(seen["data"]["me"]["id"], user.as_str(), "{seen}");
+    booking.await.expect("booking").expect("booked");
+    let seen = me.await.expect("me").expect("answered");
+    assert_eq!(seen["data"]["me"]["id"], member.user_id.as_str(), "{seen}");
 
     let after = metrics_text(&http, &base).await;
     let waited = sample(&after, sum) - sample(&before, sum);
