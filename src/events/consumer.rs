@@ -20,8 +20,13 @@ pub trait Handler: Send + Sync + 'static {
     /// since competing instances may handle two events of one aggregate out of order.
     const ORDERED: bool = true;
 
-    /// Whether this consumer reads events of this type; others are skipped without a trace.
-    fn wants(&self, event_type: &str) -> bool;
+    /// The event types this consumer reads; others are skipped without a trace (and read from the
+    /// log without their payloads).
+    const WANTED: &'static [&'static str];
+
+    fn wants(&self, event_type: &str) -> bool {
+        Self::WANTED.contains(&event_type)
+    }
 
     /// Applies one event inside `txn`, which also records it in the inbox.
     fn handle(

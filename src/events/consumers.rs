@@ -119,20 +119,20 @@ pub async fn step_from_log<H: Handler>(
         return Ok(0);
     };
     let from = log::checkpoint(&lock, &name).await?;
-    let batch = log::read_after(&lock, from, BATCH).await?;
-    let Some(last) = batch.last().map(StoredEvent::log_position) else {
+    let stretch = log::read_wanted_after(&lock, from, BATCH, H::WANTED).await?;
+    let Some(end) = stretch.end else {
         lock.commit().await?;
         return Ok(0);
     };
     // Unordered consumers try the whole batch at once first; any refusal sends it down the
     // careful path, event by event.
     let lock = if !H::ORDERED {
-        match consumer::handle_batch_unordered(&lock, handler, &batch).await {
+        match consumer::handle_batch_unordered(&lock, handler, &stretch.events).await {
             Ok(true) => {
-                log::advance_checkpoint(&lock, &name, last).await?;
+                log::advance_checkpoint(&lock, &name, end).await?;
                 lock.commit().await?;
-                status.progressed(batch.len());
-                return Ok(batch.len());
+                status.progressed(stretch.len);
+                return Ok(stretch.len);
             }
             Ok(false) => {
                 lock.rollback().await?;
@@ -150,9 +150,15 @@ pub async fn step_from_log<H: Handler>(
         lock
     };
     let started = std::time::Instant::now();
-    let mut handled = None;
-    for event in &batch {
+    // Past the stretch's end once every wanted event in it is handled; short of it (at the last
+    // one handled) when the batch ran out of time.
+    let mut reached = Some(end);
+    let mut handled = 0;
+    for event in &stretch.events {
         if started.elapsed() > BATCH_TIME {
+            reached = stretch.events[..handled]
+                .last()
+                .map(StoredEvent::log_position);
             break;
         }
         // In the batch's transaction, one savepoint per attempt, and one commit for the batch.
@@ -161,14 +167,15 @@ pub async fn step_from_log<H: Handler>(
             let _ = lock.rollback().await;
             return Err(error);
         }
-        handled = Some(event.log_position());
+        handled += 1;
     }
-    let count = batch
-        .iter()
-        .take_while(|event| Some(event.log_position()) <= handled)
-        .count();
-    if let Some(last) = handled {
-        log::advance_checkpoint(&lock, &name, last).await?;
+    let count = if handled == stretch.events.len() {
+        stretch.len
+    } else {
+        handled
+    };
+    if let Some(reached) = reached {
+        log::advance_checkpoint(&lock, &name, reached).await?;
     }
     lock.commit().await?;
     status.progressed(count);

@@ -52,6 +52,10 @@ impl StoredEvent {
 
     fn from_row(row: &QueryResult) -> Result<Self, DbErr> {
         let payload: String = row.try_get("", "payload")?;
+        Self::from_row_with(row, payload)
+    }
+
+    fn from_row_with(row: &QueryResult, payload: String) -> Result<Self, DbErr> {
         Ok(Self {
             id: row.try_get("", "id")?,
             event_type: row.try_get("", "type")?,
@@ -124,6 +128,8 @@ pub fn in_aggregate_order(events: &mut Vec<StoredEvent>) {
 /// See the `danger-position-reader` feature: true only in a build made to prove the harness.
 pub const READS_BY_POSITION_ONLY: bool = cfg!(feature = "danger-position-reader");
 
+const HEADER_COLUMNS: &str = "txid::text AS txid, position, id, type, version, aggregate_type, \
+     aggregate_id, aggregate_version, occurred_at, traceparent";
 const COLUMNS: &str = "txid::text AS txid, position, id, type, version, aggregate_type, aggregate_id, \
      aggregate_version, occurred_at, traceparent, payload::text AS payload";
 
@@ -161,6 +167,81 @@ pub async fn read_after(
         ))
         .await?;
     rows.iter().map(StoredEvent::from_row).collect()
+}
+
+/// What one reader took from a stretch of the log: the events of the types it reads, and how far
+/// the stretch went (its checkpoint moves there, past the events it does not read).
+#[derive(Debug, Default)]
+pub struct Stretch {
+    pub events: Vec<StoredEvent>,
+    /// The last place read, wanted or not; `None` when nothing was readable.
+    pub end: Option<LogPosition>,
+    /// How many events the stretch held, wanted or not.
+    pub len: usize,
+}
+
+/// Like [`read_after`], for a reader of only some event types: the others are passed over
+/// without their payloads, which PostgreSQL would otherwise turn into text and the reader parse
+/// (a consumer of completions reads about half of what the log holds).
+pub async fn read_wanted_after(
+    conn: &impl ConnectionTrait,
+    after: LogPosition,
+    limit: u64,
+    wanted: &[&str],
+) -> Result<Stretch, DbErr> {
+    let order = if READS_BY_POSITION_ONLY {
+        "WHERE position > $2 AND $1::text IS NOT NULL ORDER BY position"
+    } else {
+        "WHERE (outbox.txid, outbox.position) > ($1::text::xid8, $2) \
+         AND outbox.txid < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY outbox.txid, outbox.position"
+    };
+    let sql = format!(
+        "SELECT {HEADER_COLUMNS}, CASE WHEN type = ANY($4::text[]) THEN payload::text END AS payload \
+         FROM outbox {order} LIMIT $3"
+    );
+    let wanted = sea_orm::Value::Array(
+        sea_orm::sea_query::ArrayType::String,
+        Some(Box::new(
+            wanted
+                .iter()
+                .map(|event_type| sea_orm::Value::from(*event_type))
+                .collect(),
+        )),
+    );
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            sql,
+            [
+                after.txid.to_string().into(),
+                after.position.into(),
+                i64::try_from(limit).unwrap_or(i64::MAX).into(),
+                wanted,
+            ],
+        ))
+        .await?;
+    let mut stretch = Stretch {
+        len: rows.len(),
+        ..Stretch::default()
+    };
+    for row in &rows {
+        let payload: Option<String> = row.try_get("", "payload")?;
+        match payload {
+            Some(payload) => {
+                let event = StoredEvent::from_row_with(row, payload)?;
+                stretch.end = Some(event.log_position());
+                stretch.events.push(event);
+            }
+            None => {
+                stretch.end = Some(LogPosition {
+                    txid: txid_of(row)?,
+                    position: row.try_get("", "position")?,
+                });
+            }
+        }
+    }
+    Ok(stretch)
 }
 
 /// The last readable place in the log: what is recorded after it is new to a reader starting now.

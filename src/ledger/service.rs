@@ -1,9 +1,9 @@
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, Order,
-    QueryFilter, QueryOrder, QuerySelect, Statement,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, Order, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -105,59 +105,87 @@ pub struct Transfer {
     pub minutes: i32,
 }
 
-/// Debits the member, credits the pal less the fee, and records one transaction, in one statement
-/// (one round trip inside the caller's transaction, on balance rows the caller has locked with
-/// [`lock_balances`]).
-pub async fn record_transfer(
-    conn: &impl ConnectionTrait,
-    transfer: Transfer,
-    overhead_percent: i32,
-) -> Result<transaction::Model, AppError> {
-    // The UPDATE runs whether or not the INSERT reads it: a data-modifying CTE always does, and a
-    // failed CHECK or UNIQUE in either part fails the whole statement.
-    const TRANSFER: &str = r#"
-WITH moved AS (
-    UPDATE balances
-    SET minutes = minutes + CASE WHEN user_id = $3 THEN -$5 ELSE $6 END, updated_at = $8
-    WHERE user_id IN ($3, $4)
-)
-INSERT INTO transactions (id, visit_id, member_id, pal_id, minutes, pal_credit, fee, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-RETURNING *"#;
-    let Split { pal_credit, fee } = split(transfer.minutes, overhead_percent);
-    let statement = Statement::from_sql_and_values(
-        conn.get_database_backend(),
-        TRANSFER,
-        [
-            Uuid::new_v4().into(),
-            transfer.visit_id.into(),
-            transfer.member_id.into(),
-            transfer.pal_id.into(),
-            transfer.minutes.into(),
-            pal_credit.into(),
-            fee.into(),
-            Utc::now().into(),
-        ],
-    );
-    transaction::Model::find_by_statement(statement)
-        .one(conn)
-        .await
-        .map_err(|error| match violated_constraint(&error).as_deref() {
-            Some("transactions_visit_id_key") => {
-                AppError::Conflict("this visit has already been paid for")
-            }
-            Some("balances_minutes_non_negative") => AppError::InsufficientMinutes {
-                requested: transfer.minutes,
-                available: 0,
-            },
-            _ => error.into(),
-        })?
-        .ok_or_else(|| {
-            AppError::internal(anyhow::anyhow!("the transfer statement returned no row"))
-        })
+/// A payment ready to ride in the statement of the change it pays for, as two CTEs (`moved`:
+/// the member debited and the pal credited less the fee; `paid`: the transaction recorded), on
+/// balance rows the caller has locked with [`lock_balances`]. Everything it records is decided
+/// here, before the statement, so the caller can build its events from [`Self::transaction`] and
+/// send the payment, the change and the events as one statement: one round trip where a
+/// statement of the ledger's own and one of the caller's were two.
+pub struct TransferStatement {
+    /// The transaction the statement records.
+    pub transaction: transaction::Model,
+    /// The values of [`Self::ctes`]' placeholders, in order.
+    pub values: Vec<sea_orm::Value>,
 }
 
-/// What [`record_transfer`] recorded, as the ledger's event says it.
+impl TransferStatement {
+    pub fn new(transfer: Transfer, overhead_percent: i32) -> Self {
+        let Split { pal_credit, fee } = split(transfer.minutes, overhead_percent);
+        let transaction = transaction::Model {
+            id: Uuid::now_v7(),
+            visit_id: transfer.visit_id,
+            member_id: transfer.member_id,
+            pal_id: transfer.pal_id,
+            minutes: transfer.minutes,
+            pal_credit,
+            fee,
+            // What PostgreSQL keeps of it, so the answer and a later read agree.
+            created_at: Utc::now().trunc_subsecs(6),
+        };
+        let values = vec![
+            transaction.id.into(),
+            transaction.visit_id.into(),
+            transaction.member_id.into(),
+            transaction.pal_id.into(),
+            transaction.minutes.into(),
+            transaction.pal_credit.into(),
+            transaction.fee.into(),
+            transaction.created_at.into(),
+        ];
+        Self {
+            transaction,
+            values,
+        }
+    }
+
+    /// `moved AS (...), paid AS (...)`, for the caller's `WITH`. The balances' UPDATE runs whether
+    /// or not anything reads it (a data-modifying CTE always does), and a failed CHECK or UNIQUE
+    /// in either part fails the whole statement: see [`Self::refusal`].
+    /// `first`: the number of the first placeholder they use.
+    pub fn ctes(&self, first: usize) -> String {
+        let p = |n: usize| format!("${}", first - 1 + n);
+        format!(
+            "moved AS (UPDATE balances SET minutes = minutes + CASE WHEN user_id = {member} THEN -{minutes} \
+             ELSE {credit} END, updated_at = {at} WHERE user_id IN ({member}, {pal})), \
+             paid AS (INSERT INTO transactions (id, visit_id, member_id, pal_id, minutes, pal_credit, fee, created_at) \
+             VALUES ({id}, {visit}, {member}, {pal}, {minutes}, {credit}, {fee}, {at}))",
+            id = p(1),
+            visit = p(2),
+            member = p(3),
+            pal = p(4),
+            minutes = p(5),
+            credit = p(6),
+            fee = p(7),
+            at = p(8),
+        )
+    }
+
+    /// What a failure of the statement means for the payment, if it was the payment's.
+    pub fn refusal(&self, error: &sea_orm::DbErr) -> Option<AppError> {
+        match violated_constraint(error).as_deref() {
+            Some("transactions_visit_id_key") => {
+                Some(AppError::Conflict("this visit has already been paid for"))
+            }
+            Some("balances_minutes_non_negative") => Some(AppError::InsufficientMinutes {
+                requested: self.transaction.minutes,
+                available: 0,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What a [`TransferStatement`] recorded, as the ledger's event says it.
 pub fn transfer_recorded(transaction: &transaction::Model) -> TransferRecorded {
     TransferRecorded {
         transaction_id: transaction.id,

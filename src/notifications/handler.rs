@@ -1,6 +1,8 @@
 //! Turning events into notifications. Each payload is read through a struct of only the fields
 //! this consumer needs (a weak schema: anything else in the payload is ignored).
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, Statement};
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbErr, Statement, Value, sea_query::ArrayType,
+};
 use serde::{Deserialize, de::DeserializeOwned};
 use uuid::Uuid;
 
@@ -36,22 +38,18 @@ struct TransferFacts {
     pal_credit: i32,
 }
 
-const WANTED: [&str; 5] = [
-    "visit.accepted",
-    "visit.completed",
-    "visit.cancelled",
-    "visit.expired",
-    "ledger.transfer_recorded",
-];
-
 impl Handler for NotificationsHandler {
     const NAME: &'static str = "notifications";
     /// Each event makes its own notification, whatever came before: none is stale.
     const ORDERED: bool = false;
 
-    fn wants(&self, event_type: &str) -> bool {
-        WANTED.contains(&event_type)
-    }
+    const WANTED: &'static [&'static str] = &[
+        "visit.accepted",
+        "visit.completed",
+        "visit.cancelled",
+        "visit.expired",
+        "ledger.transfer_recorded",
+    ];
 
     async fn handle(
         &self,
@@ -166,42 +164,60 @@ async fn insert_and_announce(
     if notices.is_empty() {
         return Ok(());
     }
-    const COLUMNS: usize = 8;
-    let mut rows = Vec::with_capacity(notices.len());
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(notices.len() * COLUMNS);
-    for (index, (notice, event)) in notices.into_iter().enumerate() {
-        let p = index * COLUMNS;
-        rows.push(format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5,
-            p + 6,
-            p + 7,
-            p + 8
-        ));
-        values.extend([
-            Uuid::now_v7().into(),
-            notice.recipient.into(),
-            notice.kind.as_str().into(),
-            notice.visit.into(),
-            notice.actor.into(),
-            notice.minutes.into(),
-            event.id.into(),
-            event.occurred_at.into(),
-        ]);
+    // Arrays, one per column: one statement text whatever the batch's size, so it is planned
+    // once per connection (a `VALUES` list of each new length is a new statement).
+    fn array(ty: ArrayType, items: Vec<Value>) -> Value {
+        Value::Array(ty, Some(Box::new(items)))
     }
+    let mut columns: [Vec<Value>; 8] = std::array::from_fn(|_| Vec::with_capacity(notices.len()));
+    for (notice, event) in notices {
+        let row = [
+            Uuid::now_v7().to_string().into(),
+            notice.recipient.to_string().into(),
+            notice.kind.as_str().into(),
+            notice.visit.to_string().into(),
+            // sea-query binds a text array only without NULL elements: '' stands for none.
+            notice
+                .actor
+                .map_or_else(String::new, |actor| actor.to_string())
+                .into(),
+            notice.minutes.into(),
+            event.id.to_string().into(),
+            event.occurred_at.to_rfc3339().into(),
+        ];
+        for (column, value) in columns.iter_mut().zip(row) {
+            column.push(value);
+        }
+    }
+    let [
+        ids,
+        recipients,
+        kinds,
+        visits,
+        actors,
+        minutes,
+        events,
+        occurred,
+    ] = columns;
     let added = txn
         .query_all_raw(Statement::from_sql_and_values(
             txn.get_database_backend(),
-            format!(
-                "INSERT INTO notifications (id, recipient_id, kind, visit_id, actor_id, minutes, event_id, occurred_at) \
-                 VALUES {} ON CONFLICT (event_id, recipient_id) DO NOTHING RETURNING id, recipient_id, kind",
-                rows.join(", ")
-            ),
-            values,
+            "INSERT INTO notifications (id, recipient_id, kind, visit_id, actor_id, minutes, event_id, occurred_at) \
+             SELECT n.id::uuid, n.recipient_id::uuid, n.kind, n.visit_id::uuid, NULLIF(n.actor_id, '')::uuid, n.minutes, \
+             n.event_id::uuid, n.occurred_at::timestamptz \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::text[], $8::text[]) \
+             AS n(id, recipient_id, kind, visit_id, actor_id, minutes, event_id, occurred_at) \
+             ON CONFLICT (event_id, recipient_id) DO NOTHING RETURNING id, recipient_id, kind",
+            [
+                array(ArrayType::String, ids),
+                array(ArrayType::String, recipients),
+                array(ArrayType::String, kinds),
+                array(ArrayType::String, visits),
+                array(ArrayType::String, actors),
+                array(ArrayType::Int, minutes),
+                array(ArrayType::String, events),
+                array(ArrayType::String, occurred),
+            ],
         ))
         .await?;
     let mut announcements = Vec::with_capacity(added.len());

@@ -99,6 +99,7 @@ pub async fn accept_visit(
         &visit,
         VisitStatus::Accepted,
         Some(pal_id),
+        None,
         |accepted| {
             Ok(vec![NewEvent::of(&VisitAccepted {
                 visit: accepted.state(),
@@ -135,13 +136,15 @@ pub async fn complete_visit(
         pal_id,
         minutes: visit.minutes,
     };
-    let transaction = ledger::record_transfer(conn, transfer, overhead_percent).await?;
-    // The ledger says what it recorded; the visit's change and both events are one statement.
+    // The payment, the visit's change and both events are one statement.
+    let payment = ledger::TransferStatement::new(transfer, overhead_percent);
+    let transaction = &payment.transaction;
     change_status(
         conn,
         &visit,
         VisitStatus::Completed,
         Some(pal_id),
+        Some(&payment),
         |completed| {
             Ok(vec![
                 NewEvent::of(&VisitCompleted {
@@ -151,12 +154,12 @@ pub async fn complete_visit(
                     pal_credit: transaction.pal_credit,
                     fee: transaction.fee,
                 })?,
-                NewEvent::of(&ledger::transfer_recorded(&transaction))?,
+                NewEvent::of(&ledger::transfer_recorded(transaction))?,
             ])
         },
     )
     .await?;
-    Ok(transaction)
+    Ok(payment.transaction)
 }
 
 /// The member withdraws a visit that is not yet completed, freeing its minutes.
@@ -174,6 +177,7 @@ pub async fn cancel_visit(
         &visit,
         VisitStatus::Cancelled,
         visit.pal_id,
+        None,
         |cancelled| {
             Ok(vec![NewEvent::of(&VisitCancelled {
                 visit: cancelled.state(),
@@ -248,14 +252,16 @@ async fn lock_visit(
         .ok_or(AppError::NotFound("visit"))
 }
 
-/// Moves the locked `visit` to `status` and `pal_id`, and records the events `events_of` makes
-/// of its new state, in one statement: one round trip where it was two. The new state is known
-/// before the statement (the caller holds the row lock), so the events go in with the change.
+/// Moves the locked `visit` to `status` and `pal_id`, with the `payment` for it if there is one,
+/// and records the events `events_of` makes of its new state, in one statement: one round trip
+/// where it was two or three. The new state is known before the statement (the caller holds the
+/// row lock), so the events go in with the change.
 async fn change_status(
     conn: &impl ConnectionTrait,
     visit: &visit::Model,
     status: VisitStatus,
     pal_id: Option<Uuid>,
+    payment: Option<&ledger::TransferStatement>,
     events_of: impl FnOnce(&visit::Model) -> Result<Vec<NewEvent>, AppError>,
 ) -> Result<visit::Model, AppError> {
     let after = visit::Model {
@@ -264,29 +270,38 @@ async fn change_status(
         updated_at: Utc::now(),
         ..visit.clone()
     };
-    let insert = OutboxInsert::new(events_of(&after)?, 5);
-    let woke = insert
-        .wake_up("recorded")
-        .map_or_else(String::new, |wake_up| format!(", ({wake_up}) AS woke"));
-    let sql = format!(
-        "WITH changed AS (UPDATE visits SET status = $1, pal_id = $2, updated_at = $3 \
-         WHERE id = $4 RETURNING *), recorded AS ({}) SELECT changed.*{woke} FROM changed",
-        insert.sql(None)
-    );
-    let values: Vec<sea_orm::Value> = [
+    let mut values: Vec<sea_orm::Value> = vec![
         status.to_value().into(),
         pal_id.into(),
         after.updated_at.into(),
         visit.id.into(),
-    ]
-    .into_iter()
-    .chain(insert.values.iter().cloned())
-    .collect();
+    ];
+    let paid = payment.map_or_else(String::new, |payment| {
+        let ctes = format!("{}, ", payment.ctes(values.len() + 1));
+        values.extend(payment.values.iter().cloned());
+        ctes
+    });
+    let insert = OutboxInsert::new(events_of(&after)?, values.len() + 1);
+    values.extend(insert.values.iter().cloned());
+    let woke = insert
+        .wake_up("recorded")
+        .map_or_else(String::new, |wake_up| format!(", ({wake_up}) AS woke"));
+    let sql = format!(
+        "WITH {paid}changed AS (UPDATE visits SET status = $1, pal_id = $2, updated_at = $3 \
+         WHERE id = $4 RETURNING *), recorded AS ({}) SELECT changed.*{woke} FROM changed",
+        insert.sql(None)
+    );
     let statement = Statement::from_sql_and_values(conn.get_database_backend(), sql, values);
     match visit::Model::find_by_statement(statement).one(conn).await {
         Ok(Some(changed)) => Ok(changed),
         Ok(None) => Err(AppError::NotFound("visit")),
-        Err(error) => Err(insert.failed(error)),
+        Err(error) => match payment.and_then(|payment| payment.refusal(&error)) {
+            Some(refusal) => {
+                insert.not_recorded();
+                Err(refusal)
+            }
+            None => Err(insert.failed(error)),
+        },
     }
 }
 

@@ -359,9 +359,7 @@ struct Flaky {
 impl Handler for Flaky {
     const NAME: &'static str = "flaky";
 
-    fn wants(&self, event_type: &str) -> bool {
-        event_type.starts_with("user.")
-    }
+    const WANTED: &'static [&'static str] = &["user.registered", "user.deactivated"];
 
     async fn handle(
         &self,
