@@ -35,6 +35,7 @@ use tower_http::{
 use super::{
     client_address::client_address,
     context::{ApiError, RequestContext},
+    documents::ParsedDocuments,
     graphiql, input, loaders, negotiation,
     persisted::PersistedQueries,
     schema::{AppSchema, introspection_schema, schema},
@@ -55,10 +56,13 @@ struct HttpState {
     app: Arc<AppState>,
     live_limits: Arc<LiveLimits>,
     persisted: Arc<PersistedQueries>,
+    documents: Arc<ParsedDocuments>,
 }
 
 /// Documents an instance remembers for hash-only requests (each at most `MAX_BODY_BYTES`).
 const PERSISTED_QUERIES_KEPT: usize = 1000;
+/// An app's operations, several versions of it, with room to spare.
+const PARSED_DOCUMENTS_KEPT: usize = 256;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -156,6 +160,7 @@ pub fn routers(app: Arc<AppState>) -> Routers {
         app,
         live_limits: Arc::default(),
         persisted: Arc::new(PersistedQueries::new(PERSISTED_QUERIES_KEPT)),
+        documents: Arc::new(ParsedDocuments::new(PARSED_DOCUMENTS_KEPT)),
     };
     let metrics_exposure = state.app.config.metrics;
     let mut api = Router::new()
@@ -449,6 +454,7 @@ async fn query_over_get(
         let response = Response::from_errors(vec![refused.into_server_error()]);
         return negotiation::respond(media_type, response.into());
     }
+    state.documents.attach(&mut request);
     let operation_name = request.operation_name.clone();
     if let Ok(document) = request.parsed_query() {
         let is_mutation = match &document.operations {
@@ -604,6 +610,7 @@ async fn execute(
     if let Err(refused) = state.persisted.resolve(&mut request) {
         return Response::from_errors(vec![refused.into_server_error()]);
     }
+    state.documents.attach(&mut request);
     if let Err(refused) = input::check(&mut request) {
         let error: async_graphql::Error = ApiError::from(refused).into();
         return Response::from_errors(vec![error.into_server_error(Default::default())]);
