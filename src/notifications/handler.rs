@@ -3,7 +3,7 @@
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbErr, Statement, Value, sea_query::ArrayType,
 };
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::Deserialize;
 use uuid::Uuid;
 
 use super::service::Kind;
@@ -141,8 +141,9 @@ fn notice_of(event: &StoredEvent) -> Result<Option<Notice>, HandlerError> {
     Ok(notice)
 }
 
-fn facts<T: DeserializeOwned>(event: &StoredEvent) -> Result<T, HandlerError> {
-    serde_json::from_value(event.payload.clone()).map_err(|error| {
+fn facts<'event, T: Deserialize<'event>>(event: &'event StoredEvent) -> Result<T, HandlerError> {
+    // Read from the payload where it lies (a copy of it would be a tree of allocations per event).
+    T::deserialize(&event.payload).map_err(|error| {
         HandlerError::Poison(format!("{} payload unreadable: {error}", event.event_type))
     })
 }
