@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
@@ -117,8 +118,15 @@ impl Application {
             _ => None,
         };
         let state = self.state.clone();
+        // Without Nagle's algorithm: a subscription's small frames, written while the last is
+        // unacknowledged, would otherwise wait for its ACK (up to the peer's delayed-ACK timer).
+        let listener = self.listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "TCP_NODELAY not set on an accepted connection");
+            }
+        });
         let serving = axum::serve(
-            self.listener,
+            listener,
             routers
                 .api
                 .into_make_service_with_connect_info::<SocketAddr>(),
