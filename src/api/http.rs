@@ -35,7 +35,7 @@ use tower_http::{
 use super::{
     client_address::client_address,
     context::{ApiError, RequestContext},
-    documents::ParsedDocuments,
+    documents::{ParsedDocuments, Unkept},
     graphiql, input, loaders, negotiation,
     persisted::PersistedQueries,
     schema::{AppSchema, introspection_schema, schema},
@@ -454,7 +454,7 @@ async fn query_over_get(
         let response = Response::from_errors(vec![refused.into_server_error()]);
         return negotiation::respond(media_type, response.into());
     }
-    state.documents.attach(&mut request);
+    let unkept = state.documents.attach(&mut request);
     let operation_name = request.operation_name.clone();
     if let Ok(document) = request.parsed_query() {
         let is_mutation = match &document.operations {
@@ -480,7 +480,7 @@ async fn query_over_get(
         }
     }
     let request = with_request_data(request, &state, &headers, peer);
-    let response = with_error_codes(execute(&state, &headers, request).await);
+    let response = with_error_codes(execute_parsed(&state, &headers, request, unkept).await);
     negotiation::respond(media_type, response.into())
 }
 
@@ -610,7 +610,18 @@ async fn execute(
     if let Err(refused) = state.persisted.resolve(&mut request) {
         return Response::from_errors(vec![refused.into_server_error()]);
     }
-    state.documents.attach(&mut request);
+    let unkept = state.documents.attach(&mut request);
+    execute_parsed(state, headers, request, unkept).await
+}
+
+/// [`execute`] for a request already given its parsed document; keeps the document if it was
+/// parsed for this request and the request shows it was accepted.
+async fn execute_parsed(
+    state: &HttpState,
+    headers: &HeaderMap,
+    mut request: async_graphql::Request,
+    unkept: Option<Unkept>,
+) -> Response {
     if let Err(refused) = input::check(&mut request) {
         let error: async_graphql::Error = ApiError::from(refused).into();
         return Response::from_errors(vec![error.into_server_error(Default::default())]);
@@ -640,6 +651,15 @@ async fn execute(
         &outcome,
         started.elapsed(),
     );
+    let refused_document = response.errors.iter().any(|error| {
+        matches!(
+            error_code(error),
+            "GRAPHQL_PARSE_FAILED" | "GRAPHQL_VALIDATION_FAILED" | "QUERY_TOO_COMPLEX"
+        )
+    });
+    if let (Some(unkept), false) = (unkept, refused_document) {
+        state.documents.keep(unkept);
+    }
     response
 }
 

@@ -21,12 +21,8 @@ pub trait Handler: Send + Sync + 'static {
     const ORDERED: bool = true;
 
     /// The event types this consumer reads; others are skipped without a trace (and read from the
-    /// log without their payloads).
+    /// log without their payloads). The only say in what it reads, so both sources agree.
     const WANTED: &'static [&'static str];
-
-    fn wants(&self, event_type: &str) -> bool {
-        Self::WANTED.contains(&event_type)
-    }
 
     /// Applies one event inside `txn`, which also records it in the inbox.
     fn handle(
@@ -50,6 +46,10 @@ pub trait Handler: Send + Sync + 'static {
             Ok(())
         }
     }
+}
+
+fn wants<H: Handler>(event: &StoredEvent) -> bool {
+    H::WANTED.contains(&event.event_type.as_str())
 }
 
 #[derive(Debug)]
@@ -95,7 +95,7 @@ pub async fn process<H: Handler>(
     handler: &H,
     event: &StoredEvent,
 ) -> Result<Outcome, DbErr> {
-    if !handler.wants(&event.event_type) {
+    if !wants::<H>(event) {
         return Ok(Outcome::Skipped);
     }
     let mut last_error = String::new();
@@ -143,10 +143,7 @@ pub async fn handle_batch_unordered<H: Handler>(
         !H::ORDERED,
         "ordered consumers check versions event by event"
     );
-    let wanted: Vec<&StoredEvent> = events
-        .iter()
-        .filter(|event| handler.wants(&event.event_type))
-        .collect();
+    let wanted: Vec<&StoredEvent> = events.iter().filter(|event| wants::<H>(event)).collect();
     if wanted.is_empty() {
         return Ok(true);
     }

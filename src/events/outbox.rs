@@ -118,18 +118,19 @@ pub async fn record_all(
     }
 }
 
-/// The outbox rows for some events, as SQL a caller can run on its own ([`record_all`]) or inside
-/// a statement of its own (a CTE, so the change and its events are one round trip). Each event
-/// gets the next `aggregateVersion` of its aggregate: the caller holds the aggregate's row lock
-/// (or created it), so no other writer of that aggregate runs between this statement's snapshot
-/// and its commit; the unique constraint is the backstop. A plain multi-row `VALUES` (measured
-/// with pgbench: a third of the cost of an `unnest` of arrays with a window function).
 /// From this many events on, [`record_all`] binds them as arrays: one statement text for any
 /// count, parsed and planned once per connection, where a `VALUES` list of each new length is a
 /// new statement (the notifications consumer records a batch of a different size every time: 41
 /// texts in a five-second bench run, each planned with a subquery per row).
 const ARRAY_INSERT_FROM: usize = 4;
 
+/// The outbox rows for some events, as SQL a caller can run on its own ([`record_all`]) or inside
+/// a statement of its own (a CTE, so the change and its events are one round trip). Each event
+/// gets the next `aggregateVersion` of its aggregate: the caller holds the aggregate's row lock
+/// (or created it), so no other writer of that aggregate runs between this statement's snapshot
+/// and its commit; the unique constraint is the backstop. A plain multi-row `VALUES` for a few events (measured
+/// with pgbench: a third of the cost of an `unnest` of arrays with a window function), arrays for
+/// a batch (made only by [`record_all`], numbered from `$1`).
 pub struct OutboxInsert {
     /// The `VALUES` rows, or `None` for the array form (whose statement is [`ARRAY_INSERT`]).
     rows: Option<Vec<String>>,
@@ -259,7 +260,10 @@ impl OutboxInsert {
     /// it holds.
     pub fn sql(&self, only_if: Option<&str>) -> String {
         let Some(rows) = &self.rows else {
-            // Only `record_all` makes the array form, and it sets no condition.
+            debug_assert!(
+                only_if.is_none(),
+                "only record_all makes the array form, and it sets no condition"
+            );
             return ARRAY_INSERT.to_string();
         };
         let rows = rows.join(", ");
