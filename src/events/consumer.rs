@@ -147,14 +147,12 @@ pub async fn handle_batch_unordered<H: Handler>(
     if wanted.is_empty() {
         return Ok(true);
     }
-    let ids = sea_orm::Value::Array(
+    let ids = crate::db::array(
         sea_orm::sea_query::ArrayType::String,
-        Some(Box::new(
-            wanted
-                .iter()
-                .map(|event| sea_orm::Value::from(event.id.to_string()))
-                .collect(),
-        )),
+        wanted
+            .iter()
+            .map(|event| sea_orm::Value::from(event.id.to_string()))
+            .collect(),
     );
     let fresh: std::collections::HashSet<uuid::Uuid> = txn
         .query_all_raw(Statement::from_sql_and_values(

@@ -128,10 +128,15 @@ pub fn in_aggregate_order(events: &mut Vec<StoredEvent>) {
 /// See the `danger-position-reader` feature: true only in a build made to prove the harness.
 pub const READS_BY_POSITION_ONLY: bool = cfg!(feature = "danger-position-reader");
 
-const HEADER_COLUMNS: &str = "txid::text AS txid, position, id, type, version, aggregate_type, \
-     aggregate_id, aggregate_version, occurred_at, traceparent";
-const COLUMNS: &str = "txid::text AS txid, position, id, type, version, aggregate_type, aggregate_id, \
-     aggregate_version, occurred_at, traceparent, payload::text AS payload";
+/// Every column of an event but its payload (a macro so the full list can be built from it).
+macro_rules! header_columns {
+    () => {
+        "txid::text AS txid, position, id, type, version, aggregate_type, aggregate_id, \
+         aggregate_version, occurred_at, traceparent"
+    };
+}
+const HEADER_COLUMNS: &str = header_columns!();
+const COLUMNS: &str = concat!(header_columns!(), ", payload::text AS payload");
 
 /// Up to `limit` events after `after`, in log order. Events of transactions still running (and of
 /// any after them) wait for a later read: that is lag, never loss.
@@ -140,33 +145,35 @@ pub async fn read_after(
     after: LogPosition,
     limit: u64,
 ) -> Result<Vec<StoredEvent>, DbErr> {
-    let sql = if READS_BY_POSITION_ONLY {
-        format!(
-            "SELECT {COLUMNS} FROM outbox WHERE position > $2 AND $1::text IS NOT NULL \
-             ORDER BY position LIMIT $3"
-        )
-    } else {
-        format!(
-            // `outbox.txid`, not `txid`: the bare name in ORDER BY would be the selected text
-            // column, and as text "10" sorts before "9".
-            "SELECT {COLUMNS} FROM outbox \
-             WHERE (outbox.txid, outbox.position) > ($1::text::xid8, $2) \
-               AND outbox.txid < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY outbox.txid, outbox.position LIMIT $3"
-        )
-    };
     let rows = conn
         .query_all_raw(Statement::from_sql_and_values(
             conn.get_database_backend(),
-            sql,
-            [
-                after.txid.to_string().into(),
-                after.position.into(),
-                i64::try_from(limit).unwrap_or(i64::MAX).into(),
-            ],
+            format!("SELECT {COLUMNS} FROM outbox {READABLE_AFTER} LIMIT $3"),
+            readable_after(after, limit),
         ))
         .await?;
     rows.iter().map(StoredEvent::from_row).collect()
+}
+
+/// The readable rows after `$1` (txid) and `$2` (position), in log order, for `LIMIT $3`
+/// (see [`readable_after`]).
+const READABLE_AFTER: &str = if READS_BY_POSITION_ONLY {
+    "WHERE position > $2 AND $1::text IS NOT NULL ORDER BY position"
+} else {
+    // `outbox.txid`, not `txid`: the bare name in ORDER BY would be the selected text column,
+    // and as text "10" sorts before "9".
+    "WHERE (outbox.txid, outbox.position) > ($1::text::xid8, $2) \
+     AND outbox.txid < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY outbox.txid, outbox.position"
+};
+
+/// The values of [`READABLE_AFTER`]'s placeholders.
+fn readable_after(after: LogPosition, limit: u64) -> Vec<sea_orm::Value> {
+    vec![
+        after.txid.to_string().into(),
+        after.position.into(),
+        i64::try_from(limit).unwrap_or(i64::MAX).into(),
+    ]
 }
 
 /// What one reader took from a stretch of the log: the events of the types it reads, and how far
@@ -189,36 +196,23 @@ pub async fn read_wanted_after(
     limit: u64,
     wanted: &[&str],
 ) -> Result<Stretch, DbErr> {
-    let order = if READS_BY_POSITION_ONLY {
-        "WHERE position > $2 AND $1::text IS NOT NULL ORDER BY position"
-    } else {
-        "WHERE (outbox.txid, outbox.position) > ($1::text::xid8, $2) \
-         AND outbox.txid < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY outbox.txid, outbox.position"
-    };
     let sql = format!(
         "SELECT {HEADER_COLUMNS}, CASE WHEN type = ANY($4::text[]) THEN payload::text END AS payload \
-         FROM outbox {order} LIMIT $3"
+         FROM outbox {READABLE_AFTER} LIMIT $3"
     );
-    let wanted = sea_orm::Value::Array(
+    let mut values = readable_after(after, limit);
+    values.push(crate::db::array(
         sea_orm::sea_query::ArrayType::String,
-        Some(Box::new(
-            wanted
-                .iter()
-                .map(|event_type| sea_orm::Value::from(*event_type))
-                .collect(),
-        )),
-    );
+        wanted
+            .iter()
+            .map(|event_type| (*event_type).into())
+            .collect(),
+    ));
     let rows = conn
         .query_all_raw(Statement::from_sql_and_values(
             conn.get_database_backend(),
             sql,
-            [
-                after.txid.to_string().into(),
-                after.position.into(),
-                i64::try_from(limit).unwrap_or(i64::MAX).into(),
-                wanted,
-            ],
+            values,
         ))
         .await?;
     let mut stretch = Stretch {

@@ -15,7 +15,10 @@ use super::{
     catalogue::{EventType, Payload},
     trace,
 };
-use crate::error::{AppError, Contention, violated_constraint};
+use crate::{
+    db::array,
+    error::{AppError, Contention, violated_constraint},
+};
 
 /// At most one transaction per instance carries a `NOTIFY` this often. A `NOTIFY` serialises the
 /// commits that carry it (PostgreSQL holds one lock for its notification queue through the
@@ -219,9 +222,6 @@ impl OutboxInsert {
 
     /// The same rows as arrays, one per column, bound from `$1`.
     fn of_arrays(events: Vec<NewEvent>) -> Self {
-        fn array(ty: sea_orm::sea_query::ArrayType, items: Vec<Value>) -> Value {
-            Value::Array(ty, Some(Box::new(items)))
-        }
         use sea_orm::sea_query::ArrayType;
         let earlier = earlier_of_same(&events);
         let mut ids = Vec::with_capacity(events.len());

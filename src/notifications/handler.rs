@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::service::Kind;
 use crate::{
+    db::array,
     error::AppError,
     events::{
         self, NewEvent, StoredEvent,
@@ -167,9 +168,6 @@ async fn insert_and_announce(
     }
     // Arrays, one per column: one statement text whatever the batch's size, so it is planned
     // once per connection (a `VALUES` list of each new length is a new statement).
-    fn array(ty: ArrayType, items: Vec<Value>) -> Value {
-        Value::Array(ty, Some(Box::new(items)))
-    }
     let mut columns: [Vec<Value>; 8] = std::array::from_fn(|_| Vec::with_capacity(notices.len()));
     for (notice, event) in notices {
         let row = [

@@ -194,7 +194,7 @@ WITH outstanding AS (
             (Value::from(task.name.as_str()), Value::from(description))
         })
         .unzip();
-    let text_array = |values| Value::Array(ArrayType::String, Some(Box::new(values)));
+    let text_array = |values| crate::db::array(ArrayType::String, values);
     let statement = Statement::from_sql_and_values(
         conn.get_database_backend(),
         sql,

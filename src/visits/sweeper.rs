@@ -61,10 +61,7 @@ RETURNING visits.*, due.previous_status"#;
             backend,
             EXPIRE,
             [
-                sea_orm::Value::Array(
-                    sea_orm::sea_query::ArrayType::String,
-                    Some(Box::new(outstanding)),
-                ),
+                crate::db::array(sea_orm::sea_query::ArrayType::String, outstanding),
                 deadlines.expired_before.into(),
                 i64::try_from(batch).unwrap_or(i64::MAX).into(),
                 VisitStatus::Expired.to_value().into(),
