@@ -9,7 +9,9 @@ use tokio::task::JoinSet;
 use crate::{
     db,
     events::{
-        broker, consumers, feed,
+        broker,
+        consumers::{self, ConsumerStatus},
+        feed,
         relay::{self, RelaySettings},
         retention,
     },
@@ -29,7 +31,9 @@ impl BackgroundTasks {
         if let Some(settings) = relay_settings(state) {
             tasks.spawn(relay::run(state.db.clone(), settings, state.relay.clone()));
         }
-        tasks.spawn(consume_notifications(state.clone()));
+        if let Some(status) = &state.notifications {
+            tasks.spawn(consume_notifications(state.clone(), status.clone()));
+        }
         tasks.spawn(follow_live_feed(state.clone()));
         tasks.spawn(sweep_expired_visits(state.clone()));
         if state.config.outbox_retention.is_some() {
@@ -172,8 +176,7 @@ async fn follow_live_feed(state: Arc<AppState>) {
 }
 
 /// The notifications read model, from the broker when there is one, else from the log.
-async fn consume_notifications(state: Arc<AppState>) {
-    let status = state.notifications.clone();
+async fn consume_notifications(state: Arc<AppState>, status: Arc<ConsumerStatus>) {
     let db = own_connection(&state, "notifications consumer").await;
     if state.config.nats_servers.is_empty() {
         return consumers::run_from_log(db, NotificationsHandler, status).await;

@@ -92,6 +92,10 @@ pub struct Config {
     pub relay_batch_size: u64,
     /// `/readyz` turns 503 when a consumer has moved on no event for this long while events wait.
     pub consumer_stall_after: Duration,
+    /// The event consumers this instance runs (`CONSUMERS`: their names, or `none`; default every
+    /// one). Instances that serve requests can leave them to worker instances of their own, so a
+    /// consumer's catching up never takes CPU from requests on the same machine.
+    pub consumers: Vec<&'static str>,
     /// Delete events older than this (only once published, when there is a relay); `None` keeps
     /// the whole log.
     pub outbox_retention: Option<Duration>,
@@ -216,6 +220,12 @@ impl Config {
             "NATS_STREAM_REPLICAS",
         )?;
         set(source, &mut config.relay_batch_size, "RELAY_BATCH_SIZE")?;
+        if let Some(list) = read_string("CONSUMERS")? {
+            config.consumers = parse_consumers(&list).map_err(|reason| ConfigError::Invalid {
+                name: "CONSUMERS",
+                reason,
+            })?;
+        }
         if let Some(seconds) = read::<u64>(source, "CONSUMER_STALL_SECONDS")? {
             config.consumer_stall_after = Duration::from_secs(seconds);
         }
@@ -431,6 +441,7 @@ impl Config {
             relay_batch_size: 500,
             outbox_retention: None,
             consumer_stall_after: Duration::from_secs(60),
+            consumers: CONSUMERS.to_vec(),
             completion_grace_days: 2,
             expiry_sweep_interval: Duration::from_secs(60),
             live: LiveSettings::default(),
@@ -565,6 +576,38 @@ fn set_millis(
 }
 
 /// `TRUSTED_PROXIES`: comma-separated CIDRs or single addresses.
+/// Every consumer of the event log there is, by the name it reports and checkpoints under.
+pub const CONSUMERS: &[&str] = &["notifications"];
+
+/// `CONSUMERS`: names from [`CONSUMERS`], comma-separated, or `none`. A list of no names (`,`) is
+/// refused rather than read as `none`: a slip should not quietly stop notifications.
+fn parse_consumers(list: &str) -> Result<Vec<&'static str>, String> {
+    let names: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .collect();
+    match names.as_slice() {
+        [] => Err("is empty: name the consumers to run, or `none`".to_string()),
+        ["none"] => Ok(Vec::new()),
+        _ => names
+            .iter()
+            .map(|name| {
+                CONSUMERS
+                    .iter()
+                    .find(|known| *known == name)
+                    .copied()
+                    .ok_or_else(|| {
+                        format!(
+                            "`{name}` is not a consumer (there are: {}; or `none`)",
+                            CONSUMERS.join(", ")
+                        )
+                    })
+            })
+            .collect(),
+    }
+}
+
 pub fn parse_trusted_proxies(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
     list.split(',')
         .map(str::trim)
@@ -679,6 +722,30 @@ mod tests {
             kept.outbox_retention,
             Some(Duration::from_secs(7 * 24 * 3600))
         );
+    }
+
+    #[test]
+    fn consumers_run_everywhere_unless_named_or_none() {
+        assert_eq!(from(&[]).expect("valid config").consumers, CONSUMERS);
+        // Blank is unset, as for every variable.
+        let blank = from(&[("CONSUMERS", " ")]).expect("valid config");
+        assert_eq!(blank.consumers, CONSUMERS);
+        let none = from(&[("CONSUMERS", " none ")]).expect("valid config");
+        assert!(none.consumers.is_empty());
+        let named = from(&[("CONSUMERS", "notifications,")]).expect("valid config");
+        assert_eq!(named.consumers, ["notifications"]);
+        for refused in [",", " , ", "notification", "none,notifications"] {
+            assert!(
+                matches!(
+                    from(&[("CONSUMERS", refused)]),
+                    Err(ConfigError::Invalid {
+                        name: "CONSUMERS",
+                        ..
+                    })
+                ),
+                "CONSUMERS={refused:?} should be refused"
+            );
+        }
     }
 
     #[test]

@@ -144,7 +144,6 @@ fn millis(duration: Duration) -> String {
     format!("{}ms", duration.as_millis())
 }
 
-/// Replaces the database name (the URL path) of a PostgreSQL URL.
 /// A list bound as one PostgreSQL array parameter (`$n::text[]`, `$n::int4[]`, ...), so a
 /// statement's text is the same whatever the list's length. Every item must be of the array's
 /// type and none may be NULL: sea-query's binding panics otherwise.
@@ -152,6 +151,7 @@ pub fn array(ty: sea_orm::sea_query::ArrayType, items: Vec<sea_orm::Value>) -> s
     sea_orm::Value::Array(ty, Some(Box::new(items)))
 }
 
+/// Replaces the database name (the URL path) of a PostgreSQL URL.
 pub fn with_database(url: &SecretString, database: &str) -> SecretString {
     let url = url.expose_secret();
     let (without_query, query) = url

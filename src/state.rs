@@ -22,8 +22,8 @@ pub struct AppState {
     pub identity: Identity,
     /// What this instance's relay is doing (idle when no broker is configured).
     pub relay: Arc<RelayStatus>,
-    /// The consumers of the event log this instance runs.
-    pub notifications: Arc<ConsumerStatus>,
+    /// The notifications consumer, when this instance runs it (`CONSUMERS`).
+    pub notifications: Option<Arc<ConsumerStatus>>,
     /// Every committed event as it commits, for this instance's subscriptions.
     pub live: Arc<LiveFeed>,
     /// Set once the instance starts shutting down, so long-lived work (sockets) can end cleanly.
@@ -32,17 +32,19 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, db: DatabaseConnection) -> anyhow::Result<Arc<Self>> {
+        let source = if config.nats_servers.is_empty() {
+            Source::Postgres
+        } else {
+            Source::Jetstream
+        };
+        let notifications_name = <NotificationsHandler as crate::events::consumer::Handler>::NAME;
         Ok(Arc::new(Self {
             identity: Identity::new(&config)?,
             relay: Arc::default(),
-            notifications: ConsumerStatus::new(
-                <NotificationsHandler as crate::events::consumer::Handler>::NAME,
-                if config.nats_servers.is_empty() {
-                    Source::Postgres
-                } else {
-                    Source::Jetstream
-                },
-            ),
+            notifications: config
+                .consumers
+                .contains(&notifications_name)
+                .then(|| ConsumerStatus::new(notifications_name, source)),
             live: LiveFeed::new(config.live.feed_buffer, config.nats_servers.is_empty()),
             shutdown: watch::Sender::new(false),
             db,

@@ -109,6 +109,11 @@ struct BenchArgs {
     /// Tokio worker threads per instance (default: cores / instances, at least 1).
     #[arg(long)]
     worker_threads: Option<usize>,
+    /// The event consumers the instances run (their `CONSUMERS`; default: every one). `none`
+    /// measures requests and the event log alone, as instances that leave the consumers to
+    /// worker instances elsewhere would run.
+    #[arg(long)]
+    consumers: Option<String>,
     /// Rounds per workload, each a pgbench run then a service run; the report gives medians (one
     /// round of a few seconds on a shared 2-core machine varies by 10-20%).
     #[arg(long, default_value_t = 3)]
@@ -247,6 +252,7 @@ async fn bench(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
             let cores = std::thread::available_parallelism().map_or(1, usize::from);
             (cores / args.instances.len().max(1)).max(1)
         }),
+        consumers: args.consumers,
         pgbench: !args.no_pgbench,
         relay: args.relay,
         pgbench_dir: args

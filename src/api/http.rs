@@ -234,12 +234,17 @@ async fn metrics_text(State(state): State<HttpState>) -> axum::response::Respons
             report.lag.map(|lag| lag.events),
         );
     }
-    let health = tokio::time::timeout(
-        READINESS_BUDGET,
-        events::consumers::health(&app.db, &app.notifications, app.config.consumer_stall_after),
-    )
-    .await;
-    if let Ok(Ok(health)) = health {
+    // A consumer this instance does not run is reported by the instances that do.
+    let health = match &app.notifications {
+        Some(status) => tokio::time::timeout(
+            READINESS_BUDGET,
+            events::consumers::health(&app.db, status, app.config.consumer_stall_after),
+        )
+        .await
+        .ok(),
+        None => None,
+    };
+    if let Some(Ok(health)) = health {
         recorder.set_consumer(
             health.name,
             health.lag.events,
@@ -518,7 +523,7 @@ fn not_acceptable() -> axum::response::Response {
     )
 }
 
-/// Ready when the database answers and no consumer has stalled (made no progress for
+/// Ready when the database answers and no consumer it runs has stalled (made no progress for
 /// `CONSUMER_STALL_SECONDS` while events wait). The relay's state is reported, not judged: with
 /// the broker down, mutations go on and the log waits, so the instance stays in service.
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
@@ -560,19 +565,15 @@ async fn readiness(state: &HttpState) -> (StatusCode, Json<serde_json::Value>) {
         };
         Some(app.relay.report(lag))
     };
-    let consumers = match events::consumers::health(
-        &app.db,
-        &app.notifications,
-        app.config.consumer_stall_after,
-    )
-    .await
-    {
-        Ok(health) => vec![health],
-        Err(error) => {
-            tracing::warn!(%error, "cannot measure the consumers");
-            Vec::new()
+    // Only the consumers this instance runs: one left to worker instances neither costs this
+    // instance a lag count per probe nor takes it out of service when it stalls there.
+    let mut consumers = Vec::new();
+    if let Some(status) = &app.notifications {
+        match events::consumers::health(&app.db, status, app.config.consumer_stall_after).await {
+            Ok(health) => consumers.push(health),
+            Err(error) => tracing::warn!(%error, "cannot measure the consumers"),
         }
-    };
+    }
     let stalled: Vec<&str> = consumers
         .iter()
         .filter(|consumer| consumer.stalled)

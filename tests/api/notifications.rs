@@ -483,6 +483,25 @@ async fn a_stalled_consumer_makes_readyz_answer_503_and_name_it() {
 }
 
 #[tokio::test]
+async fn an_instance_without_consumers_leaves_them_to_the_instances_that_run_them() {
+    let serving = TestApp::spawn_with(|config| config.consumers = Vec::new()).await;
+    let (ann, _bob, _cy) = a_day_of_visits(&serving).await;
+    // An instance that runs the consumer tells Ann within ~100 ms; give this one ten times that.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(notifications_of(&serving, &ann).await["edges"], json!([]));
+    let (status, readiness) = serving.readiness().await;
+    assert_eq!(status, 200);
+    assert_eq!(readiness["consumers"], json!([]), "{readiness}");
+
+    let worker = serving.spawn_sibling().await;
+    let anns = told(&worker, &ann, 2).await;
+    assert_eq!(kinds(&anns), ["VISIT_COMPLETED", "VISIT_ACCEPTED"]);
+    let (_, readiness) = worker.readiness().await;
+    assert_eq!(readiness["consumers"][0]["name"], "notifications");
+    assert_eq!(serving.readiness().await.1["consumers"], json!([]));
+}
+
+#[tokio::test]
 async fn with_a_broker_the_consumer_reads_jetstream_and_instances_share_it() {
     let nats = NatsServer::start().await.expect("nats-server starts");
     let url = nats.url();

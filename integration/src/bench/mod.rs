@@ -47,6 +47,8 @@ pub struct BenchOptions {
     pub pool_size: u32,
     /// Tokio worker threads per instance (`TOKIO_WORKER_THREADS`).
     pub worker_threads: usize,
+    /// The instances' `CONSUMERS` (`None`: their default, every consumer).
+    pub consumers: Option<String>,
     pub pgbench: bool,
     /// Relay the event log to a nats-server of the bench's own during the load.
     pub relay: bool,
@@ -135,6 +137,9 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
     if let Some(nats) = &nats {
         env.push(("NATS_URL".to_string(), nats.url()));
     }
+    if let Some(consumers) = &options.consumers {
+        env.push(("CONSUMERS".to_string(), consumers.clone()));
+    }
     let mut instances = Vec::new();
     for port in &options.instance_ports {
         instances.push(
@@ -189,10 +194,11 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
 
     println!(
-        "home-visits bench: {} instance(s), pool {} and {} worker thread(s) each, {} clients, {} s per workload, {} cores",
+        "home-visits bench: {} instance(s), pool {} and {} worker thread(s) each, consumers: {}, {} clients, {} s per workload, {} cores",
         options.instance_ports.len(),
         options.pool_size,
         options.worker_threads,
+        options.consumers.as_deref().unwrap_or("all"),
         options.clients,
         seconds,
         cores

@@ -25,7 +25,8 @@ pub struct Lagging {
 pub struct EventFigures {
     pub relay: Option<Lagging>,
     pub published_per_second: f64,
-    pub consumer: Lagging,
+    /// `None` when no instance runs the consumer (`--consumers none`).
+    pub consumer: Option<Lagging>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -86,7 +87,9 @@ pub async fn watch<F: Future<Output = T>, T>(
             if let Some(relay) = figures.relay.as_mut() {
                 note(relay, now.relay);
             }
-            note(&mut figures.consumer, now.consumer);
+            if let Some(lag) = now.consumer {
+                note(figures.consumer.get_or_insert_default(), Some(lag));
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         figures
@@ -99,7 +102,7 @@ pub async fn watch<F: Future<Output = T>, T>(
     let (outcome, mut figures) = tokio::join!(load, sampler);
     let loaded_for = started.elapsed();
     let load_ended = Instant::now();
-    let (mut relay_done, mut consumer_done) = (!relay, false);
+    let (mut relay_done, mut consumer_done) = (!relay, figures.consumer.is_none());
     loop {
         let now = sample(clients).await;
         let waited = load_ended.elapsed();
@@ -113,7 +116,9 @@ pub async fn watch<F: Future<Output = T>, T>(
         }
         if !consumer_done && matches!(now.consumer, Some((0, _)) | None) {
             consumer_done = true;
-            figures.consumer.caught_up_after = waited;
+            if let Some(consumer) = figures.consumer.as_mut() {
+                consumer.caught_up_after = waited;
+            }
         }
         if (relay_done && consumer_done) || waited > Duration::from_secs(60) {
             return (outcome, figures);
@@ -134,11 +139,14 @@ pub fn lines(workload: &str, figures: &EventFigures) -> Vec<String> {
             relay.caught_up_after.as_secs_f64()
         ));
     }
-    lines.push(format!(
-        "{workload:<13} notifications                    max lag {:>6} events / {:>5.2} s   caught up {:>5.2} s after the load",
-        figures.consumer.max_events,
-        figures.consumer.max_seconds,
-        figures.consumer.caught_up_after.as_secs_f64()
-    ));
+    lines.push(match &figures.consumer {
+        Some(consumer) => format!(
+            "{workload:<13} notifications                    max lag {:>6} events / {:>5.2} s   caught up {:>5.2} s after the load",
+            consumer.max_events,
+            consumer.max_seconds,
+            consumer.caught_up_after.as_secs_f64()
+        ),
+        None => format!("{workload:<13} notifications    not run by these instances"),
+    });
     lines
 }
