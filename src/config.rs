@@ -575,7 +575,6 @@ fn set_millis(
     Ok(())
 }
 
-/// `TRUSTED_PROXIES`: comma-separated CIDRs or single addresses.
 /// Every consumer of the event log there is, by the name it reports and checkpoints under.
 pub const CONSUMERS: &[&str] = &["notifications"];
 
@@ -588,26 +587,32 @@ fn parse_consumers(list: &str) -> Result<Vec<&'static str>, String> {
         .filter(|name| !name.is_empty())
         .collect();
     match names.as_slice() {
-        [] => Err("is empty: name the consumers to run, or `none`".to_string()),
-        ["none"] => Ok(Vec::new()),
-        _ => names
-            .iter()
-            .map(|name| {
-                CONSUMERS
-                    .iter()
-                    .find(|known| *known == name)
-                    .copied()
-                    .ok_or_else(|| {
-                        format!(
-                            "`{name}` is not a consumer (there are: {}; or `none`)",
-                            CONSUMERS.join(", ")
-                        )
-                    })
-            })
-            .collect(),
+        [] => return Err("is empty: name the consumers to run, or `none`".to_string()),
+        ["none"] => return Ok(Vec::new()),
+        _ if names.contains(&"none") => {
+            return Err("`none` cannot be combined with consumer names".to_string());
+        }
+        _ => {}
     }
+    let mut chosen = Vec::new();
+    for name in names {
+        let known = CONSUMERS
+            .iter()
+            .find(|known| **known == name)
+            .ok_or_else(|| {
+                format!(
+                    "`{name}` is not a consumer (there are: {})",
+                    CONSUMERS.join(", ")
+                )
+            })?;
+        if !chosen.contains(known) {
+            chosen.push(*known);
+        }
+    }
+    Ok(chosen)
 }
 
+/// `TRUSTED_PROXIES`: comma-separated CIDRs or single addresses.
 pub fn parse_trusted_proxies(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
     list.split(',')
         .map(str::trim)
@@ -732,8 +737,12 @@ mod tests {
         assert_eq!(blank.consumers, CONSUMERS);
         let none = from(&[("CONSUMERS", " none ")]).expect("valid config");
         assert!(none.consumers.is_empty());
-        let named = from(&[("CONSUMERS", "notifications,")]).expect("valid config");
+        let named = from(&[("CONSUMERS", "notifications, notifications,")]).expect("valid config");
         assert_eq!(named.consumers, ["notifications"]);
+        // The list is checked against the consumers' own names, which state.rs starts them by.
+        assert!(CONSUMERS.contains(
+            &<crate::notifications::NotificationsHandler as crate::events::consumer::Handler>::NAME
+        ));
         for refused in [",", " , ", "notification", "none,notifications"] {
             assert!(
                 matches!(

@@ -235,16 +235,13 @@ async fn metrics_text(State(state): State<HttpState>) -> axum::response::Respons
         );
     }
     // A consumer this instance does not run is reported by the instances that do.
-    let health = match &app.notifications {
-        Some(status) => tokio::time::timeout(
+    if let Some(status) = &app.notifications
+        && let Ok(Ok(health)) = tokio::time::timeout(
             READINESS_BUDGET,
             events::consumers::health(&app.db, status, app.config.consumer_stall_after),
         )
         .await
-        .ok(),
-        None => None,
-    };
-    if let Some(Ok(health)) = health {
+    {
         recorder.set_consumer(
             health.name,
             health.lag.events,

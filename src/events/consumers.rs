@@ -82,9 +82,12 @@ impl ConsumerStatus {
     }
 }
 
+/// What the checkpoints of consumers reading the PostgreSQL log are named with.
+pub const CHECKPOINT_PREFIX: &str = "consumer:";
+
 /// The checkpoint of a consumer that reads the PostgreSQL log.
 pub fn checkpoint_name(consumer: &str) -> String {
-    format!("consumer:{consumer}")
+    format!("{CHECKPOINT_PREFIX}{consumer}")
 }
 
 /// Reads the PostgreSQL log until the task is aborted.

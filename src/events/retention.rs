@@ -1,11 +1,12 @@
 //! The outbox is the event log and is kept by default, so a new consumer can replay it from the
 //! start. With `OUTBOX_RETENTION_DAYS` set, older events are deleted, but never one the relay
-//! (when there is one) has not published yet.
+//! (when there is one) has not published yet, nor, without a relay, one a consumer reading the log
+//! has not handled yet: with `CONSUMERS` the instances that prune may not be those that consume.
 use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DbErr, Statement};
 
-use super::relay;
+use super::{consumers, relay};
 
 /// Rows deleted per statement, so pruning a large backlog never holds long locks.
 const BATCH: i64 = 10_000;
@@ -16,20 +17,26 @@ pub async fn prune(
     keep: Duration,
     relay_enabled: bool,
 ) -> Result<u64, DbErr> {
-    let published_only = if relay_enabled {
+    // With a relay the consumers read the stream, which keeps its own retention; without one they
+    // read this log, each from its checkpoint (a consumer is covered once it has checkpointed).
+    let read_by_all = if relay_enabled {
         format!(
             "AND (txid, position) <= (SELECT txid, position FROM event_checkpoints WHERE name = '{}')",
             relay::CHECKPOINT
         )
     } else {
-        String::new()
+        format!(
+            "AND NOT EXISTS (SELECT 1 FROM event_checkpoints reader \
+               WHERE reader.name LIKE '{}%' AND (outbox.txid, outbox.position) > (reader.txid, reader.position))",
+            consumers::CHECKPOINT_PREFIX
+        )
     };
     // Each aggregate's newest event stays, whatever its age: the next event's version is counted
     // from it.
     let sql = format!(
         "DELETE FROM outbox WHERE position IN (\
            SELECT position FROM outbox \
-           WHERE occurred_at < now() - make_interval(secs => $1) {published_only} \
+           WHERE occurred_at < now() - make_interval(secs => $1) {read_by_all} \
              AND EXISTS (SELECT 1 FROM outbox newer WHERE newer.aggregate_type = outbox.aggregate_type \
                          AND newer.aggregate_id = outbox.aggregate_id \
                          AND newer.aggregate_version > outbox.aggregate_version) \

@@ -485,3 +485,80 @@ async fn a_reader_of_some_types_passes_over_the_rest_to_the_end_of_what_it_read(
     .expect("read");
     assert_eq!((after.len, after.end), (0, None));
 }
+
+/// Retention deletes old events, but never one a consumer reading the log has not handled: the
+/// instances that prune need not be those that consume (`CONSUMERS`).
+#[tokio::test]
+async fn retention_keeps_what_a_log_consumer_has_not_read_yet() {
+    use home_visits::events::{NewEvent, catalogue::UserDeactivated, record_all, retention};
+    let app = TestApp::spawn_with(|config| config.consumers = Vec::new()).await;
+    let (ann, bob) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let about = |user| NewEvent::of(&UserDeactivated { user_id: user }).expect("an event");
+    let mut read_up_to = String::new();
+    for batch in [
+        vec![about(ann), about(ann)],
+        vec![about(bob), about(bob)],
+        vec![about(ann), about(bob)],
+    ] {
+        if read_up_to.is_empty() {
+            read_up_to = batch[1].id.to_string();
+        }
+        let txn = app.db.begin().await.expect("transaction");
+        record_all(&txn, batch).await.expect("recorded");
+        txn.commit().await.expect("commit");
+    }
+    let db = &app.db;
+    let run = |sql: String| async move {
+        db.execute_unprepared(&sql).await.expect("statement");
+    };
+    run("UPDATE outbox SET occurred_at = now() - interval '10 days'".to_string()).await;
+    run(format!(
+        "INSERT INTO event_checkpoints (name, txid, position) \
+         SELECT 'consumer:behind', txid, position FROM outbox WHERE id = '{read_up_to}'"
+    ))
+    .await;
+    let remaining = || async {
+        app.db
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT aggregate_id::text AS aggregate, aggregate_version FROM outbox ORDER BY position",
+            ))
+            .await
+            .expect("outbox rows")
+            .iter()
+            .map(|row| {
+                let aggregate: String = row.try_get("", "aggregate").expect("aggregate");
+                let version: i64 = row.try_get("", "aggregate_version").expect("version");
+                (aggregate, version)
+            })
+            .collect::<Vec<_>>()
+    };
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let (ann, bob) = (ann.to_string(), bob.to_string());
+
+    // Ann's first two are read and superseded; Bob's first two are not read yet.
+    let deleted = retention::prune(&app.db, day, false).await.expect("pruned");
+    assert_eq!(deleted, 2);
+    assert_eq!(
+        remaining().await,
+        [
+            (bob.clone(), 1),
+            (bob.clone(), 2),
+            (ann.clone(), 3),
+            (bob.clone(), 3)
+        ]
+    );
+
+    run(
+        "UPDATE event_checkpoints SET (txid, position) = (SELECT txid, position FROM outbox \
+         ORDER BY txid DESC, position DESC LIMIT 1) WHERE name = 'consumer:behind'"
+            .to_string(),
+    )
+    .await;
+    assert_eq!(
+        retention::prune(&app.db, day, false).await.expect("pruned"),
+        2
+    );
+    // Each aggregate's newest event stays: the next one's version is counted from it.
+    assert_eq!(remaining().await, [(ann, 3), (bob, 3)]);
+}

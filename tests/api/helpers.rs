@@ -308,7 +308,8 @@ impl TestApp {
 
     /// Waits until the event machinery is idle: the notifications consumer, and the relay when
     /// there is one, have nothing left (three readings in a row). What they record themselves
-    /// (`notification.added`) is in the log by then.
+    /// (`notification.added`) is in the log by then. Only the consumers this instance runs are
+    /// seen: ask an instance that runs them.
     pub async fn settled(&self) {
         let mut quiet = 0;
         for _ in 0..300 {

@@ -492,6 +492,16 @@ async fn an_instance_without_consumers_leaves_them_to_the_instances_that_run_the
     let (status, readiness) = serving.readiness().await;
     assert_eq!(status, 200);
     assert_eq!(readiness["consumers"], json!([]), "{readiness}");
+    // Not late either: it never read the log at all.
+    let checkpoints = serving
+        .db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT name FROM event_checkpoints WHERE name = 'consumer:notifications'",
+        ))
+        .await
+        .expect("checkpoints");
+    assert!(checkpoints.is_empty());
 
     let worker = serving.spawn_sibling().await;
     let anns = told(&worker, &ann, 2).await;

@@ -53,7 +53,13 @@ async fn sample(clients: &[Client]) -> Sample {
         sample.relay = sample.relay.or(lag_of(&ready["relay"]["lag"]));
         // The log-fed consumer's lag is the same seen from any instance; a JetStream one's is the
         // instance's own view of the shared consumer, so keep the worst.
-        if let Some((events, seconds)) = lag_of(&ready["consumers"][0]["lag"]) {
+        let notifications = ready["consumers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|consumer| consumer["name"] == "notifications");
+        if let Some((events, seconds)) = notifications.and_then(|consumer| lag_of(&consumer["lag"]))
+        {
             let worst = sample.consumer.unwrap_or((0, 0.0));
             sample.consumer = Some((worst.0.max(events), worst.1.max(seconds)));
         }
@@ -69,9 +75,11 @@ fn note(lagging: &mut Lagging, lag: Option<(u64, f64)>) {
 }
 
 /// Runs `load` while sampling every 200 ms, then waits (up to a minute) for both to catch up.
+/// `consumer`: whether the instances run the notifications consumer (they may leave it to others).
 pub async fn watch<F: Future<Output = T>, T>(
     clients: &[Client],
     relay: bool,
+    consumer: bool,
     load: F,
 ) -> (T, EventFigures) {
     let published_before = sample(clients).await.published;
@@ -80,6 +88,7 @@ pub async fn watch<F: Future<Output = T>, T>(
     let sampler = async {
         let mut figures = EventFigures {
             relay: relay.then(Lagging::default),
+            consumer: consumer.then(Lagging::default),
             ..EventFigures::default()
         };
         while !done.load(Ordering::Acquire) {
@@ -87,8 +96,8 @@ pub async fn watch<F: Future<Output = T>, T>(
             if let Some(relay) = figures.relay.as_mut() {
                 note(relay, now.relay);
             }
-            if let Some(lag) = now.consumer {
-                note(figures.consumer.get_or_insert_default(), Some(lag));
+            if let Some(consumer) = figures.consumer.as_mut() {
+                note(consumer, now.consumer);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -146,7 +155,7 @@ pub fn lines(workload: &str, figures: &EventFigures) -> Vec<String> {
             consumer.max_seconds,
             consumer.caught_up_after.as_secs_f64()
         ),
-        None => format!("{workload:<13} notifications    not run by these instances"),
+        None => format!("{workload:<13} notifications                    not run by these instances"),
     });
     lines
 }
