@@ -31,8 +31,14 @@ impl BackgroundTasks {
         if let Some(settings) = relay_settings(state) {
             tasks.spawn(relay::run(state.db.clone(), settings, state.relay.clone()));
         }
-        if let Some(status) = &state.notifications {
-            tasks.spawn(consume_notifications(state.clone(), status.clone()));
+        match &state.notifications {
+            Some(status) => {
+                tasks.spawn(consume_notifications(state.clone(), status.clone()));
+            }
+            // Said once at start: nothing else on this instance will mention the consumer again.
+            None => tracing::info!(
+                "CONSUMERS: the notifications consumer runs on other instances, not this one"
+            ),
         }
         tasks.spawn(follow_live_feed(state.clone()));
         tasks.spawn(sweep_expired_visits(state.clone()));
