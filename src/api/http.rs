@@ -649,13 +649,14 @@ async fn execute_parsed(
         &outcome,
         started.elapsed(),
     );
-    let refused_document = response.errors.iter().any(|error| {
-        matches!(
-            error_code(error),
-            "GRAPHQL_PARSE_FAILED" | "GRAPHQL_VALIDATION_FAILED" | "QUERY_TOO_COMPLEX"
-        )
-    });
-    if let (Some(unkept), false) = (unkept, refused_document) {
+    if let Some(unkept) = unkept
+        && !response.errors.iter().any(|error| {
+            matches!(
+                error_code(error),
+                "GRAPHQL_PARSE_FAILED" | "GRAPHQL_VALIDATION_FAILED" | "QUERY_TOO_COMPLEX"
+            )
+        })
+    {
         state.documents.keep(unkept);
     }
     response

@@ -188,16 +188,20 @@ async fn insert_and_announce(
             column.push(value);
         }
     }
-    let [
-        ids,
-        recipients,
-        kinds,
-        visits,
-        actors,
-        minutes,
-        events,
-        occurred,
-    ] = columns;
+    // Each column's element type, as the statement's `unnest` casts them.
+    let bound = columns
+        .into_iter()
+        .zip([
+            ArrayType::String,
+            ArrayType::String,
+            ArrayType::String,
+            ArrayType::String,
+            ArrayType::String,
+            ArrayType::Int,
+            ArrayType::String,
+            ArrayType::String,
+        ])
+        .map(|(items, ty)| array(ty, items));
     let added = txn
         .query_all_raw(Statement::from_sql_and_values(
             txn.get_database_backend(),
@@ -207,16 +211,7 @@ async fn insert_and_announce(
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::text[], $8::text[]) \
              AS n(id, recipient_id, kind, visit_id, actor_id, minutes, event_id, occurred_at) \
              ON CONFLICT (event_id, recipient_id) DO NOTHING RETURNING id, recipient_id, kind",
-            [
-                array(ArrayType::String, ids),
-                array(ArrayType::String, recipients),
-                array(ArrayType::String, kinds),
-                array(ArrayType::String, visits),
-                array(ArrayType::String, actors),
-                array(ArrayType::Int, minutes),
-                array(ArrayType::String, events),
-                array(ArrayType::String, occurred),
-            ],
+            bound,
         ))
         .await?;
     let mut announcements = Vec::with_capacity(added.len());
