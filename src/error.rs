@@ -79,18 +79,91 @@ impl AuthFailure {
     }
 }
 
-impl AppError {
-    pub fn code(&self) -> &'static str {
+/// Every code a client can find in `extensions.code`: the domain's (from [`AppError`]) and those
+/// the API answers before or around a resolver (transport, parsing, validation, limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Not a GraphQL request at all: an unreadable body or query string, no query, an empty batch,
+    /// a media type the service does not speak.
+    BadRequest,
+    BadUserInput,
+    GraphqlParseFailed,
+    GraphqlValidationFailed,
+    /// Over a limit: depth, complexity, aliases, batch length.
+    QueryTooComplex,
+    /// A hash-only persisted query this instance does not know; send the document with its hash.
+    PersistedQueryNotFound,
+    Unauthenticated,
+    Forbidden,
+    InvalidCredentials,
+    InsufficientMinutes,
+    NotFound,
+    Conflict,
+    RateLimited,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [Self; 14] = [
+        Self::BadRequest,
+        Self::BadUserInput,
+        Self::GraphqlParseFailed,
+        Self::GraphqlValidationFailed,
+        Self::QueryTooComplex,
+        Self::PersistedQueryNotFound,
+        Self::Unauthenticated,
+        Self::Forbidden,
+        Self::InvalidCredentials,
+        Self::InsufficientMinutes,
+        Self::NotFound,
+        Self::Conflict,
+        Self::RateLimited,
+        Self::Internal,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
         match self {
-            Self::Unauthenticated(_) => "UNAUTHENTICATED",
-            Self::Forbidden(_) => "FORBIDDEN",
-            Self::BadUserInput { .. } => "BAD_USER_INPUT",
+            Self::BadRequest => "BAD_REQUEST",
+            Self::BadUserInput => "BAD_USER_INPUT",
+            Self::GraphqlParseFailed => "GRAPHQL_PARSE_FAILED",
+            Self::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
+            Self::QueryTooComplex => "QUERY_TOO_COMPLEX",
+            Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
             Self::InvalidCredentials => "INVALID_CREDENTIALS",
-            Self::InsufficientMinutes { .. } => "INSUFFICIENT_MINUTES",
-            Self::NotFound(_) => "NOT_FOUND",
-            Self::Conflict(_) | Self::Contention(_) => "CONFLICT",
-            Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::Internal(_) | Self::Unavailable => "INTERNAL",
+            Self::InsufficientMinutes => "INSUFFICIENT_MINUTES",
+            Self::NotFound => "NOT_FOUND",
+            Self::Conflict => "CONFLICT",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::Internal => "INTERNAL",
+        }
+    }
+
+    /// The code a response's error carries, read back.
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|known| known.as_str() == code)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AppError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::BadUserInput { .. } => ErrorCode::BadUserInput,
+            Self::InvalidCredentials => ErrorCode::InvalidCredentials,
+            Self::InsufficientMinutes { .. } => ErrorCode::InsufficientMinutes,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Conflict(_) | Self::Contention(_) => ErrorCode::Conflict,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Internal(_) | Self::Unavailable => ErrorCode::Internal,
         }
     }
 
@@ -108,7 +181,6 @@ impl AppError {
 impl From<DbErr> for AppError {
     fn from(error: DbErr) -> Self {
         if let Some(contention) = Contention::of(&error) {
-            crate::metrics::metrics().contention(contention);
             return Self::Contention(contention);
         }
         if is_unavailability(&error) {

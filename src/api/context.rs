@@ -91,7 +91,7 @@ impl From<AppError> for ApiError {
         }
         Self(
             async_graphql::Error::new(error.to_string()).extend_with(|_, extensions| {
-                extensions.set("code", error.code());
+                extensions.set("code", error.code().as_str());
                 match &error {
                     AppError::BadUserInput { fields } => {
                         let fields: async_graphql::indexmap::IndexMap<

@@ -14,7 +14,7 @@ use async_graphql::{
     parser::types::{ExecutableDocument, Field, FragmentDefinition, Selection, SelectionSet},
 };
 
-use super::pagination::page_cost;
+use super::{errors::ErrorCode, pagination::page_cost};
 
 /// What a `totalCount` costs: a count reads an index range the way a page of 100 rows does.
 pub const TOTAL_COUNT: usize = 100;
@@ -76,9 +76,9 @@ impl Extension for LimitsExtension {
         let document = next.run(ctx, query, variables).await.map_err(|error| {
             // The parse step also enforces nesting and directive limits.
             let code = if is_over_a_limit(&error.message) {
-                "QUERY_TOO_COMPLEX"
+                ErrorCode::QueryTooComplex
             } else {
-                "GRAPHQL_PARSE_FAILED"
+                ErrorCode::GraphqlParseFailed
             };
             with_code(error, code)
         })?;
@@ -92,7 +92,7 @@ impl Extension for LimitsExtension {
                     ),
                     None,
                 ),
-                "QUERY_TOO_COMPLEX",
+                ErrorCode::QueryTooComplex,
             ));
         }
         Ok(document)
@@ -123,13 +123,13 @@ fn is_over_a_limit(message: &str) -> bool {
         || message.contains("directives")
 }
 
-fn validation_code(message: &str) -> &'static str {
+fn validation_code(message: &str) -> ErrorCode {
     if is_over_a_limit(message) {
-        "QUERY_TOO_COMPLEX"
+        ErrorCode::QueryTooComplex
     } else if is_about_a_value(message) {
-        "BAD_USER_INPUT"
+        ErrorCode::BadUserInput
     } else {
-        "GRAPHQL_VALIDATION_FAILED"
+        ErrorCode::GraphqlValidationFailed
     }
 }
 
@@ -142,10 +142,10 @@ fn is_about_a_value(message: &str) -> bool {
         || (message.contains("argument") && message.contains("is required"))
 }
 
-fn with_code(mut error: ServerError, code: &str) -> ServerError {
+fn with_code(mut error: ServerError, code: ErrorCode) -> ServerError {
     let extensions = error.extensions.get_or_insert_with(Default::default);
     if extensions.get("code").is_none() {
-        extensions.set("code", code);
+        extensions.set("code", code.as_str());
     }
     error
 }

@@ -15,7 +15,7 @@ use async_graphql::{Request, ServerError, Value};
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
-pub const NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+use super::errors::{ErrorCode, server_error};
 
 pub struct PersistedQueries {
     documents: Mutex<LruCache<String, String>>,
@@ -24,12 +24,12 @@ pub struct PersistedQueries {
 /// Why a request's `persistedQuery` could not be used: the error code and message to answer with.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Refused {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl Refused {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -37,11 +37,7 @@ impl Refused {
     }
 
     pub fn into_server_error(self) -> ServerError {
-        let mut error = ServerError::new(self.message, None);
-        let mut extensions = async_graphql::ErrorExtensionValues::default();
-        extensions.set("code", self.code);
-        error.extensions = Some(extensions);
-        error
+        server_error(self.code, self.message)
     }
 }
 
@@ -67,15 +63,15 @@ impl PersistedQueries {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if request.query.is_empty() {
             // Apollo's links recognise the message as well as the code.
-            let document = documents
-                .get(&hash)
-                .ok_or_else(|| Refused::new(NOT_FOUND, "PersistedQueryNotFound"))?;
+            let document = documents.get(&hash).ok_or_else(|| {
+                Refused::new(ErrorCode::PersistedQueryNotFound, "PersistedQueryNotFound")
+            })?;
             request.query = document.clone();
         } else {
             let actual = format!("{:x}", Sha256::digest(request.query.as_bytes()));
             if actual != hash {
                 return Err(Refused::new(
-                    "BAD_USER_INPUT",
+                    ErrorCode::BadUserInput,
                     "persistedQuery.sha256Hash is not the SHA-256 of the query",
                 ));
             }
@@ -86,7 +82,7 @@ impl PersistedQueries {
 }
 
 fn hash_of(extension: &Value) -> Result<String, Refused> {
-    let invalid = |message: &str| Refused::new("BAD_USER_INPUT", message);
+    let invalid = |message: &str| Refused::new(ErrorCode::BadUserInput, message);
     let Value::Object(fields) = extension else {
         return Err(invalid("persistedQuery must be an object"));
     };
@@ -137,7 +133,7 @@ mod tests {
             store
                 .resolve(&mut hash_only)
                 .map_err(|refused| refused.code),
-            Err(NOT_FOUND)
+            Err(ErrorCode::PersistedQueryNotFound)
         );
         store
             .resolve(&mut request(QUERY, &hash()))
@@ -155,10 +151,10 @@ mod tests {
         let refused = store
             .resolve(&mut request(QUERY, &wrong))
             .expect_err("refused");
-        assert_eq!(refused.code, "BAD_USER_INPUT");
+        assert_eq!(refused.code, ErrorCode::BadUserInput);
         assert_eq!(
             store.resolve(&mut request("", &wrong)).map_err(|r| r.code),
-            Err(NOT_FOUND)
+            Err(ErrorCode::PersistedQueryNotFound)
         );
         let refused = store.resolve(&mut request("", "abc")).expect_err("refused");
         assert!(refused.message.contains("64 hexadecimal"));
@@ -177,7 +173,7 @@ mod tests {
             .expect("registers");
         assert_eq!(
             store.resolve(&mut request("", &hash())).map_err(|r| r.code),
-            Err(NOT_FOUND)
+            Err(ErrorCode::PersistedQueryNotFound)
         );
     }
 }

@@ -586,3 +586,109 @@ async fn graphiql_is_served_from_the_binary_with_a_policy_that_keeps_it_there() 
         .expect("sent");
     assert_eq!(asset.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_get_without_a_query_is_not_a_graphql_request() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .http
+        .get(format!("{}/graphql", app.address))
+        .header(header::ACCEPT, "application/json")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = Reply::new(response.json().await.expect("a JSON body"));
+    assert_error_code(&body, "BAD_REQUEST");
+    let unreadable = app
+        .http
+        .get(format!(
+            "{}/graphql?query={{__typename}}&variables=[",
+            app.address
+        ))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(unreadable.status(), StatusCode::BAD_REQUEST);
+    assert_error_code(
+        &Reply::new(unreadable.json().await.expect("a JSON body")),
+        "BAD_REQUEST",
+    );
+}
+
+#[tokio::test]
+async fn an_empty_bearer_token_is_no_credential_on_either_transport() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .http
+        .post(format!("{}/graphql", app.address))
+        .header(header::AUTHORIZATION, "Bearer ")
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .expect("sent");
+    let body = Reply::new(response.json().await.expect("a JSON body"));
+    assert_error_code(&body, "UNAUTHENTICATED");
+    assert_eq!(
+        body["errors"][0]["extensions"]["reason"], "MISSING",
+        "{body}"
+    );
+
+    let mut socket = integration::live::LiveClient::open(&app.address)
+        .await
+        .expect("socket");
+    socket
+        .send(json!({ "type": "connection_init", "payload": { "authorization": "Bearer " } }))
+        .await
+        .expect("sent");
+    let closed = socket.closed(std::time::Duration::from_secs(10)).await;
+    assert_eq!(closed.map(|(code, _)| code), Some(4401));
+}
+
+#[tokio::test]
+async fn a_document_of_several_operations_runs_only_the_one_it_names_on_every_transport() {
+    let app = TestApp::spawn().await;
+    let ann = app.register_user("ann").await;
+    let document = "query Mine { me { id } } mutation Out { logout }";
+    // POST and GET alike: without an operationName nothing runs, mutation included.
+    let posted = app
+        .graphql(Some(&ann.access_token), document, json!({}))
+        .await;
+    assert!(posted["data"].is_null(), "{posted}");
+    assert_error_code(&posted, "BAD_USER_INPUT");
+    let over_get = app
+        .http
+        .get(format!("{}/graphql", app.address))
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", ann.access_token),
+        )
+        .query(&[("query", document)])
+        .send()
+        .await
+        .expect("sent");
+    let over_get = Reply::new(over_get.json().await.expect("a JSON body"));
+    assert!(over_get["data"].is_null(), "{over_get}");
+    assert_error_code(&over_get, "BAD_USER_INPUT");
+    // The session is still alive: the mutation never ran.
+    let me = app.me(&ann.access_token).await;
+    assert_eq!(me["data"]["me"]["id"], ann.id.as_str(), "{me}");
+
+    let mut socket = integration::live::LiveClient::connect(&app.address, &ann.access_token)
+        .await
+        .expect("socket");
+    socket
+        .subscribe(
+            "1",
+            "subscription A { myVisits { type } } subscription B { myVisits { type } }",
+            json!({}),
+        )
+        .await
+        .expect("sent");
+    match socket.next(std::time::Duration::from_secs(10)).await {
+        Some(integration::live::Frame::Message(message)) => {
+            assert_eq!(message["type"], "error", "{message}");
+        }
+        other => panic!("expected an error message, got {other:?}"),
+    }
+}

@@ -6,48 +6,41 @@
 //! subscribe before the ack), has no initialisation timeout, replaces a subscription whose id is
 //! already in use, sends no pings and cannot be told to close a socket whose session was revoked.
 //! Execution is still async-graphql's (`Schema::execute_stream`).
-//!
-//! Close codes, as the protocol and the clients read them: 4400 unreadable message, 4401 no
-//! credentials or a subscribe before the ack (the client gives up), 4403 a token that is invalid,
-//! expired or revoked (the client reconnects, with a fresh token), 4406 another subprotocol, 4408
-//! no `connection_init` in time, 4409 an id already in use, 4429 a second `connection_init`;
-//! 1008 too many subscriptions on one socket, 1013 the instance is full or this socket fell behind
-//! (the client reconnects, perhaps elsewhere), 1001 the instance is shutting down.
+//! Its close codes are [`CloseCode`]'s.
+mod close;
+mod limits;
+mod messages;
+mod session;
+
 use std::{
     collections::HashMap,
     convert::Infallible,
     net::IpAddr,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use async_graphql::{Response, dataloader::DataLoader};
+use async_graphql::Response;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use chrono::{DateTime, Utc};
 use futures::{FutureExt, SinkExt, Stream, StreamExt, stream::SplitSink};
-use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::StreamMap;
 
+use self::{
+    close::{CloseCode, Ending},
+    limits::Slot,
+    messages::{ClientMessage, SubscribePayload},
+    session::Session,
+};
 use super::{
-    context::{ApiError, RequestContext},
-    http::with_error_codes,
-    input, loaders,
-    schema::AppSchema,
+    context::ApiError, errors::with_error_codes, input, request_data, schema::AppSchema,
     subscriptions::SocketSignals,
 };
-use crate::{
-    config::LiveSettings,
-    error::AppError,
-    events::feed,
-    identity::{Caller, revoked_sessions::Revocation},
-    state::AppState,
-};
+use crate::{error::AppError, events::feed, state::AppState};
+
+pub use limits::LiveLimits;
 
 pub const PROTOCOL: &str = "graphql-transport-ws";
 /// A client that stops reading is cut off after this long rather than buffered for.
@@ -56,62 +49,6 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// sockets are the common case.
 const SOCKET_BUFFER: usize = 8 * 1024;
 const FELL_BEHIND: &str = "fell behind the live feed; reconnect and re-read by query";
-
-/// Sockets and subscriptions this instance holds, against the configured caps.
-#[derive(Default)]
-pub struct LiveLimits {
-    sockets: AtomicUsize,
-    subscriptions: AtomicUsize,
-}
-
-impl LiveLimits {
-    pub fn sockets(&self) -> usize {
-        self.sockets.load(Ordering::Relaxed)
-    }
-
-    pub fn subscriptions(&self) -> usize {
-        self.subscriptions.load(Ordering::Relaxed)
-    }
-
-    fn take(counter: &AtomicUsize, cap: usize) -> bool {
-        counter
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                (held < cap).then_some(held + 1)
-            })
-            .is_ok()
-    }
-}
-
-/// One unit of a cap, given back when dropped.
-struct Slot {
-    limits: Arc<LiveLimits>,
-    subscription: bool,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let counter = if self.subscription {
-            &self.limits.subscriptions
-        } else {
-            &self.limits.sockets
-        };
-        counter.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl LiveLimits {
-    fn slot(self: &Arc<Self>, live: &LiveSettings, subscription: bool) -> Option<Slot> {
-        let taken = if subscription {
-            Self::take(&self.subscriptions, live.max_subscriptions)
-        } else {
-            Self::take(&self.sockets, live.max_connections)
-        };
-        taken.then(|| Slot {
-            limits: self.clone(),
-            subscription,
-        })
-    }
-}
 
 /// Accepts the upgrade; everything after happens on the socket.
 pub fn upgrade(
@@ -144,7 +81,7 @@ pub fn upgrade(
         let ending = match &socket_slot {
             Some(_) => connection.serve(stream, speaks_protocol).await,
             None => Err(Ending::Close(
-                1013,
+                CloseCode::TryAgainLater,
                 "this instance holds as many sockets as it may; try again".into(),
             )),
         };
@@ -159,14 +96,6 @@ pub fn upgrade(
 
 type Operation = Pin<Box<dyn Stream<Item = Option<Response>> + Send>>;
 
-/// How a socket ends.
-enum Ending {
-    /// The client went away: nothing to send.
-    Gone,
-    /// Closed by the server with this code and reason.
-    Close(u16, String),
-}
-
 struct Connection {
     sink: SplitSink<WebSocket, Message>,
     schema: AppSchema,
@@ -174,46 +103,6 @@ struct Connection {
     limits: Arc<LiveLimits>,
     /// As trusted proxies vouch for it (see `client_address`).
     client: IpAddr,
-}
-
-/// The caller a socket was opened for, once `connection_init` was accepted.
-struct Session {
-    caller: Caller,
-    bearer: String,
-    expires_at: DateTime<Utc>,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ClientMessage {
-    ConnectionInit {
-        payload: Option<Value>,
-    },
-    Ping {
-        #[allow(dead_code)]
-        payload: Option<Value>,
-    },
-    Pong {
-        #[allow(dead_code)]
-        payload: Option<Value>,
-    },
-    Subscribe {
-        id: String,
-        payload: SubscribePayload,
-    },
-    Complete {
-        id: String,
-    },
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SubscribePayload {
-    query: String,
-    #[serde(default)]
-    variables: Option<Value>,
-    #[serde(default)]
-    operation_name: Option<String>,
 }
 
 impl Connection {
@@ -225,7 +114,7 @@ impl Connection {
     ) -> Result<Infallible, Ending> {
         if !speaks_protocol {
             return Err(Ending::Close(
-                4406,
+                CloseCode::SubprotocolNotAcceptable,
                 format!("Subprotocol not acceptable: use {PROTOCOL}"),
             ));
         }
@@ -236,7 +125,7 @@ impl Connection {
         // Opened while the instance was already shutting down: `changed` would never fire.
         if *shutdown.borrow_and_update() {
             return Err(Ending::Close(
-                1001,
+                CloseCode::GoingAway,
                 "the server is shutting down; reconnect".into(),
             ));
         }
@@ -268,22 +157,22 @@ impl Connection {
                         // Transport-level keep-alives are answered by the WebSocket layer.
                         Message::Ping(_) | Message::Pong(_) => continue,
                         Message::Binary(_) => {
-                            return Err(Ending::Close(4400, "Invalid message received: binary frames carry no protocol messages".into()));
+                            return Err(Ending::Close(CloseCode::BadMessage, "Invalid message received: binary frames carry no protocol messages".into()));
                         }
                     };
                     let message: ClientMessage = match serde_json::from_str(text.as_str()) {
                         Ok(message) => message,
                         Err(error) => {
-                            return Err(Ending::Close(4400, format!("Invalid message received: {error}")));
+                            return Err(Ending::Close(CloseCode::BadMessage, format!("Invalid message received: {error}")));
                         }
                     };
                     match message {
                         ClientMessage::ConnectionInit { payload } => {
                             if init_seen {
-                                return Err(Ending::Close(4429, "Too many initialisation requests".into()));
+                                return Err(Ending::Close(CloseCode::TooManyInitialisationRequests, "Too many initialisation requests".into()));
                             }
                             init_seen = true;
-                            match self.authenticate(payload.as_ref()).await {
+                            match Session::open(&self.app, payload.as_ref()).await {
                                 Ok(accepted) => {
                                     session = Some(accepted);
                                     self.send(json!({ "type": "connection_ack" })).await?;
@@ -297,19 +186,19 @@ impl Connection {
                         ClientMessage::Pong { .. } => {}
                         ClientMessage::Subscribe { id, payload } => {
                             let Some(session) = &session else {
-                                return Err(Ending::Close(4401, "Unauthorized: send connection_init and wait for connection_ack".into()));
+                                return Err(Ending::Close(CloseCode::Unauthorized, "Unauthorized: send connection_init and wait for connection_ack".into()));
                             };
                             if started.contains_key(&id) {
-                                return Err(Ending::Close(4409, format!("Subscriber for {id} already exists")));
+                                return Err(Ending::Close(CloseCode::SubscriberExists, format!("Subscriber for {id} already exists")));
                             }
                             if started.len() >= live.max_subscriptions_per_connection {
-                                return Err(Ending::Close(1008, format!(
+                                return Err(Ending::Close(CloseCode::PolicyViolation, format!(
                                     "more than {} subscriptions on one socket",
                                     live.max_subscriptions_per_connection
                                 )));
                             }
                             let Some(slot) = self.limits.slot(&live, true) else {
-                                return Err(Ending::Close(1013, "this instance runs as many subscriptions as it may; try again".into()));
+                                return Err(Ending::Close(CloseCode::TryAgainLater, "this instance runs as many subscriptions as it may; try again".into()));
                             };
                             // The subscription's place on the feed, taken now (anchoring the
                             // feed if nobody on this instance listened): every change committed
@@ -348,29 +237,29 @@ impl Connection {
                     self.deliver(id, item, &mut operations, &mut started, &signals).await?;
                 }
                 () = &mut init_deadline, if session.is_none() => {
-                    return Err(Ending::Close(4408, "Connection initialisation timeout".into()));
+                    return Err(Ending::Close(CloseCode::InitTimeout, "Connection initialisation timeout".into()));
                 }
                 () = until(expiry), if expiry.is_some() => {
-                    return Err(Ending::Close(4403, "Forbidden: the access token expired; reconnect with a fresh one".into()));
+                    return Err(Ending::Close(CloseCode::Forbidden, "Forbidden: the access token expired; reconnect with a fresh one".into()));
                 }
                 revocation = revocations.recv(), if session.is_some() => {
                     if let Some(session) = &session
-                        && self.revoked(session, revocation).await
+                        && session.ended_by(&self.app, revocation).await
                     {
-                        return Err(Ending::Close(4403, "Forbidden: the session has ended".into()));
+                        return Err(Ending::Close(CloseCode::Forbidden, "Forbidden: the session has ended".into()));
                     }
                 }
                 _ = pings.tick() => {
                     if last_heard.elapsed() > live.ping_interval * 3 {
-                        return Err(Ending::Close(1000, "no answer to pings".into()));
+                        return Err(Ending::Close(CloseCode::Normal, "no answer to pings".into()));
                     }
                     self.send(json!({ "type": "ping" })).await?;
                 }
                 () = signals.fell_behind() => {
-                    return Err(Ending::Close(1013, FELL_BEHIND.into()));
+                    return Err(Ending::Close(CloseCode::TryAgainLater, FELL_BEHIND.into()));
                 }
                 _ = shutdown.changed() => {
-                    return Err(Ending::Close(1001, "the server is shutting down; reconnect".into()));
+                    return Err(Ending::Close(CloseCode::GoingAway, "the server is shutting down; reconnect".into()));
                 }
             }
         }
@@ -390,7 +279,7 @@ impl Connection {
             // A subscription cut off for falling behind did not end: close the socket instead of
             // completing it, so the client resubscribes (after re-reading by query).
             if signals.is_behind() {
-                return Err(Ending::Close(1013, FELL_BEHIND.into()));
+                return Err(Ending::Close(CloseCode::TryAgainLater, FELL_BEHIND.into()));
             }
             operations.remove(&id);
             started.remove(&id);
@@ -413,74 +302,6 @@ impl Connection {
             .await
     }
 
-    /// The `connection_init` payload's `authorization` (any case) must be a live `Bearer` token.
-    async fn authenticate(&self, payload: Option<&Value>) -> Result<Session, Ending> {
-        let authorization = payload
-            .and_then(Value::as_object)
-            .and_then(|fields| {
-                fields
-                    .iter()
-                    .find(|(key, _)| key.eq_ignore_ascii_case("authorization"))
-            })
-            .and_then(|(_, value)| value.as_str());
-        let Some(bearer) = authorization
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|token| !token.is_empty())
-        else {
-            return Err(Ending::Close(
-                4401,
-                "Unauthorized: connection_init must carry {\"authorization\": \"Bearer <access token>\"}"
-                    .into(),
-            ));
-        };
-        match self
-            .app
-            .identity
-            .authenticate_until(&self.app.db, bearer)
-            .await
-        {
-            Ok((caller, expires_at)) => Ok(Session {
-                caller,
-                bearer: bearer.to_string(),
-                expires_at,
-            }),
-            Err(AppError::Unauthenticated(_)) => Err(Ending::Close(
-                4403,
-                "Forbidden: the access token is invalid, expired or revoked".into(),
-            )),
-            Err(error) => {
-                tracing::warn!(%error, "cannot authenticate a WebSocket");
-                Err(Ending::Close(
-                    1013,
-                    "cannot check the token now; try again".into(),
-                ))
-            }
-        }
-    }
-
-    /// Whether a revocation ends this socket's session. When revocations may have been missed
-    /// (`Everything`, or this receiver fell behind), the database decides.
-    async fn revoked(&self, session: &Session, revocation: Result<Revocation, RecvError>) -> bool {
-        match revocation {
-            Ok(Revocation::Session(id)) => id == session.caller.session_id,
-            Ok(Revocation::User(id)) => id == session.caller.user_id,
-            Ok(Revocation::Everything) | Err(RecvError::Lagged(_)) => {
-                // Every socket of the instance asks at once: spread them over a second.
-                let jitter = Duration::from_millis(rand::random_range(0..1000));
-                tokio::time::sleep(jitter).await;
-                matches!(
-                    self.app
-                        .identity
-                        .authenticate(&self.app.db, &session.bearer)
-                        .await,
-                    Err(AppError::Unauthenticated(_))
-                )
-            }
-            Err(RecvError::Closed) => false,
-        }
-    }
-
     /// Starts one operation, or says why it cannot run (as the `error` message's payload).
     fn start(
         &self,
@@ -499,21 +320,14 @@ impl Connection {
         if let Err(refused) = input::check(&mut request) {
             return Err(graphql_errors(ApiError::from(refused)));
         }
-        let loader = DataLoader::new(
-            loaders::DbLoader {
-                db: self.app.db.clone(),
-                deadlines: self.app.deadlines(),
-            },
-            tokio::spawn,
-        );
-        let request = request
-            .data(RequestContext::new(
-                Some(session.bearer.clone()),
-                self.client,
-            ))
-            .data(loader)
-            .data(signals.clone())
-            .data(feed::Held::new(place));
+        let request = request_data::attach(
+            request,
+            &self.app,
+            Some(session.bearer.clone()),
+            self.client,
+        )
+        .data(signals.clone())
+        .data(feed::Held::new(place));
         let stream = self
             .schema
             .execute_stream(request)
@@ -528,18 +342,21 @@ impl Connection {
         match tokio::time::timeout(SEND_TIMEOUT, self.sink.send(Message::Text(text.into()))).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Ending::Gone),
-            Err(_) => Err(Ending::Close(1013, "not reading; reconnect".into())),
+            Err(_) => Err(Ending::Close(
+                CloseCode::TryAgainLater,
+                "not reading; reconnect".into(),
+            )),
         }
     }
 
-    async fn close(&mut self, code: u16, reason: &str) {
+    async fn close(&mut self, code: CloseCode, reason: &str) {
         // A reason is at most 123 bytes on the wire.
         let mut reason = reason.to_string();
         while reason.len() > 123 {
             reason.pop();
         }
         let frame = CloseFrame {
-            code,
+            code: code.number(),
             reason: reason.into(),
         };
         // One deadline for the frame and the close: a peer that stops reading cannot hold the

@@ -1,0 +1,211 @@
+//! GraphQL over HTTP on `/graphql`: POST for any operation (one, or a batch), GET for queries, a
+//! WebSocket upgrade for subscriptions, and GraphiQL for a browser asking for a page.
+use std::net::SocketAddr;
+
+use async_graphql::{BatchRequest, BatchResponse, ParseRequestError, Response};
+use async_graphql_axum::{GraphQLBatchRequest, rejection::GraphQLRejection};
+use axum::{
+    extract::{
+        ConnectInfo, RawQuery, State,
+        ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
+    },
+    http::{HeaderMap, StatusCode, header},
+};
+
+use super::{
+    client_address::client_address,
+    errors::{ErrorCode, coded_error, mutation_over_get, not_acceptable, transport_error},
+    execution::{execute, execute_parsed, runs_a_mutation},
+    graphiql, negotiation, request_data,
+    state::ApiState,
+    websocket,
+};
+
+pub async fn graphql_post(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Result<GraphQLBatchRequest, GraphQLRejection>,
+) -> axum::response::Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    if let Some(content_type) = content_type
+        && !content_type
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    {
+        return transport_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the request as application/json",
+        );
+    }
+    let Some(media_type) = negotiation::negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let batch = match request {
+        Ok(request) => request.into_inner(),
+        Err(GraphQLRejection(refused)) => return refused_request(&refused),
+    };
+    match batch {
+        BatchRequest::Single(request) => {
+            let request = with_request_data(request, &state, &headers, peer);
+            let response = execute(&state, &headers, request).await;
+            negotiation::respond(media_type, response.into())
+        }
+        BatchRequest::Batch(requests) => {
+            if requests.is_empty() {
+                return transport_error(
+                    StatusCode::BAD_REQUEST,
+                    "the batch is empty: send at least one operation",
+                );
+            }
+            let most = state.app.config.graphql_max_batch_operations;
+            if requests.len() > most {
+                return coded_error(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::QueryTooComplex,
+                    &format!(
+                        "a batch holds 1 to {most} operations; this one holds {}",
+                        requests.len()
+                    ),
+                );
+            }
+            // One after another, each with its own caller and loaders, as if sent one by one:
+            // every login in it passes the throttle, every operation its complexity limit.
+            let mut responses = Vec::with_capacity(requests.len());
+            for request in requests {
+                let request = with_request_data(request, &state, &headers, peer);
+                responses.push(execute(&state, &headers, request).await);
+            }
+            negotiation::respond(media_type, BatchResponse::Batch(responses))
+        }
+    }
+}
+
+/// What async-graphql could not read as a request, in words a client can act on (its own
+/// rejection answers with Rust's debug text and no content type).
+fn refused_request(refused: &ParseRequestError) -> axum::response::Response {
+    match refused {
+        ParseRequestError::PayloadTooLarge => transport_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is larger than this server accepts",
+        ),
+        ParseRequestError::InvalidRequest(error) => transport_error(
+            StatusCode::BAD_REQUEST,
+            &format!("the body is not a GraphQL request in JSON: {error}"),
+        ),
+        other => transport_error(StatusCode::BAD_REQUEST, &other.to_string()),
+    }
+}
+
+/// A WebSocket upgrade is a subscription client; anything else is a query over GET.
+pub async fn graphql_get(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    websocket: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    RawQuery(query_string): RawQuery,
+) -> axum::response::Response {
+    match websocket {
+        Ok(upgrade) => {
+            let client = client_address(peer.ip(), &headers, &state.app.config.trusted_proxies);
+            return websocket::upgrade(
+                upgrade,
+                state.schema.clone(),
+                state.app.clone(),
+                state.live_limits.clone(),
+                client,
+            );
+        }
+        // Meant as a WebSocket, but not one that can be upgraded: say why, rather than answer
+        // as if it were a query (which clients would only report as close 1006).
+        Err(refused) if headers.contains_key(header::UPGRADE) => {
+            return transport_error(refused.status(), &refused.body_text());
+        }
+        Err(_) => {}
+    }
+    query_over_get(state, peer, headers, query_string).await
+}
+
+/// Queries only: a mutation must not run from a link or an `<img>` tag. Without a query, browsers
+/// get GraphiQL (when enabled).
+async fn query_over_get(
+    state: ApiState,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    query_string: Option<String>,
+) -> axum::response::Response {
+    let query_string = query_string.unwrap_or_default();
+    if query_string.is_empty() {
+        let wants_html = headers
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"));
+        if wants_html && state.app.config.graphiql_enabled {
+            return graphiql::html();
+        }
+        return transport_error(
+            StatusCode::BAD_REQUEST,
+            "send a `query` parameter, or POST a JSON body",
+        );
+    }
+    let Some(media_type) = negotiation::negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let mut request = match request_over_get(&query_string) {
+        Ok(request) => request,
+        Err(error) => return transport_error(StatusCode::BAD_REQUEST, &error),
+    };
+    // Before the method check: a hash-only GET may name a mutation.
+    if let Err(refused) = state.persisted.resolve(&mut request) {
+        let response = Response::from_errors(vec![refused.into_server_error()]);
+        return negotiation::respond(media_type, response.into());
+    }
+    let unkept = state.documents.attach(&mut request);
+    if runs_a_mutation(&mut request) {
+        return mutation_over_get();
+    }
+    let request = with_request_data(request, &state, &headers, peer);
+    let response = execute_parsed(&state, &headers, request, unkept).await;
+    negotiation::respond(media_type, response.into())
+}
+
+/// A request from GET's parameters. async-graphql's own reader expects `operation_name`; the
+/// specification (and every client) sends `operationName`, so both are read.
+fn request_over_get(query_string: &str) -> Result<async_graphql::Request, String> {
+    #[derive(serde::Deserialize)]
+    struct Parameters {
+        #[serde(default)]
+        query: String,
+        #[serde(rename = "operationName", alias = "operation_name")]
+        operation_name: Option<String>,
+        variables: Option<String>,
+        extensions: Option<String>,
+    }
+    let parameters: Parameters = serde_urlencoded::from_str(query_string)
+        .map_err(|error| format!("the query string cannot be read: {error}"))?;
+    let mut request = async_graphql::Request::new(parameters.query);
+    request.operation_name = parameters.operation_name;
+    if let Some(variables) = parameters.variables {
+        request.variables = serde_json::from_str(&variables)
+            .map_err(|error| format!("`variables` is not a JSON object: {error}"))?;
+    }
+    if let Some(extensions) = parameters.extensions {
+        request.extensions = serde_json::from_str(&extensions)
+            .map_err(|error| format!("`extensions` is not a JSON object: {error}"))?;
+    }
+    Ok(request)
+}
+
+fn with_request_data(
+    request: async_graphql::Request,
+    state: &ApiState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> async_graphql::Request {
+    let client = client_address(peer.ip(), headers, &state.app.config.trusted_proxies);
+    let bearer = request_data::bearer_from_headers(headers).map(str::to_string);
+    request_data::attach(request, &state.app, bearer, client)
+}

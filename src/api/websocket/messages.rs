@@ -1,0 +1,36 @@
+//! What a `graphql-transport-ws` client sends.
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    ConnectionInit {
+        payload: Option<Value>,
+    },
+    Ping {
+        #[allow(dead_code)]
+        payload: Option<Value>,
+    },
+    Pong {
+        #[allow(dead_code)]
+        payload: Option<Value>,
+    },
+    Subscribe {
+        id: String,
+        payload: SubscribePayload,
+    },
+    Complete {
+        id: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribePayload {
+    pub query: String,
+    #[serde(default)]
+    pub variables: Option<Value>,
+    #[serde(default)]
+    pub operation_name: Option<String>,
+}
