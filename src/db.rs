@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::{
     config::Config,
     error::{AppError, is_lost_connection},
-    metrics::metrics,
+    metrics::Metrics,
 };
 
 /// How long a pooled connection may sit idle and still be handed out without a ping first.
@@ -94,7 +94,10 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
 /// unchecked, and its `BEGIN` is the first to find out. Nothing ran, so the next connection is
 /// tried, at most as many times as the pool holds connections (they may all be dead); sqlx
 /// discards each broken one.
-pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+pub async fn begin(
+    db: &DatabaseConnection,
+    metrics: &Metrics,
+) -> Result<DatabaseTransaction, DbErr> {
     let connections = db
         .get_postgres_connection_pool()
         .options()
@@ -104,7 +107,7 @@ pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr
         match db.begin().await {
             Err(error) if is_lost_connection(&error) && tries < connections => {
                 tries += 1;
-                metrics().transaction_retry("connection_lost");
+                metrics.transaction_retry("connection_lost");
                 tracing::debug!(%error, "a pooled connection was dead at BEGIN; trying another");
             }
             outcome => return outcome,
@@ -119,18 +122,26 @@ const ATTEMPTS: u32 = 3;
 /// deadlock or a serialization failure (see [`crate::error::Contention::worth_running_again`]),
 /// runs it again after a short random pause, so the two colliders do not meet again in step, up
 /// to [`ATTEMPTS`] times in all; the client sees the retryable `CONFLICT` only if every attempt
-/// failed. It must do nothing outside its transaction, since it may run more than once.
-pub async fn retrying<T, Attempt>(mut transaction: impl FnMut() -> Attempt) -> Result<T, AppError>
+/// failed. It must do nothing outside its transaction, since it may run more than once. Every
+/// attempt stopped for contention is counted, retried or not.
+pub async fn retrying<T, Attempt>(
+    metrics: &Metrics,
+    mut transaction: impl FnMut() -> Attempt,
+) -> Result<T, AppError>
 where
     Attempt: Future<Output = Result<T, AppError>>,
 {
     let mut attempt = 1;
     loop {
-        match transaction().await {
+        let outcome = transaction().await;
+        if let Err(AppError::Contention(contention)) = &outcome {
+            metrics.contention(contention.as_str());
+        }
+        match outcome {
             Err(AppError::Contention(contention))
                 if contention.worth_running_again() && attempt < ATTEMPTS =>
             {
-                metrics().transaction_retry(contention.as_str());
+                metrics.transaction_retry(contention.as_str());
                 let pause = rand::random_range(1..=10 * u64::from(attempt));
                 tokio::time::sleep(Duration::from_millis(pause)).await;
                 attempt += 1;

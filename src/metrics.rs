@@ -3,17 +3,21 @@
 //!
 //! `prometheus-client`, the Prometheus project's own Rust client: typed label sets and no global
 //! recorder to install (the `metrics` facade's recorder can be set once per process, which a test
-//! binary that starts many instances trips over). Its one registry per process is ours to hold:
-//! counters are recorded where the events happen (the error mapping holds no handle to pass), and
-//! what the instance's state already knows (pool, relay, consumers, sockets) is set at scrape time
-//! by the HTTP layer. This module depends on nothing of the service's.
+//! binary that starts many instances trips over). Each instance owns its [`Metrics`] (the
+//! application state holds it), so two instances in one process count apart. Counters are
+//! recorded where the events happen; what the instance's state already knows (pool, relay,
+//! consumers, sockets) is set at scrape time by the API's `/metrics` handler. This module depends
+//! on nothing of the service's.
+//!
+//! One exception: the pool-wait histogram is the process's, since sqlx reports each acquire
+//! through `tracing` without naming its pool (see `telemetry`). Every instance's registry shows
+//! that one histogram; a production process runs one instance, so it is that instance's.
 use std::{
     collections::HashSet,
     sync::{Mutex, OnceLock},
     time::Duration,
 };
 
-use crate::error::Contention;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -87,13 +91,21 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
-pub fn metrics() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::new)
+/// The process's pool-wait histogram (see the module's doc).
+pub fn pool_acquire_seconds() -> &'static Histogram {
+    static POOL_ACQUIRE_SECONDS: OnceLock<Histogram> = OnceLock::new();
+    // 10 µs to ~40 s.
+    POOL_ACQUIRE_SECONDS.get_or_init(|| Histogram::new(exponential_buckets(0.000_01, 4.0, 12)))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("home_visits");
         let metrics = Self {
             operations: Family::default(),
@@ -103,8 +115,7 @@ impl Metrics {
             contention: Family::default(),
             transaction_retries: Family::default(),
             pool: Family::default(),
-            // 10 µs to ~40 s.
-            pool_acquire_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 12)),
+            pool_acquire_seconds: pool_acquire_seconds().clone(),
             relay: Family::default(),
             relay_published: Gauge::default(),
             consumer_lag_events: Family::default(),
@@ -137,7 +148,7 @@ impl Metrics {
         );
         registry.register(
             "database_contention",
-            "Statements that ended in a lock timeout, deadlock, serialization failure or statement timeout (answered as retryable CONFLICT)",
+            "Attempts of a mutation's transaction that PostgreSQL stopped for a lock timeout, deadlock, serialization failure or statement timeout (retried, or answered as retryable CONFLICT)",
             metrics.contention.clone(),
         );
         registry.register(
@@ -247,13 +258,9 @@ impl Metrics {
             .inc();
     }
 
-    /// A statement PostgreSQL refused for contention.
-    pub fn contention(&self, contention: Contention) {
-        self.contention
-            .get_or_create(&KindLabels {
-                kind: contention.as_str(),
-            })
-            .inc();
+    /// A transaction PostgreSQL stopped for contention (`lock_timeout`, `deadlock`, ...).
+    pub fn contention(&self, kind: &'static str) {
+        self.contention.get_or_create(&KindLabels { kind }).inc();
     }
 
     /// A transaction run again by the service itself (`db::retrying`, `db::begin`), and why.
@@ -261,11 +268,6 @@ impl Metrics {
         self.transaction_retries
             .get_or_create(&ReasonLabels { reason })
             .inc();
-    }
-
-    /// One connection taken from a pool after `seconds` (sqlx reports it: see `telemetry`).
-    pub fn pool_acquired(&self, seconds: f64) {
-        self.pool_acquire_seconds.observe(seconds);
     }
 
     /// The pool as it is now.

@@ -90,6 +90,11 @@ impl Application {
         &self.state.db
     }
 
+    /// What the instance shares across requests (its pool and metrics among them).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
     /// Serves until SIGINT or SIGTERM, then finishes in-flight requests.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.run_until(shutdown_signal()).await

@@ -6,12 +6,14 @@ use tokio::sync::watch;
 
 use crate::{
     config::Config,
+    db,
     events::{
         consumers::{ConsumerStatus, Source},
         feed::LiveFeed,
         relay::RelayStatus,
     },
     identity::Identity,
+    metrics::Metrics,
     notifications::NotificationsHandler,
 };
 
@@ -20,6 +22,8 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub config: Config,
     pub identity: Identity,
+    /// What this instance counts for `/metrics`.
+    pub metrics: Metrics,
     /// What this instance's relay is doing (idle when no broker is configured).
     pub relay: Arc<RelayStatus>,
     /// The notifications consumer, when this instance runs it (`CONSUMERS`).
@@ -40,6 +44,7 @@ impl AppState {
         let notifications_name = <NotificationsHandler as crate::events::consumer::Handler>::NAME;
         Ok(Arc::new(Self {
             identity: Identity::new(&config)?,
+            metrics: Metrics::new(),
             relay: Arc::default(),
             notifications: config
                 .consumers
@@ -50,6 +55,23 @@ impl AppState {
             db,
             config,
         }))
+    }
+
+    /// Starts a transaction on the request pool (see [`db::begin`]).
+    pub async fn begin(&self) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+        db::begin(&self.db, &self.metrics).await
+    }
+
+    /// Runs a transaction, again when PostgreSQL rolled it back for a collision (see
+    /// [`db::retrying`]).
+    pub async fn retrying<T, Attempt>(
+        &self,
+        transaction: impl FnMut() -> Attempt,
+    ) -> Result<T, crate::error::AppError>
+    where
+        Attempt: Future<Output = Result<T, crate::error::AppError>>,
+    {
+        db::retrying(&self.metrics, transaction).await
     }
 
     /// Today's deadlines for visits, as this instance's configuration reads them.

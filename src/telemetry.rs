@@ -64,7 +64,7 @@ impl<S: Subscriber> Layer<S> for PoolAcquireTimes {
         let mut acquired_after = AcquiredAfter(None);
         event.record(&mut acquired_after);
         if let Some(seconds) = acquired_after.0 {
-            crate::metrics::metrics().pool_acquired(seconds);
+            crate::metrics::pool_acquire_seconds().observe(seconds);
         }
     }
 }

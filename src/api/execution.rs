@@ -55,7 +55,7 @@ pub async fn execute_parsed(
     let response =
         with_error_codes(trace::with_traceparent(traceparent, schema.execute(request)).await);
     let first_error = response.errors.first().map(error_code);
-    crate::metrics::metrics().operation(
+    state.app.metrics.operation(
         operation_name.as_deref(),
         negotiation::ran(&response),
         first_error.map_or("ok", ErrorCode::as_str),

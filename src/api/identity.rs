@@ -8,7 +8,6 @@ use super::{
     objects::User,
 };
 use crate::{
-    db,
     error::{AppError, AuthFailure},
     identity::{self, Registration, SignedIn},
     ledger,
@@ -88,6 +87,7 @@ impl IdentityMutation {
             .identity
             .log_in(
                 &state.db,
+                &state.metrics,
                 &input.email,
                 SecretString::from(input.password),
                 request(ctx)?.client_ip,
@@ -105,7 +105,7 @@ impl IdentityMutation {
         let state = state(ctx)?;
         let signed_in = state
             .identity
-            .refresh_session(&state.db, &input.refresh_token)
+            .refresh_session(&state.db, &state.metrics, &input.refresh_token)
             .await?;
         Ok(signed_in.into())
     }
@@ -142,15 +142,16 @@ async fn register_account(state: &AppState, input: RegisterInput) -> Result<Auth
     )
     .into_valid_password()?;
     let password_hash = state.identity.hasher.hash(password).await?;
-    let signed_in = db::retrying(|| async {
-        let txn = db::begin(&state.db).await?;
-        let user = identity::create_user(&txn, &registration, password_hash.clone()).await?;
-        ledger::open_balance(&txn, user.id, state.config.starting_minutes).await?;
-        let tokens = state.identity.start_session(&txn, user.id).await?;
-        txn.commit().await?;
-        Ok(SignedIn { tokens, user })
-    })
-    .await?;
+    let signed_in = state
+        .retrying(|| async {
+            let txn = state.begin().await?;
+            let user = identity::create_user(&txn, &registration, password_hash.clone()).await?;
+            ledger::open_balance(&txn, user.id, state.config.starting_minutes).await?;
+            let tokens = state.identity.start_session(&txn, user.id).await?;
+            txn.commit().await?;
+            Ok(SignedIn { tokens, user })
+        })
+        .await?;
     Ok(signed_in.into())
 }
 
@@ -166,14 +167,15 @@ async fn delete_account(
         .confirm_password(&state.db, user_id, SecretString::from(password), client_ip)
         .await?;
     let deadlines = state.deadlines();
-    db::retrying(|| async {
-        let txn = db::begin(&state.db).await?;
-        identity::deactivate_user(&txn, user_id).await?;
-        visits::withdraw_user(&txn, user_id, &deadlines).await?;
-        txn.commit().await?;
-        Ok(())
-    })
-    .await?;
+    state
+        .retrying(|| async {
+            let txn = state.begin().await?;
+            identity::deactivate_user(&txn, user_id).await?;
+            visits::withdraw_user(&txn, user_id, &deadlines).await?;
+            txn.commit().await?;
+            Ok(())
+        })
+        .await?;
     state.identity.sessions.evict_user(user_id);
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
-    extract::{ConnectInfo, DefaultBodyLimit},
+    extract::{ConnectInfo, DefaultBodyLimit, State},
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
 };
 use tower::ServiceBuilder;
@@ -21,8 +21,9 @@ use super::{
     client_address::client_address,
     errors::{ErrorCode, coded_error, transport_error},
     request_data,
+    state::ApiState,
 };
-use crate::{config::Config, metrics};
+use crate::config::Config;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -130,6 +131,7 @@ impl<B> tower_http::trace::MakeSpan<B> for RequestSpan {
 
 /// Counts every response by route (the matched pattern, so the label set stays bounded) and status.
 pub async fn count_response(
+    State(state): State<ApiState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -139,7 +141,10 @@ pub async fn count_response(
         .map_or("unmatched", |path| path.as_str())
         .to_string();
     let response = next.run(request).await;
-    metrics::metrics().http_response(&route, response.status().as_u16());
+    state
+        .app
+        .metrics
+        .http_response(&route, response.status().as_u16());
     response
 }
 

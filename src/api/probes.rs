@@ -10,7 +10,7 @@ use axum::{
 };
 
 use super::state::ApiState;
-use crate::{events, metrics};
+use crate::events;
 
 /// A probe with a 1-2 s timeout must get an answer, whatever the database is doing.
 const READINESS_BUDGET: Duration = Duration::from_millis(800);
@@ -94,7 +94,7 @@ async fn readiness(state: &ApiState) -> (StatusCode, Json<serde_json::Value>) {
 /// `GET /metrics`, with what the instance knows now set beside what was counted.
 pub async fn metrics_text(State(state): State<ApiState>) -> axum::response::Response {
     let app = &state.app;
-    let recorder = metrics::metrics();
+    let recorder = &app.metrics;
     let pool = app.db.get_postgres_connection_pool();
     let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
     recorder.set_pool(

@@ -33,7 +33,10 @@ pub fn routers(app: Arc<AppState>) -> Routers {
         api = api.merge(graphiql::routes());
     }
     let api = layers::around_requests(api, config)
-        .layer(axum::middleware::from_fn(layers::count_response))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            layers::count_response,
+        ))
         // Outermost, so it also sees what the layers answer on their own.
         .layer(axum::middleware::map_response(layers::json_with_charset))
         .with_state(state.clone());

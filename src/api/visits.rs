@@ -9,10 +9,7 @@ use super::{
     pagination::{PageInfo, TotalCount, decode_cursor, encode_cursor, page_size},
     scalars::{Date, parse_id},
 };
-use crate::{
-    db,
-    visits::{self, VisitCursor, VisitRequest, entities::visit},
-};
+use crate::visits::{self, VisitCursor, VisitRequest, entities::visit};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(remote = "crate::visits::VisitRole")]
@@ -176,13 +173,14 @@ impl VisitsMutation {
         );
         let state = state(ctx)?;
         let deadlines = state.deadlines();
-        let visit = db::retrying(|| async {
-            let txn = db::begin(&state.db).await?;
-            let visit = visits::request_visit(&txn, member_id, &request, &deadlines).await?;
-            txn.commit().await?;
-            Ok(visit)
-        })
-        .await?;
+        let visit = state
+            .retrying(|| async {
+                let txn = state.begin().await?;
+                let visit = visits::request_visit(&txn, member_id, &request, &deadlines).await?;
+                txn.commit().await?;
+                Ok(visit)
+            })
+            .await?;
         Ok(Visit(visit))
     }
 
@@ -192,13 +190,14 @@ impl VisitsMutation {
         let visit_id = parse_id(&id, "id")?;
         let state = state(ctx)?;
         let deadlines = state.deadlines();
-        let visit = db::retrying(|| async {
-            let txn = db::begin(&state.db).await?;
-            let visit = visits::accept_visit(&txn, pal_id, visit_id, &deadlines).await?;
-            txn.commit().await?;
-            Ok(visit)
-        })
-        .await?;
+        let visit = state
+            .retrying(|| async {
+                let txn = state.begin().await?;
+                let visit = visits::accept_visit(&txn, pal_id, visit_id, &deadlines).await?;
+                txn.commit().await?;
+                Ok(visit)
+            })
+            .await?;
         Ok(Visit(visit))
     }
 
@@ -209,20 +208,21 @@ impl VisitsMutation {
         let visit_id = parse_id(&id, "id")?;
         let state = state(ctx)?;
         let deadlines = state.deadlines();
-        let transaction = db::retrying(|| async {
-            let txn = db::begin(&state.db).await?;
-            let transaction = visits::complete_visit(
-                &txn,
-                pal_id,
-                visit_id,
-                state.config.overhead_percent,
-                &deadlines,
-            )
+        let transaction = state
+            .retrying(|| async {
+                let txn = state.begin().await?;
+                let transaction = visits::complete_visit(
+                    &txn,
+                    pal_id,
+                    visit_id,
+                    state.config.overhead_percent,
+                    &deadlines,
+                )
+                .await?;
+                txn.commit().await?;
+                Ok(transaction)
+            })
             .await?;
-            txn.commit().await?;
-            Ok(transaction)
-        })
-        .await?;
         Ok(Transaction(transaction))
     }
 
@@ -232,13 +232,14 @@ impl VisitsMutation {
         let visit_id = parse_id(&id, "id")?;
         let state = state(ctx)?;
         let deadlines = state.deadlines();
-        let visit = db::retrying(|| async {
-            let txn = db::begin(&state.db).await?;
-            let visit = visits::cancel_visit(&txn, member_id, visit_id, &deadlines).await?;
-            txn.commit().await?;
-            Ok(visit)
-        })
-        .await?;
+        let visit = state
+            .retrying(|| async {
+                let txn = state.begin().await?;
+                let visit = visits::cancel_visit(&txn, member_id, visit_id, &deadlines).await?;
+                txn.commit().await?;
+                Ok(visit)
+            })
+            .await?;
         Ok(Visit(visit))
     }
 }

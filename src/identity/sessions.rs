@@ -19,6 +19,7 @@ use super::{
 use crate::{
     config::Config,
     error::{AppError, AuthFailure},
+    metrics::Metrics,
 };
 
 /// Identity's run-time services, built once per instance: token keys, password hashing, login
@@ -91,6 +92,7 @@ impl Identity {
     pub async fn log_in(
         &self,
         db: &DatabaseConnection,
+        metrics: &Metrics,
         email: &str,
         password: SecretString,
         client_ip: IpAddr,
@@ -103,7 +105,7 @@ impl Identity {
         let user = user
             .filter(|_| password_matches)
             .ok_or(AppError::InvalidCredentials)?;
-        let txn = crate::db::begin(db).await?;
+        let txn = crate::db::begin(db, metrics).await?;
         let tokens = self.start_session(&txn, user.id).await?;
         txn.commit().await?;
         Ok(SignedIn { tokens, user })
@@ -113,9 +115,10 @@ impl Identity {
     pub async fn refresh_session(
         &self,
         db: &DatabaseConnection,
+        metrics: &Metrics,
         presented: &str,
     ) -> Result<SignedIn, AppError> {
-        let txn = crate::db::begin(db).await?;
+        let txn = crate::db::begin(db, metrics).await?;
         let outcome = rotate_refresh_token(&txn, &self.keys, presented).await?;
         // Committed whatever the outcome: a detected replay must leave its session revoked.
         txn.commit().await?;

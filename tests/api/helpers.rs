@@ -10,6 +10,7 @@ use std::{
 use home_visits::{
     config::{Config, Environment},
     db, startup,
+    state::AppState,
 };
 use integration::reply::Reply;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
@@ -168,6 +169,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// A connection of the test's own, to look at what the service wrote.
     pub db: DatabaseConnection,
+    /// The instance's own state (its pool, its metrics), for what a test runs as the service.
+    pub state: Arc<AppState>,
     database_url: SecretString,
     /// Statements the application's requests have sent to PostgreSQL so far.
     pub statements: Arc<AtomicUsize>,
@@ -277,6 +280,7 @@ impl TestApp {
             .await
             .expect("the application starts");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state().clone();
         let metrics_address = app
             .metrics_port()
             .map(|port| format!("http://127.0.0.1:{port}"));
@@ -297,6 +301,7 @@ impl TestApp {
                 .build()
                 .expect("http client"),
             db,
+            state,
             database_url,
             statements,
             statement_log,

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use home_visits::{db, error::AppError};
+use home_visits::error::AppError;
 use sea_orm::{ConnectionTrait, Database, TransactionTrait};
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -107,9 +107,9 @@ async fn a_deadlock_victim_is_run_again_and_succeeds() {
         .await
         .expect("Bob's row");
     let attempts = AtomicU32::new(0);
-    let victim = db::retrying(|| async {
+    let victim = app.state.retrying(|| async {
         attempts.fetch_add(1, Ordering::SeqCst);
-        let txn = db::begin(&app.db).await?;
+        let txn = app.state.begin().await?;
         txn.execute_unprepared("SET LOCAL deadlock_timeout = '1s'")
             .await?;
         txn.execute_unprepared(&lock(&ann.id)).await?;
@@ -131,8 +131,17 @@ async fn a_deadlock_victim_is_run_again_and_succeeds() {
         "rolled back once, run twice"
     );
 
-    let after = retries(&metrics_text(&app.http, &app.address).await, "deadlock");
-    assert!(after > before, "no retry counted: {before} -> {after}");
+    // The instance counts its own: exactly this one retry, and the one deadlock behind it.
+    let after = metrics_text(&app.http, &app.address).await;
+    assert_eq!((before, retries(&after, "deadlock")), (0.0, 1.0), "{after}");
+    assert_eq!(
+        sample(
+            &after,
+            r#"home_visits_database_contention_total{kind="deadlock"}"#
+        ),
+        1.0,
+        "{after}"
+    );
 }
 
 #[tokio::test]
