@@ -42,7 +42,7 @@ impl BackgroundTasks {
         }
         tasks.spawn(follow_live_feed(state.clone()));
         tasks.spawn(sweep_expired_visits(state.clone()));
-        if state.config.outbox_retention.is_some() {
+        if state.config.events.outbox_retention.is_some() {
             tasks.spawn(prune_outbox(state.clone()));
         }
         Self { tasks }
@@ -67,7 +67,7 @@ async fn forget_idle_login_throttles(state: Arc<AppState>) {
 /// none is left; every instance offers, one sweeps at a time.
 async fn sweep_expired_visits(state: Arc<AppState>) {
     const BATCH: u64 = 500;
-    let mut every = tokio::time::interval(state.config.expiry_sweep_interval);
+    let mut every = tokio::time::interval(state.config.visits.expiry_sweep_interval);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
@@ -105,7 +105,8 @@ async fn follow_session_revocations(state: Arc<AppState>) {
 fn listen_options(state: &AppState, purpose: &str) -> sea_orm::sqlx::postgres::PgConnectOptions {
     let direct = state
         .config
-        .database_direct_url
+        .database
+        .direct_url
         .as_ref()
         .and_then(|url| url.expose_secret().parse().ok());
     direct
@@ -116,27 +117,28 @@ fn listen_options(state: &AppState, purpose: &str) -> sea_orm::sqlx::postgres::P
 /// The relay runs when a broker is configured.
 fn relay_settings(state: &AppState) -> Option<RelaySettings> {
     let config = &state.config;
-    if config.nats_servers.is_empty() {
+    if config.events.nats_servers.is_empty() {
         return None;
     }
     let direct_url: SecretString = config
-        .database_direct_url
+        .database
+        .direct_url
         .clone()
-        .or_else(|| config.database_url.clone())?;
+        .or_else(|| config.database.url.clone())?;
     Some(RelaySettings {
-        servers: config.nats_servers.clone(),
-        stream_replicas: config.nats_stream_replicas,
+        servers: config.events.nats_servers.clone(),
+        stream_replicas: config.events.nats_stream_replicas.get(),
         direct_url,
-        batch_size: config.relay_batch_size,
+        batch_size: config.events.relay_batch_size.get(),
     })
 }
 
 /// Applies `OUTBOX_RETENTION_DAYS`, hourly. Deleting is idempotent, so every instance may do it.
 async fn prune_outbox(state: Arc<AppState>) {
-    let Some(keep) = state.config.outbox_retention else {
+    let Some(keep) = state.config.events.outbox_retention else {
         return;
     };
-    let relay_enabled = !state.config.nats_servers.is_empty();
+    let relay_enabled = !state.config.events.nats_servers.is_empty();
     let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every_hour.tick().await;
@@ -151,7 +153,7 @@ async fn prune_outbox(state: Arc<AppState>) {
 /// A one-connection pool of a background reader's own (see [`db::connect_sized`]); the request
 /// pool if that cannot be had.
 async fn own_connection(state: &AppState, purpose: &str) -> DatabaseConnection {
-    let Some(url) = state.config.database_url.as_ref() else {
+    let Some(url) = state.config.database.url.as_ref() else {
         return state.db.clone();
     };
     loop {
@@ -169,14 +171,17 @@ async fn own_connection(state: &AppState, purpose: &str) -> DatabaseConnection {
 /// The live feed for subscriptions: from the broker when there is one, else from the log.
 async fn follow_live_feed(state: Arc<AppState>) {
     let feed = state.live.clone();
-    if state.config.nats_servers.is_empty() {
+    if state.config.events.nats_servers.is_empty() {
         let listen_with = listen_options(&state, "live feed");
         let reader = own_connection(&state, "live feed").await;
         return feed::follow_log(reader, listen_with, feed).await;
     }
     let options = broker::options("home-visits live feed");
-    match broker::connect(&state.config.nats_servers, options).await {
-        Ok(client) => feed::follow_jetstream(client, state.config.nats_stream_replicas, feed).await,
+    match broker::connect(&state.config.events.nats_servers, options).await {
+        Ok(client) => {
+            feed::follow_jetstream(client, state.config.events.nats_stream_replicas.get(), feed)
+                .await
+        }
         Err(error) => tracing::error!(%error, "live updates disabled: cannot use NATS_URL"),
     }
 }
@@ -184,16 +189,16 @@ async fn follow_live_feed(state: Arc<AppState>) {
 /// The notifications read model, from the broker when there is one, else from the log.
 async fn consume_notifications(state: Arc<AppState>, status: Arc<ConsumerStatus>) {
     let db = own_connection(&state, "notifications consumer").await;
-    if state.config.nats_servers.is_empty() {
+    if state.config.events.nats_servers.is_empty() {
         return consumers::run_from_log(db, NotificationsHandler, status).await;
     }
     let options = broker::options("home-visits consumers");
-    match broker::connect(&state.config.nats_servers, options).await {
+    match broker::connect(&state.config.events.nats_servers, options).await {
         Ok(client) => {
             consumers::run_from_jetstream(
                 db,
                 client,
-                state.config.nats_stream_replicas,
+                state.config.events.nats_stream_replicas.get(),
                 NotificationsHandler,
                 status,
             )

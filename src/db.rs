@@ -24,7 +24,13 @@ const MIGRATION_LOCK_KEY: i64 = 0x686f_6d65_7669_7369;
 /// Opens the pool. Every connection carries timeouts so a stuck lock or a forgotten transaction
 /// surfaces as an error instead of a hang.
 pub async fn connect_to(url: &SecretString, config: &Config) -> anyhow::Result<DatabaseConnection> {
-    connect_sized(url, config, config.database_pool_size, APPLICATION_NAME).await
+    connect_sized(
+        url,
+        config,
+        config.database.pool_size.get(),
+        APPLICATION_NAME,
+    )
+    .await
 }
 
 /// What the request pool's sessions are called in `pg_stat_activity`; a background task's own
@@ -43,11 +49,14 @@ pub async fn connect_sized(
 ) -> anyhow::Result<DatabaseConnection> {
     let application_name = application_name.to_owned();
     let session_settings = [
-        ("lock_timeout", millis(config.lock_timeout)),
-        ("statement_timeout", millis(config.statement_timeout)),
+        ("lock_timeout", millis(config.database.lock_timeout)),
+        (
+            "statement_timeout",
+            millis(config.database.statement_timeout),
+        ),
         (
             "idle_in_transaction_session_timeout",
-            millis(config.idle_in_transaction_timeout),
+            millis(config.database.idle_in_transaction_timeout),
         ),
     ];
     let mut options = ConnectOptions::new(url.expose_secret());
@@ -56,8 +65,8 @@ pub async fn connect_sized(
         .min_connections(1)
         // Both bounded so that during a database outage each call fails fast and retryably instead
         // of queueing for seconds.
-        .connect_timeout(config.database_acquire_timeout)
-        .acquire_timeout(config.database_acquire_timeout)
+        .connect_timeout(config.database.acquire_timeout)
+        .acquire_timeout(config.database.acquire_timeout)
         // sqlx pings every connection it hands out by default: one more round trip (and a park and
         // wake on both sides) per transaction. A connection in steady use is known alive; only one
         // idle long enough to have been dropped by the server or a proxy is worth the ping (the

@@ -27,7 +27,11 @@ pub async fn provision(config: &Config) -> anyhow::Result<SecretString> {
             "DATABASE_URL must be set in production: the local PostgreSQL is for development only"
         );
     }
-    let admin_url = ensure_running(&config.local_postgres_dir, config.local_postgres_port).await?;
+    let admin_url = ensure_running(
+        &config.database.local_postgres_dir,
+        config.database.local_postgres_port,
+    )
+    .await?;
     db::create_database_if_missing(&admin_url, LOCAL_DATABASE).await?;
     Ok(db::with_database(&admin_url, LOCAL_DATABASE))
 }

@@ -1,5 +1,6 @@
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
 use home_visits::{api, config::Config, db, local_postgres, startup, telemetry};
@@ -9,49 +10,90 @@ use home_visits::{api, config::Config, db, local_postgres, startup, telemetry};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: home-visits [serve | migrate | schema]
+/// A GraphQL service for booking home visits paid in minutes. Settings come from the
+/// environment (and `.env` in development): see docs/configuration.md.
+#[derive(Parser)]
+#[command(name = "home-visits", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-  serve    run the service (the default); provisions a local PostgreSQL when DATABASE_URL is unset
-  migrate  apply pending database migrations and exit
-  schema   print the GraphQL SDL (the content of schema.graphql)
-  version  print the version
-  db start start the project-local PostgreSQL (under LOCAL_POSTGRES_DIR) and print its URL
-  db stop  stop it
-  events tail [--from POSITION] [--follow]
-           print the event log as JSON lines, in log order, after the event at POSITION
-           (default: from the start); --follow keeps printing new events as they commit
-  events dead-letters [--retry ID]
-           list the events consumers gave up on (JSON lines), or hand dead letter ID to its
-           consumer again";
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default); provisions a local PostgreSQL when DATABASE_URL is unset
+    Serve,
+    /// Apply pending database migrations and exit
+    Migrate,
+    /// Print the GraphQL SDL (the content of schema.graphql)
+    Schema,
+    /// Print the version
+    Version,
+    /// The project-local PostgreSQL (under LOCAL_POSTGRES_DIR)
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
+    /// The event log
+    Events {
+        #[command(subcommand)]
+        action: EventsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbAction {
+    /// Start it and print its URL
+    Start,
+    /// Stop it
+    Stop,
+}
+
+#[derive(Subcommand)]
+enum EventsAction {
+    /// Print the event log as JSON lines, in log order
+    Tail {
+        /// Start after the event at this position (default: from the start)
+        #[arg(long, value_name = "POSITION")]
+        from: Option<i64>,
+        /// Keep printing new events as they commit
+        #[arg(long)]
+        follow: bool,
+    },
+    /// List the events consumers gave up on (JSON lines)
+    DeadLetters {
+        /// Hand this dead letter to its consumer again
+        #[arg(long, value_name = "ID")]
+        retry: Option<i64>,
+    },
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let command = std::env::args().nth(1);
-    match command.as_deref() {
-        Some("schema") => {
+    let command = Cli::parse().command.unwrap_or(Command::Serve);
+    match command {
+        Command::Schema => {
             print!("{}", api::sdl());
             return ExitCode::SUCCESS;
         }
-        Some("-V" | "--version" | "version") => {
+        Command::Version => {
             println!("home-visits {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         _ => {}
     }
     telemetry::init();
-    let outcome = match command.as_deref() {
-        None | Some("serve") => serve().await,
-        Some("migrate") => migrate().await,
-        Some("db") => local_database(std::env::args().nth(2).as_deref()).await,
-        Some("events") => events(std::env::args().skip(2).collect()).await,
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Some(other) => {
-            eprintln!("unknown command `{other}`\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let outcome = match command {
+        Command::Serve => serve().await,
+        Command::Migrate => migrate().await,
+        Command::Db { action } => local_database(action).await,
+        Command::Events {
+            action: EventsAction::Tail { from, follow },
+        } => tail_events(from, follow).await,
+        Command::Events {
+            action: EventsAction::DeadLetters { retry },
+        } => dead_letters(retry).await,
+        Command::Schema | Command::Version => Ok(()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,42 +119,23 @@ async fn migrate() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn local_database(action: Option<&str>) -> anyhow::Result<()> {
+async fn local_database(action: DbAction) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     match action {
-        Some("start") => {
+        DbAction::Start => {
             let url = local_postgres::provision(&config).await?;
             println!("{}", url.expose_secret());
             Ok(())
         }
-        Some("stop") => local_postgres::stop(&config.local_postgres_dir).await,
-        _ => anyhow::bail!("usage: home-visits db start|stop"),
+        DbAction::Stop => local_postgres::stop(&config.database.local_postgres_dir).await,
     }
 }
 
-async fn events(args: Vec<String>) -> anyhow::Result<()> {
+async fn tail_events(from: Option<i64>, follow: bool) -> anyhow::Result<()> {
     use std::io::Write;
 
     use home_visits::events::log::{self, LogPosition};
 
-    let usage = "usage: home-visits events tail [--from POSITION] [--follow] | events dead-letters [--retry ID]";
-    let mut args = args.into_iter();
-    match args.next().as_deref() {
-        Some("tail") => {}
-        Some("dead-letters") => return dead_letters(args.collect(), usage).await,
-        _ => anyhow::bail!("{usage}"),
-    }
-    let (mut from, mut follow) = (None, false);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--follow" => follow = true,
-            "--from" => {
-                let position = args.next().and_then(|value| value.parse::<i64>().ok());
-                from = Some(position.ok_or_else(|| anyhow::anyhow!("{usage}"))?);
-            }
-            _ => anyhow::bail!("{usage}"),
-        }
-    }
     let mut config = Config::from_env()?;
     let db = startup::connect_database(&mut config).await?;
     let mut cursor = match from {
@@ -136,16 +159,9 @@ async fn events(args: Vec<String>) -> anyhow::Result<()> {
     }
 }
 
-async fn dead_letters(args: Vec<String>, usage: &str) -> anyhow::Result<()> {
+async fn dead_letters(retry: Option<i64>) -> anyhow::Result<()> {
     use home_visits::{events::consumer, notifications::NotificationsHandler};
 
-    let retry = match args.as_slice() {
-        [] => None,
-        [flag, id] if flag == "--retry" => {
-            Some(id.parse::<i64>().map_err(|_| anyhow::anyhow!("{usage}"))?)
-        }
-        _ => anyhow::bail!("{usage}"),
-    };
     let mut config = Config::from_env()?;
     let db = startup::connect_database(&mut config).await?;
     match retry {

@@ -25,7 +25,7 @@ pub struct Application {
 
 /// Connects (provisioning a local PostgreSQL when no `DATABASE_URL` is set), migrates and binds.
 pub async fn build(mut config: Config) -> anyhow::Result<Application> {
-    if config.jwt_secret_is_ephemeral {
+    if config.auth.jwt_secret_is_ephemeral {
         tracing::warn!(
             "JWT_SECRET is not set: using a random one for this process, so tokens die with it and \
              are not accepted by other instances"
@@ -39,11 +39,11 @@ pub async fn build(mut config: Config) -> anyhow::Result<Application> {
 /// The pool on `DATABASE_URL`, or (in development, when it is unset) on the local PostgreSQL,
 /// which is provisioned first and then becomes the configuration's `DATABASE_URL`.
 pub async fn connect_database(config: &mut Config) -> anyhow::Result<DatabaseConnection> {
-    let url = match &config.database_url {
+    let url = match &config.database.url {
         Some(url) => url.clone(),
         None => local_postgres::provision(config).await?,
     };
-    config.database_url = Some(url.clone());
+    config.database.url = Some(url.clone());
     db::connect_to(&url, config).await
 }
 
@@ -52,11 +52,11 @@ pub async fn build_with_database(
     config: Config,
     db: DatabaseConnection,
 ) -> anyhow::Result<Application> {
-    let listener = TcpListener::bind(config.bind_addr)
+    let listener = TcpListener::bind(config.server.bind_addr)
         .await
-        .with_context(|| format!("cannot listen on {}", config.bind_addr))?;
+        .with_context(|| format!("cannot listen on {}", config.server.bind_addr))?;
     let port = listener.local_addr()?.port();
-    let metrics_listener = match config.metrics {
+    let metrics_listener = match config.server.metrics {
         MetricsExposure::Own(address) => Some(
             TcpListener::bind(address)
                 .await
@@ -144,7 +144,7 @@ impl Application {
         });
         // New connections stop at once; what is in flight gets the grace, and no more: an
         // orchestrator kills a process that overstays anyway, with less said about why.
-        let grace = self.state.config.shutdown_grace;
+        let grace = self.state.config.server.shutdown_grace;
         let mut stopping = self.state.shutdown.subscribe();
         let served = tokio::select! {
             served = serving.into_future() => served,

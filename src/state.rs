@@ -36,7 +36,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, db: DatabaseConnection) -> anyhow::Result<Arc<Self>> {
-        let source = if config.nats_servers.is_empty() {
+        let source = if config.events.nats_servers.is_empty() {
             Source::Postgres
         } else {
             Source::Jetstream
@@ -47,10 +47,14 @@ impl AppState {
             metrics: Metrics::new(),
             relay: Arc::default(),
             notifications: config
+                .events
                 .consumers
                 .contains(&notifications_name)
                 .then(|| ConsumerStatus::new(notifications_name, source)),
-            live: LiveFeed::new(config.live.feed_buffer, config.nats_servers.is_empty()),
+            live: LiveFeed::new(
+                config.live.feed_buffer.get(),
+                config.events.nats_servers.is_empty(),
+            ),
             shutdown: watch::Sender::new(false),
             db,
             config,
@@ -76,6 +80,6 @@ impl AppState {
 
     /// Today's deadlines for visits, as this instance's configuration reads them.
     pub fn deadlines(&self) -> crate::visits::Deadlines {
-        crate::visits::Deadlines::now(self.config.completion_grace_days)
+        crate::visits::Deadlines::now(self.config.visits.completion_grace_days)
     }
 }

@@ -105,7 +105,7 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
-    use crate::config::parse_trusted_proxies as parse_trusted;
+    use crate::config::parse::trusted_proxies as parse_trusted;
 
     fn reading(header: ForwardedHeader) -> TrustedProxies {
         TrustedProxies {

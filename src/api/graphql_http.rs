@@ -61,7 +61,7 @@ pub async fn graphql_post(
                     "the batch is empty: send at least one operation",
                 );
             }
-            let most = state.app.config.graphql_max_batch_operations;
+            let most = state.app.config.graphql.max_batch_operations.get();
             if requests.len() > most {
                 return coded_error(
                     StatusCode::BAD_REQUEST,
@@ -110,7 +110,11 @@ pub async fn graphql_get(
 ) -> axum::response::Response {
     match websocket {
         Ok(upgrade) => {
-            let client = client_address(peer.ip(), &headers, &state.app.config.trusted_proxies);
+            let client = client_address(
+                peer.ip(),
+                &headers,
+                &state.app.config.server.trusted_proxies,
+            );
             return websocket::upgrade(
                 upgrade,
                 state.schema.clone(),
@@ -143,7 +147,7 @@ async fn query_over_get(
             .get(header::ACCEPT)
             .and_then(|accept| accept.to_str().ok())
             .is_some_and(|accept| accept.contains("text/html"));
-        if wants_html && state.app.config.graphiql_enabled {
+        if wants_html && state.app.config.graphql.graphiql {
             return graphiql::html();
         }
         return transport_error(
@@ -205,7 +209,7 @@ fn with_request_data(
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> async_graphql::Request {
-    let client = client_address(peer.ip(), headers, &state.app.config.trusted_proxies);
+    let client = client_address(peer.ip(), headers, &state.app.config.server.trusted_proxies);
     let bearer = request_data::bearer_from_headers(headers).map(str::to_string);
     request_data::attach(request, &state.app, bearer, client)
 }

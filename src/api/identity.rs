@@ -146,7 +146,7 @@ async fn register_account(state: &AppState, input: RegisterInput) -> Result<Auth
         .retrying(|| async {
             let txn = state.begin().await?;
             let user = identity::create_user(&txn, &registration, password_hash.clone()).await?;
-            ledger::open_balance(&txn, user.id, state.config.starting_minutes).await?;
+            ledger::open_balance(&txn, user.id, state.config.visits.starting_minutes).await?;
             let tokens = state.identity.start_session(&txn, user.id).await?;
             txn.commit().await?;
             Ok(SignedIn { tokens, user })

@@ -30,7 +30,9 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Browsers may call from the origins `CORS_ORIGINS` lists (and, in development, from local ones).
 fn cors(config: &Config) -> CorsLayer {
     let origins: Vec<HeaderValue> = config
-        .cors_origins
+        .server
+        .cors
+        .origins
         .iter()
         .filter_map(|origin| match HeaderValue::from_str(origin) {
             Ok(value) => Some(value),
@@ -40,7 +42,7 @@ fn cors(config: &Config) -> CorsLayer {
             }
         })
         .collect();
-    let local_origins = config.cors_local_origins;
+    let local_origins = config.server.cors.local_origins;
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin, _| {
             origins.contains(origin) || (local_origins && is_local_origin(origin))
@@ -58,7 +60,7 @@ fn cors(config: &Config) -> CorsLayer {
             HeaderName::from_static("baggage"),
         ])
         .expose_headers([REQUEST_ID])
-        .max_age(config.cors_max_age)
+        .max_age(config.server.cors.max_age)
 }
 
 /// `router` inside the request id, its span, the timeout, CORS and the body limit, in that order
@@ -67,7 +69,7 @@ pub fn around_requests<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     config: &Config,
 ) -> Router<S> {
-    let trusted_proxies = Arc::new(config.trusted_proxies.clone());
+    let trusted_proxies = Arc::new(config.server.trusted_proxies.clone());
     router.layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -83,11 +85,13 @@ pub fn around_requests<S: Clone + Send + Sync + 'static>(
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
-                config.request_timeout,
+                config.server.request_timeout,
             ))
             .layer(cors(config))
-            .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-            .layer(DefaultBodyLimit::max(config.max_body_bytes)),
+            .layer(RequestBodyLimitLayer::new(
+                config.server.max_body_bytes.get(),
+            ))
+            .layer(DefaultBodyLimit::max(config.server.max_body_bytes.get())),
     )
 }
 

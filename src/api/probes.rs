@@ -42,7 +42,7 @@ async fn readiness(state: &ApiState) -> (StatusCode, Json<serde_json::Value>) {
             Json(serde_json::json!({ "status": "unavailable", "database": "unreachable" })),
         );
     }
-    let relay = if app.config.nats_servers.is_empty() {
+    let relay = if app.config.events.nats_servers.is_empty() {
         None
     } else {
         let lag = match events::log::lag(&app.db, events::relay::CHECKPOINT).await {
@@ -58,7 +58,9 @@ async fn readiness(state: &ApiState) -> (StatusCode, Json<serde_json::Value>) {
     // instance a lag count per probe nor takes it out of service when it stalls there.
     let mut consumers = Vec::new();
     if let Some(status) = &app.notifications {
-        match events::consumers::health(&app.db, status, app.config.consumer_stall_after).await {
+        match events::consumers::health(&app.db, status, app.config.events.consumer_stall_after)
+            .await
+        {
             Ok(health) => consumers.push(health),
             Err(error) => tracing::warn!(%error, "cannot measure the consumers"),
         }
@@ -100,14 +102,14 @@ pub async fn metrics_text(State(state): State<ApiState>) -> axum::response::Resp
     recorder.set_pool(
         i64::from(pool.size()) - idle,
         idle,
-        i64::from(app.config.database_pool_size),
+        i64::from(app.config.database.pool_size.get()),
     );
     recorder.set_live(
         state.live_limits.sockets(),
         state.live_limits.subscriptions(),
     );
     // The database parts are bounded like /readyz's: a scrape must get an answer.
-    if !app.config.nats_servers.is_empty() {
+    if !app.config.events.nats_servers.is_empty() {
         let lag = tokio::time::timeout(
             READINESS_BUDGET,
             events::log::lag(&app.db, events::relay::CHECKPOINT),
@@ -127,7 +129,7 @@ pub async fn metrics_text(State(state): State<ApiState>) -> axum::response::Resp
     if let Some(status) = &app.notifications
         && let Ok(Ok(health)) = tokio::time::timeout(
             READINESS_BUDGET,
-            events::consumers::health(&app.db, status, app.config.consumer_stall_after),
+            events::consumers::health(&app.db, status, app.config.events.consumer_stall_after),
         )
         .await
     {

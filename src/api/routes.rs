@@ -26,10 +26,10 @@ pub fn routers(app: Arc<AppState>) -> Routers {
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz));
-    if config.metrics == MetricsExposure::SamePort {
+    if config.server.metrics == MetricsExposure::SamePort {
         api = api.route("/metrics", get(metrics_text));
     }
-    if config.graphiql_enabled {
+    if config.graphql.graphiql {
         api = api.merge(graphiql::routes());
     }
     let api = layers::around_requests(api, config)
@@ -40,7 +40,7 @@ pub fn routers(app: Arc<AppState>) -> Routers {
         // Outermost, so it also sees what the layers answer on their own.
         .layer(axum::middleware::map_response(layers::json_with_charset))
         .with_state(state.clone());
-    let metrics = matches!(config.metrics, MetricsExposure::Own(_)).then(|| {
+    let metrics = matches!(config.server.metrics, MetricsExposure::Own(_)).then(|| {
         Router::new()
             .route("/metrics", get(metrics_text))
             .with_state(state.clone())

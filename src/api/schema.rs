@@ -35,15 +35,15 @@ pub const INTROSPECTION_COMPLEXITY_LIMIT: usize = 5_000;
 
 /// The schema with its limits and services.
 pub fn schema(state: Arc<AppState>) -> AppSchema {
-    let depth = state.config.graphql_depth_limit;
-    let complexity = state.config.graphql_complexity_limit;
+    let depth = state.config.graphql.depth_limit;
+    let complexity = state.config.graphql.complexity_limit;
     build(state, depth, complexity)
 }
 
 /// The same schema with the introspection limits, for operations that read only the schema
 /// (`None` when introspection is off: those operations then go to [`schema`], which refuses them).
 pub fn introspection_schema(state: Arc<AppState>) -> Option<AppSchema> {
-    state.config.introspection_enabled.then(|| {
+    state.config.graphql.introspection.then(|| {
         build(
             state,
             INTROSPECTION_DEPTH_LIMIT,
@@ -59,12 +59,12 @@ fn build(state: Arc<AppState>, depth: usize, complexity: usize) -> AppSchema {
         SubscriptionRoot,
     )
     .extension(Limits {
-        max_aliases: state.config.graphql_max_aliases,
+        max_aliases: state.config.graphql.max_aliases,
     })
     .limit_depth(depth)
     .limit_complexity(complexity)
     .limit_recursive_depth(32);
-    if !state.config.introspection_enabled {
+    if !state.config.graphql.introspection {
         builder = builder.disable_introspection();
     }
     builder.data(state).finish()

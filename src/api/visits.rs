@@ -215,7 +215,7 @@ impl VisitsMutation {
                     &txn,
                     pal_id,
                     visit_id,
-                    state.config.overhead_percent,
+                    state.config.visits.overhead_percent,
                     &deadlines,
                 )
                 .await?;

@@ -6,7 +6,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QuerySelect, sea_query::Expr,
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::{
@@ -42,18 +42,18 @@ impl Identity {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         Ok(Self {
             keys: TokenKeys::new(
-                config.jwt_secret.expose_secret(),
-                &config.jwt_issuer,
-                &config.jwt_audience,
-                config.access_token_ttl,
+                config.jwt_secret(),
+                &config.auth.jwt_issuer,
+                &config.auth.jwt_audience,
+                config.auth.access_token_ttl,
             ),
-            hasher: PasswordHasher::new(config.password_hashing_concurrency)?,
+            hasher: PasswordHasher::new(config.auth.password_hashing_concurrency.get())?,
             throttle: LoginThrottle::new(
-                config.login_attempts_per_address_per_minute,
-                config.login_attempts_per_account_per_minute,
+                config.auth.login_attempts_per_address_per_minute.get(),
+                config.auth.login_attempts_per_account_per_minute.get(),
             ),
-            sessions: RevokedSessions::new(config.access_token_ttl),
-            refresh_token_ttl: config.refresh_token_ttl,
+            sessions: RevokedSessions::new(config.auth.access_token_ttl),
+            refresh_token_ttl: config.auth.refresh_token_ttl,
         })
     }
 

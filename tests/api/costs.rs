@@ -7,7 +7,7 @@ use reqwest::header;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error_code};
+use crate::helpers::{TestApp, assert_error_code, positive};
 
 fn aliased(count: usize, field: &str) -> String {
     let fields: Vec<String> = (0..count).map(|n| format!("a{n}: {field}")).collect();
@@ -27,7 +27,7 @@ async fn statements_for<F: std::future::Future<Output = T>, T>(
 #[tokio::test]
 async fn over_budget_documents_are_refused_before_any_sql_runs() {
     // Aliases allowed without limit here, so the complexity model alone must refuse the first.
-    let app = TestApp::spawn_with(|config| config.graphql_max_aliases = 10_000).await;
+    let app = TestApp::spawn_with(|config| config.graphql.max_aliases = 10_000).await;
     let ann = app.register_user("ann").await;
     let token = Some(ann.access_token.as_str());
 
@@ -124,8 +124,8 @@ async fn a_total_count_is_counted_only_when_selected() {
 #[tokio::test]
 async fn a_batch_runs_each_operation_as_its_own_request_up_to_the_cap() {
     let app = TestApp::spawn_with(|config| {
-        config.graphql_max_batch_operations = 4;
-        config.login_attempts_per_address_per_minute = 3;
+        config.graphql.max_batch_operations = positive(4);
+        config.auth.login_attempts_per_address_per_minute = positive(3);
     })
     .await;
     let ann = app.register_user("ann").await;
@@ -244,7 +244,7 @@ async fn documents_that_do_not_parse_or_validate_get_their_own_codes() {
 
 #[tokio::test]
 async fn bad_page_arguments_are_bad_user_input_and_the_end_is_an_empty_page() {
-    let app = TestApp::spawn_with(|config| config.starting_minutes = 1_000).await;
+    let app = TestApp::spawn_with(|config| config.visits.starting_minutes = 1_000).await;
     let ann = app.register_user("ann").await;
     let bob = app.register_user("bob").await;
     for _ in 0..3 {
@@ -336,7 +336,7 @@ async fn bad_page_arguments_are_bad_user_input_and_the_end_is_an_empty_page() {
 /// million rows, `integration bench --workload read-at-scale` shows the timings).
 #[tokio::test]
 async fn every_list_and_count_is_served_by_an_index() {
-    let app = TestApp::spawn_with(|config| config.starting_minutes = 1_000).await;
+    let app = TestApp::spawn_with(|config| config.visits.starting_minutes = 1_000).await;
     let ann = app.register_user("ann").await;
     let bob = app.register_user("bob").await;
     let visit = app.requested_visit(&ann.access_token, 10).await;

@@ -78,7 +78,7 @@ async fn a_request_whose_date_passed_leaves_the_open_list_but_can_be_completed_i
 
 #[tokio::test]
 async fn after_its_grace_days_a_visit_is_expired_everywhere_and_holds_no_minutes() {
-    let app = TestApp::spawn_with(|config| config.completion_grace_days = 2).await;
+    let app = TestApp::spawn_with(|config| config.visits.completion_grace_days = 2).await;
     let ann = app.register_user("ann").await;
     let bob = app.register_user("bob").await;
     let requested = app.requested_visit(&ann.access_token, 70).await;
@@ -145,12 +145,14 @@ async fn after_its_grace_days_a_visit_is_expired_everywhere_and_holds_no_minutes
 #[tokio::test]
 async fn the_sweeper_writes_expired_and_records_each_expiry_once_however_many_instances_sweep() {
     let app = TestApp::spawn_with(|config| {
-        config.starting_minutes = 1_000;
-        config.expiry_sweep_interval = Duration::from_millis(200);
+        config.visits.starting_minutes = 1_000;
+        config.visits.expiry_sweep_interval = Duration::from_millis(200);
     })
     .await;
     let sibling = app
-        .spawn_sibling_with(|config| config.expiry_sweep_interval = Duration::from_millis(200))
+        .spawn_sibling_with(|config| {
+            config.visits.expiry_sweep_interval = Duration::from_millis(200)
+        })
         .await;
     let ann = app.register_user("ann").await;
     let bob = app.register_user("bob").await;
@@ -288,7 +290,7 @@ async fn live_subscribers_see_a_visit_expire() {
 /// must say which.
 #[tokio::test]
 async fn a_completion_and_the_sweeper_racing_on_one_visit_never_both_win() {
-    let app = TestApp::spawn_with(|config| config.starting_minutes = 10_000).await;
+    let app = TestApp::spawn_with(|config| config.visits.starting_minutes = 10_000).await;
     let ann = app.register_user("ann").await;
     let bob = app.register_user("bob").await;
     let mut ids = Vec::new();

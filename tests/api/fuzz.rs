@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use integration::reply::Reply;
 
-use crate::helpers::{TestApp, tomorrow};
+use crate::helpers::{TestApp, positive, tomorrow};
 
 const DOCUMENTED: [&str; 8] = [
     "UNAUTHENTICATED",
@@ -90,8 +90,8 @@ fn operation(texts: &[String], ints: &[i64], visit: &str, pick: usize) -> (Strin
 #[tokio::test]
 async fn arbitrary_input_to_every_root_field_gets_a_documented_answer_and_the_books_balance() {
     let app = TestApp::spawn_with(|config| {
-        config.login_attempts_per_account_per_minute = 1_000_000;
-        config.login_attempts_per_address_per_minute = 1_000_000;
+        config.auth.login_attempts_per_account_per_minute = positive(1_000_000);
+        config.auth.login_attempts_per_address_per_minute = positive(1_000_000);
     })
     .await;
     let ann = app.register_user("ann").await;

@@ -14,7 +14,7 @@ use home_visits::{
 };
 use integration::reply::Reply;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
-use secrecy::{ExposeSecret, SecretBox, SecretString};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
@@ -37,8 +37,8 @@ async fn admin_url() -> SecretString {
                     let settings =
                         Config::from_env().expect("valid configuration in the environment");
                     home_visits::local_postgres::ensure_running(
-                        &settings.local_postgres_dir,
-                        settings.local_postgres_port,
+                        &settings.database.local_postgres_dir,
+                        settings.database.local_postgres_port,
                     )
                     .await
                     .expect("a PostgreSQL to test against")
@@ -183,6 +183,14 @@ pub struct TestApp {
     _database: Option<TestDatabase>,
 }
 
+/// A count for a setting that must not be zero (`NonZeroU32`, `NonZeroUsize`, ...).
+pub fn positive<N: std::str::FromStr>(count: u64) -> N {
+    count
+        .to_string()
+        .parse()
+        .unwrap_or_else(|_| panic!("{count} is not a positive count of this type"))
+}
+
 /// One signed-in user.
 #[derive(Debug, Clone)]
 pub struct TestUser {
@@ -247,13 +255,15 @@ impl TestApp {
             .with_env_filter("warn")
             .try_init();
         let mut config = Config::defaults(Environment::Development);
-        config.database_url = Some(database_url);
-        config.bind_addr = "127.0.0.1:0".parse().expect("a socket address");
-        config.jwt_secret = SecretBox::new(TEST_JWT_SECRET.to_vec().into_boxed_slice());
-        config.password_hashing_concurrency = 2;
+        config.database.url = Some(database_url);
+        config.server.bind_addr = "127.0.0.1:0".parse().expect("a socket address");
+        config.auth.jwt_secret = Some(SecretString::from(
+            std::str::from_utf8(TEST_JWT_SECRET).expect("the test secret is text"),
+        ));
+        config.auth.password_hashing_concurrency = positive(2);
         customize(&mut config);
 
-        let database_url = config.database_url.clone().expect("set above");
+        let database_url = config.database.url.clone().expect("set above");
         let mut pool = db::connect_to(&database_url, &config)
             .await
             .expect("the application's pool");

@@ -3,7 +3,7 @@ use serde_json::{Value, json};
 
 use integration::reply::Reply;
 
-use crate::helpers::{TestApp, assert_error_code};
+use crate::helpers::{TestApp, assert_error_code, positive};
 
 #[tokio::test]
 async fn health_and_readiness_answer() {
@@ -143,7 +143,7 @@ async fn syntax_errors_carry_a_code() {
 
 #[tokio::test]
 async fn introspection_can_be_switched_off() {
-    let off = TestApp::spawn_with(|config| config.introspection_enabled = false).await;
+    let off = TestApp::spawn_with(|config| config.graphql.introspection = false).await;
     let on = TestApp::spawn().await;
     let query = "{ __schema { queryType { name } } }";
 
@@ -182,8 +182,8 @@ fn header_of(response: &reqwest::Response, name: header::HeaderName) -> Option<S
 #[tokio::test]
 async fn production_admits_only_the_configured_origins() {
     let app = TestApp::spawn_with(|config| {
-        config.cors_local_origins = false;
-        config.cors_origins = vec!["https://app.example".into()];
+        config.server.cors.local_origins = false;
+        config.server.cors.origins = vec!["https://app.example".into()];
     })
     .await;
 
@@ -254,7 +254,7 @@ async fn development_admits_local_dev_servers_on_any_port_and_common_client_head
 
 #[tokio::test]
 async fn what_is_not_a_graphql_request_is_refused_in_the_graphql_error_shape() {
-    let app = TestApp::spawn_with(|config| config.max_body_bytes = 1024).await;
+    let app = TestApp::spawn_with(|config| config.server.max_body_bytes = positive(1024)).await;
     let url = format!("{}/graphql", app.address);
     let post = |content_type: &'static str, body: String| {
         app.http
@@ -525,7 +525,7 @@ async fn readiness_answers_within_a_second_while_the_database_refuses_and_recove
 
 #[tokio::test]
 async fn graphiql_is_served_from_the_binary_with_a_policy_that_keeps_it_there() {
-    let app = TestApp::spawn_with(|config| config.graphiql_enabled = true).await;
+    let app = TestApp::spawn_with(|config| config.graphql.graphiql = true).await;
     let page = app
         .http
         .get(format!("{}/graphql", app.address))
@@ -577,7 +577,7 @@ async fn graphiql_is_served_from_the_binary_with_a_policy_that_keeps_it_there() 
         .expect("text");
     assert!(licences.contains("MIT License"));
 
-    let off = TestApp::spawn_with(|config| config.graphiql_enabled = false).await;
+    let off = TestApp::spawn_with(|config| config.graphql.graphiql = false).await;
     let asset = off
         .http
         .get(format!("{}/graphiql/4.1.2/start.js", off.address))

@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, TestApp, assert_error_code, auth_payload};
+use crate::helpers::{PASSWORD, TestApp, assert_error_code, auth_payload, positive};
 
 #[tokio::test]
 async fn registering_returns_tokens_a_normalised_email_and_the_starting_balance() {
@@ -25,7 +25,7 @@ async fn registering_returns_tokens_a_normalised_email_and_the_starting_balance(
 
 #[tokio::test]
 async fn the_starting_balance_comes_from_configuration_and_is_opened_with_the_user() {
-    let app = TestApp::spawn_with(|config| config.starting_minutes = 300).await;
+    let app = TestApp::spawn_with(|config| config.visits.starting_minutes = 300).await;
 
     let user = app.register_user("bo").await;
 
@@ -236,7 +236,10 @@ async fn deleting_an_account_scrubs_it_ends_its_sessions_and_keeps_its_balance()
 
 #[tokio::test]
 async fn repeated_login_attempts_are_rate_limited() {
-    let app = TestApp::spawn_with(|config| config.login_attempts_per_account_per_minute = 3).await;
+    let app = TestApp::spawn_with(|config| {
+        config.auth.login_attempts_per_account_per_minute = positive(3)
+    })
+    .await;
     let user = app.register_user("jo").await;
 
     for _ in 0..3 {
@@ -296,7 +299,10 @@ async fn a_logout_on_one_instance_is_honoured_by_another_within_moments() {
 
 #[tokio::test]
 async fn password_guesses_at_account_deletion_are_throttled_like_logins() {
-    let app = TestApp::spawn_with(|config| config.login_attempts_per_account_per_minute = 3).await;
+    let app = TestApp::spawn_with(|config| {
+        config.auth.login_attempts_per_account_per_minute = positive(3)
+    })
+    .await;
     let user = app.register_user("guessed").await;
 
     for _ in 0..3 {

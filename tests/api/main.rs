@@ -1,6 +1,7 @@
 //! The service's own tests: real app on port 0, real PostgreSQL, a fresh database per test.
 mod helpers;
 
+mod cli;
 mod costs;
 mod events;
 mod expiry;

@@ -100,7 +100,7 @@ async fn counters_move_with_the_operations_an_instance_answers() {
 
 #[tokio::test]
 async fn metrics_can_be_switched_off_or_given_an_address_of_their_own() {
-    let off = TestApp::spawn_with(|config| config.metrics = MetricsExposure::Off).await;
+    let off = TestApp::spawn_with(|config| config.server.metrics = MetricsExposure::Off).await;
     let response = off
         .http
         .get(format!("{}/metrics", off.address))
@@ -110,7 +110,7 @@ async fn metrics_can_be_switched_off_or_given_an_address_of_their_own() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
     let apart = TestApp::spawn_with(|config| {
-        config.metrics = MetricsExposure::Own("127.0.0.1:0".parse().expect("an address"));
+        config.server.metrics = MetricsExposure::Own("127.0.0.1:0".parse().expect("an address"));
     })
     .await;
     let own = apart.metrics_address.clone().expect("a metrics address");

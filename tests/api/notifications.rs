@@ -450,9 +450,10 @@ async fn a_handler_failing_twice_applies_once_on_the_third_try_and_redeliveries_
 async fn a_stalled_consumer_makes_readyz_answer_503_and_name_it() {
     use sea_orm::TransactionTrait;
 
-    let app =
-        TestApp::spawn_with(|config| config.consumer_stall_after = Duration::from_millis(500))
-            .await;
+    let app = TestApp::spawn_with(|config| {
+        config.events.consumer_stall_after = Duration::from_millis(500)
+    })
+    .await;
     assert_eq!(app.readiness().await.0, 200);
     // The consumer's batch lock, held elsewhere: this instance's consumer can do nothing.
     let holder = app.db.begin().await.expect("transaction");
@@ -484,7 +485,7 @@ async fn a_stalled_consumer_makes_readyz_answer_503_and_name_it() {
 
 #[tokio::test]
 async fn an_instance_without_consumers_leaves_them_to_the_instances_that_run_them() {
-    let serving = TestApp::spawn_with(|config| config.consumers = Vec::new()).await;
+    let serving = TestApp::spawn_with(|config| config.events.consumers = Vec::new()).await;
     let (ann, _bob, _cy) = a_day_of_visits(&serving).await;
     // An instance that runs the consumer tells Ann within ~100 ms; give this one ten times that.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -517,11 +518,11 @@ async fn with_a_broker_the_consumer_reads_jetstream_and_instances_share_it() {
     let url = nats.url();
     let first = TestApp::spawn_with({
         let url = url.clone();
-        move |config| config.nats_servers = vec![url]
+        move |config| config.events.nats_servers = vec![url]
     })
     .await;
     let second = first
-        .spawn_sibling_with(move |config| config.nats_servers = vec![url])
+        .spawn_sibling_with(move |config| config.events.nats_servers = vec![url])
         .await;
     let (ann, bob, _) = a_day_of_visits(&second).await;
 

@@ -276,7 +276,7 @@ async fn persisted_queries_are_found_by_hash_once_registered() {
 
 #[tokio::test]
 async fn a_persisted_mutation_is_still_refused_over_get_and_limits_still_apply() {
-    let app = TestApp::spawn_with(|config| config.graphql_max_aliases = 2).await;
+    let app = TestApp::spawn_with(|config| config.graphql.max_aliases = 2).await;
     let mutation = "mutation { logout }";
     let hash = format!("{:x}", Sha256::digest(mutation.as_bytes()));
     post(

@@ -2,7 +2,7 @@
 //! count the client the trusted proxy names, and must not believe a name any client can write.
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, positive};
 
 const LOGIN: &str = "mutation($input: LoginInput!) { login(input: $input) { accessToken } }";
 
@@ -34,9 +34,9 @@ async fn failed_login(app: &TestApp, attempt: usize, headers: &[(&str, &str)]) -
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_client_is_throttled_on_its_own_address() {
     let app = TestApp::spawn_with(|config| {
-        config.login_attempts_per_address_per_minute = 2;
-        config.trusted_proxies.nets =
-            home_visits::config::parse_trusted_proxies("127.0.0.0/8").expect("a valid list");
+        config.auth.login_attempts_per_address_per_minute = positive(2);
+        config.server.trusted_proxies.nets =
+            home_visits::config::parse::trusted_proxies("127.0.0.0/8").expect("a valid list");
     })
     .await;
     let first = [("x-forwarded-for", "6.6.6.6, 198.51.100.1")];
@@ -58,7 +58,10 @@ async fn behind_a_trusted_proxy_each_client_is_throttled_on_its_own_address() {
 
 #[tokio::test]
 async fn an_untrusted_peer_cannot_escape_the_throttle_by_naming_other_addresses() {
-    let app = TestApp::spawn_with(|config| config.login_attempts_per_address_per_minute = 2).await;
+    let app = TestApp::spawn_with(|config| {
+        config.auth.login_attempts_per_address_per_minute = positive(2)
+    })
+    .await;
     let spoofs = ["198.51.100.1", "198.51.100.2", "198.51.100.3"];
     let mut codes = Vec::new();
     for (attempt, spoof) in spoofs.iter().enumerate() {

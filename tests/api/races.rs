@@ -3,7 +3,7 @@
 use futures::future::join_all;
 use integration::client::{Failure, Outcome, Payment};
 
-use crate::helpers::{TestApp, TestUser};
+use crate::helpers::{TestApp, TestUser, positive};
 
 /// The error codes of the failed outcomes, in order.
 fn failure_codes<T>(outcomes: &[Outcome<T>]) -> Vec<&str> {
@@ -28,7 +28,7 @@ fn assert_failed_with<T: std::fmt::Debug>(outcome: &Outcome<T>, code: &str, mess
 
 #[tokio::test]
 async fn twenty_concurrent_ten_minute_requests_on_120_minutes_book_exactly_twelve() {
-    let app = TestApp::spawn_with(|config| config.database_pool_size = 20).await;
+    let app = TestApp::spawn_with(|config| config.database.pool_size = positive(20)).await;
     let ann = app.register_user("ann").await;
 
     let outcomes =
@@ -43,7 +43,7 @@ async fn twenty_concurrent_ten_minute_requests_on_120_minutes_book_exactly_twelv
 
 #[tokio::test]
 async fn ten_pals_completing_one_visit_at_once_pay_it_once() {
-    let app = TestApp::spawn_with(|config| config.database_pool_size = 20).await;
+    let app = TestApp::spawn_with(|config| config.database.pool_size = positive(20)).await;
     let ann = app.register_user("ann").await;
     let mut pals = Vec::new();
     for index in 0..10 {
@@ -82,7 +82,7 @@ async fn ten_pals_completing_one_visit_at_once_pay_it_once() {
 
 #[tokio::test]
 async fn completions_racing_a_new_request_never_overcommit_the_member() {
-    let app = TestApp::spawn_with(|config| config.database_pool_size = 20).await;
+    let app = TestApp::spawn_with(|config| config.database.pool_size = positive(20)).await;
     let ann = app.register_user("ann").await;
     let mut pals = Vec::new();
     let mut visits = Vec::new();
@@ -111,7 +111,7 @@ async fn completions_racing_a_new_request_never_overcommit_the_member() {
 
 #[tokio::test]
 async fn crosswise_completions_in_parallel_never_fail_with_an_internal_error() {
-    let app = TestApp::spawn_with(|config| config.database_pool_size = 20).await;
+    let app = TestApp::spawn_with(|config| config.database.pool_size = positive(20)).await;
     let ann = app.register_user("ann").await;
     let bob = app.register_user("bob").await;
     let mut anns_visits = Vec::new();
@@ -151,7 +151,7 @@ async fn crosswise_completions_in_parallel_never_fail_with_an_internal_error() {
 
 #[tokio::test]
 async fn simultaneous_retries_with_one_idempotency_key_book_one_visit() {
-    let app = TestApp::spawn_with(|config| config.database_pool_size = 20).await;
+    let app = TestApp::spawn_with(|config| config.database.pool_size = positive(20)).await;
     let ann = app.register_user("ann").await;
 
     let outcomes = join_all((0..8).map(|_| {
@@ -175,7 +175,7 @@ async fn simultaneous_retries_with_one_idempotency_key_book_one_visit() {
 
 #[tokio::test]
 async fn a_completion_racing_a_cancellation_leaves_exactly_one_outcome() {
-    let app = TestApp::spawn_with(|config| config.database_pool_size = 20).await;
+    let app = TestApp::spawn_with(|config| config.database.pool_size = positive(20)).await;
     let ann = app.register_user("ann").await;
     let bob = app.register_user("bob").await;
     let mut completed_visits = 0;
@@ -207,9 +207,10 @@ async fn a_completion_racing_a_cancellation_leaves_exactly_one_outcome() {
 async fn a_lock_held_too_long_gives_a_retryable_conflict_not_a_hang() {
     use sea_orm::{ConnectionTrait, TransactionTrait};
 
-    let app =
-        TestApp::spawn_with(|config| config.lock_timeout = std::time::Duration::from_millis(200))
-            .await;
+    let app = TestApp::spawn_with(|config| {
+        config.database.lock_timeout = std::time::Duration::from_millis(200)
+    })
+    .await;
     let ann = app.register_user("ann").await;
     let bob = app.register_user("bob").await;
     let visit_id = app.requested_visit(&ann.access_token, 30).await;

@@ -11,7 +11,7 @@ const STREAM: &str = "HOME_VISITS";
 
 async fn relayed_app(nats: &NatsServer) -> TestApp {
     let url = nats.url();
-    TestApp::spawn_with(move |config| config.nats_servers = vec![url]).await
+    TestApp::spawn_with(move |config| config.events.nats_servers = vec![url]).await
 }
 
 /// The outbox's event ids in log order.
@@ -125,7 +125,7 @@ async fn one_instance_relays_and_another_takes_over_when_it_dies() {
     let first = relayed_app(&nats).await;
     let url = nats.url();
     let second = first
-        .spawn_sibling_with(move |config| config.nats_servers = vec![url])
+        .spawn_sibling_with(move |config| config.events.nats_servers = vec![url])
         .await;
     let ann = first.register_user("ann").await;
     first.requested_visit(&ann.access_token, 10).await;

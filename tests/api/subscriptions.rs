@@ -4,7 +4,7 @@ use std::time::Duration;
 use integration::live::{Frame, LiveClient};
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, TestUser};
+use crate::helpers::{PASSWORD, TestApp, TestUser, positive};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// Long enough for an event that should not come to have come.
@@ -399,7 +399,8 @@ async fn logging_out_or_leaving_closes_the_callers_sockets_and_only_theirs() {
 
 #[tokio::test]
 async fn an_expired_access_token_closes_the_socket_so_the_client_reconnects_with_a_fresh_one() {
-    let app = TestApp::spawn_with(|config| config.access_token_ttl = Duration::from_secs(2)).await;
+    let app =
+        TestApp::spawn_with(|config| config.auth.access_token_ttl = Duration::from_secs(2)).await;
     let ann = app.register_user("ann").await;
     let mut anns = live(&app, &ann).await;
     let (code, reason) = anns
@@ -470,8 +471,8 @@ async fn a_change_made_through_one_instance_reaches_a_subscriber_on_another() {
 #[tokio::test]
 async fn caps_close_sockets_with_a_reason_and_shutdown_closes_with_going_away() {
     let app = TestApp::spawn_with(|config| {
-        config.live.max_connections = 2;
-        config.live.max_subscriptions_per_connection = 2;
+        config.live.max_connections = positive(2);
+        config.live.max_subscriptions_per_connection = positive(2);
     })
     .await;
     let ann = app.register_user("ann").await;
@@ -505,7 +506,7 @@ async fn caps_close_sockets_with_a_reason_and_shutdown_closes_with_going_away() 
 
 #[tokio::test]
 async fn a_subscriber_that_falls_behind_is_cut_off_rather_than_buffered_for() {
-    let app = TestApp::spawn_with(|config| config.live.feed_buffer = 2).await;
+    let app = TestApp::spawn_with(|config| config.live.feed_buffer = positive(2)).await;
     let ann = app.register_user("ann").await;
     let bob = app.register_user("bob").await;
     for _ in 0..3 {

@@ -381,7 +381,7 @@ async fn people_only_see_their_own_visits_and_open_requests() {
 
 #[tokio::test]
 async fn visits_page_by_date_then_id_with_a_total_count() {
-    let app = TestApp::spawn_with(|config| config.starting_minutes = 1_000).await;
+    let app = TestApp::spawn_with(|config| config.visits.starting_minutes = 1_000).await;
     let ann = app.register_user("ann").await;
     let today = chrono::Utc::now().date_naive();
     for days in [3, 1, 2, 1, 0] {
@@ -588,7 +588,7 @@ async fn deleting_an_account_cancels_its_requests_and_reopens_the_visits_it_acce
 async fn a_page_of_visits_costs_the_same_few_statements_whatever_its_size() {
     use std::sync::atomic::Ordering;
 
-    let app = TestApp::spawn_with(|config| config.starting_minutes = 10_000).await;
+    let app = TestApp::spawn_with(|config| config.visits.starting_minutes = 10_000).await;
     let ann = app.register_user("ann").await;
     let page_cost = |first: i32| {
         let app = &app;

@@ -52,9 +52,9 @@ impl Drop for Slot {
 impl LiveLimits {
     pub fn slot(self: &Arc<Self>, live: &LiveSettings, subscription: bool) -> Option<Slot> {
         let taken = if subscription {
-            Self::take(&self.subscriptions, live.max_subscriptions)
+            Self::take(&self.subscriptions, live.max_subscriptions.get())
         } else {
-            Self::take(&self.sockets, live.max_connections)
+            Self::take(&self.sockets, live.max_connections.get())
         };
         taken.then(|| Slot {
             limits: self.clone(),

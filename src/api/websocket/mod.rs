@@ -62,10 +62,10 @@ pub fn upgrade(
         .protocols([PROTOCOL])
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(SOCKET_BUFFER)
-        .max_message_size(app.config.max_body_bytes)
+        .max_message_size(app.config.server.max_body_bytes.get())
         // Checked as a frame's header arrives, before its payload is buffered (the message limit
         // is checked only after).
-        .max_frame_size(app.config.max_body_bytes);
+        .max_frame_size(app.config.server.max_body_bytes.get());
     let speaks_protocol = upgrade.selected_protocol().is_some();
     upgrade.on_upgrade(move |socket| async move {
         let (sink, stream) = socket.split();
@@ -191,10 +191,10 @@ impl Connection {
                             if started.contains_key(&id) {
                                 return Err(Ending::Close(CloseCode::SubscriberExists, format!("Subscriber for {id} already exists")));
                             }
-                            if started.len() >= live.max_subscriptions_per_connection {
+                            if started.len() >= live.max_subscriptions_per_connection.get() {
                                 return Err(Ending::Close(CloseCode::PolicyViolation, format!(
                                     "more than {} subscriptions on one socket",
-                                    live.max_subscriptions_per_connection
+                                    live.max_subscriptions_per_connection.get()
                                 )));
                             }
                             let Some(slot) = self.limits.slot(&live, true) else {
