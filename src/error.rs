@@ -23,7 +23,10 @@ pub enum AppError {
     InvalidCredentials,
     /// `INSUFFICIENT_MINUTES`
     #[error("not enough minutes: {requested} requested, {available} available")]
-    InsufficientMinutes { requested: i32, available: i32 },
+    InsufficientMinutes {
+        requested: crate::domain::Minutes,
+        available: crate::domain::Minutes,
+    },
     /// `NOT_FOUND`
     #[error("{0} not found")]
     NotFound(&'static str),

@@ -7,6 +7,7 @@ pub mod api;
 pub mod background;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod error;
 pub mod events;
 pub mod identity;

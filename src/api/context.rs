@@ -114,8 +114,8 @@ impl From<AppError> for ApiError {
                         requested,
                         available,
                     } => {
-                        extensions.set("requested", *requested);
-                        extensions.set("available", *available);
+                        extensions.set("requested", requested.0);
+                        extensions.set("available", available.0);
                     }
                     AppError::Unauthenticated(reason) => {
                         extensions.set("reason", reason.as_str());

@@ -1,13 +1,13 @@
 //! GraphQL for identity: registration, sessions and the account.
 use async_graphql::{Context, InputObject, Object, SimpleObject};
 use secrecy::SecretString;
-use uuid::Uuid;
 
 use super::{
     context::{ApiResult, caller, request, state},
     objects::User,
 };
 use crate::{
+    domain::{Minutes, UserId},
     error::{AppError, AuthFailure},
     identity::{self, Registration, SignedIn},
     ledger,
@@ -63,7 +63,7 @@ impl IdentityQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> ApiResult<User> {
         let caller = caller(ctx).await?;
-        let model = identity::find_active_user(&state(ctx)?.db, caller.user_id)
+        let model = identity::find_active_user(&state(ctx)?.db, caller.user_id.into())
             .await?
             .ok_or(AppError::Unauthenticated(AuthFailure::SessionRevoked))?;
         Ok(User::new(model, Some(caller.user_id)))
@@ -146,7 +146,12 @@ async fn register_account(state: &AppState, input: RegisterInput) -> Result<Auth
         .retrying(|| async {
             let txn = state.begin().await?;
             let user = identity::create_user(&txn, &registration, password_hash.clone()).await?;
-            ledger::open_balance(&txn, user.id, state.config.visits.starting_minutes).await?;
+            ledger::open_balance(
+                &txn,
+                UserId(user.id),
+                Minutes(state.config.visits.starting_minutes),
+            )
+            .await?;
             let tokens = state.identity.start_session(&txn, user.id).await?;
             txn.commit().await?;
             Ok(SignedIn { tokens, user })
@@ -158,31 +163,36 @@ async fn register_account(state: &AppState, input: RegisterInput) -> Result<Auth
 /// Deactivation spans two contexts (the account, and the visits it is party to).
 async fn delete_account(
     state: &AppState,
-    user_id: Uuid,
+    user_id: UserId,
     password: String,
     client_ip: std::net::IpAddr,
 ) -> Result<(), AppError> {
     state
         .identity
-        .confirm_password(&state.db, user_id, SecretString::from(password), client_ip)
+        .confirm_password(
+            &state.db,
+            user_id.into(),
+            SecretString::from(password),
+            client_ip,
+        )
         .await?;
     let deadlines = state.deadlines();
     state
         .retrying(|| async {
             let txn = state.begin().await?;
-            identity::deactivate_user(&txn, user_id).await?;
+            identity::deactivate_user(&txn, user_id.into()).await?;
             visits::withdraw_user(&txn, user_id, &deadlines).await?;
             txn.commit().await?;
             Ok(())
         })
         .await?;
-    state.identity.sessions.evict_user(user_id);
+    state.identity.sessions.evict_user(user_id.into());
     Ok(())
 }
 
 impl From<SignedIn> for AuthPayload {
     fn from(SignedIn { tokens, user }: SignedIn) -> Self {
-        let viewer = Some(user.id);
+        let viewer = Some(UserId(user.id));
         Self {
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,

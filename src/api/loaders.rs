@@ -4,10 +4,10 @@ use std::collections::HashMap;
 
 use async_graphql::dataloader::Loader;
 use sea_orm::DatabaseConnection;
-use uuid::Uuid;
 
 use super::context::ApiError;
 use crate::{
+    domain::{Minutes, UserId, VisitId},
     identity::{self, entities::user},
     ledger,
     visits::{
@@ -24,31 +24,32 @@ pub struct DbLoader {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct UserKey(pub Uuid);
+pub struct UserKey(pub UserId);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct VisitKey(pub Uuid);
+pub struct VisitKey(pub VisitId);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TasksKey(pub Uuid);
+pub struct TasksKey(pub VisitId);
 
 /// A user's balance of minutes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BalanceKey(pub Uuid);
+pub struct BalanceKey(pub UserId);
 
 /// A member's outstanding minutes (requested and accepted visits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct OutstandingKey(pub Uuid);
+pub struct OutstandingKey(pub UserId);
 
 impl Loader<UserKey> for DbLoader {
     type Value = user::Model;
     type Error = ApiError;
 
     async fn load(&self, keys: &[UserKey]) -> Result<HashMap<UserKey, Self::Value>, Self::Error> {
-        let users = identity::find_users(&self.db, keys.iter().map(|key| key.0).collect()).await?;
+        let users =
+            identity::find_users(&self.db, keys.iter().map(|key| key.0.into()).collect()).await?;
         Ok(users
             .into_iter()
-            .map(|user| (UserKey(user.id), user))
+            .map(|user| (UserKey(UserId(user.id)), user))
             .collect())
     }
 }
@@ -60,7 +61,7 @@ impl Loader<VisitKey> for DbLoader {
     async fn load(&self, keys: &[VisitKey]) -> Result<HashMap<VisitKey, Self::Value>, Self::Error> {
         let found = visits::find_visits(
             &self.db,
-            keys.iter().map(|key| key.0).collect(),
+            keys.iter().map(|key| key.0.into()).collect(),
             &self.deadlines,
         )
         .await?;
@@ -76,12 +77,13 @@ impl Loader<TasksKey> for DbLoader {
     type Error = ApiError;
 
     async fn load(&self, keys: &[TasksKey]) -> Result<HashMap<TasksKey, Self::Value>, Self::Error> {
-        let tasks = visits::tasks_of(&self.db, keys.iter().map(|key| key.0).collect()).await?;
+        let tasks =
+            visits::tasks_of(&self.db, keys.iter().map(|key| key.0.into()).collect()).await?;
         let mut by_visit: HashMap<TasksKey, Vec<task::Model>> =
             keys.iter().map(|key| (*key, Vec::new())).collect();
         for task in tasks {
             by_visit
-                .entry(TasksKey(task.visit_id))
+                .entry(TasksKey(VisitId(task.visit_id)))
                 .or_default()
                 .push(task);
         }
@@ -90,7 +92,7 @@ impl Loader<TasksKey> for DbLoader {
 }
 
 impl Loader<BalanceKey> for DbLoader {
-    type Value = i32;
+    type Value = Minutes;
     type Error = ApiError;
 
     async fn load(
@@ -107,7 +109,7 @@ impl Loader<BalanceKey> for DbLoader {
 }
 
 impl Loader<OutstandingKey> for DbLoader {
-    type Value = i32;
+    type Value = Minutes;
     type Error = ApiError;
 
     async fn load(
@@ -123,7 +125,7 @@ impl Loader<OutstandingKey> for DbLoader {
         // Members without outstanding visits have no row: they hold zero minutes.
         Ok(keys
             .iter()
-            .map(|key| (*key, outstanding.get(&key.0).copied().unwrap_or(0)))
+            .map(|key| (*key, outstanding.get(&key.0).copied().unwrap_or_default()))
             .collect())
     }
 }

@@ -32,3 +32,8 @@ pub fn parse_id(id: &ID, field: &str) -> Result<Uuid, AppError> {
     id.parse()
         .map_err(|_| AppError::bad_input(field, "is not a valid id"))
 }
+
+/// A visit's id from the client.
+pub fn parse_visit_id(id: &ID, field: &str) -> Result<crate::domain::VisitId, AppError> {
+    parse_id(id, field).map(crate::domain::VisitId)
+}

@@ -16,9 +16,10 @@ use super::{
     context::{ApiError, ApiResult, caller, state},
     loaders::{VisitKey, loader},
     objects::{Notification, Visit},
-    scalars::parse_id,
+    scalars::parse_visit_id,
 };
 use crate::{
+    domain::UserId,
     events::{StoredEvent, feed},
     notifications,
     visits::{
@@ -162,7 +163,7 @@ enum Pick {
 /// them (the visit only while they may see it).
 fn visit_events(
     events: impl Stream<Item = Arc<StoredEvent>> + Send + 'static,
-    viewer: Uuid,
+    viewer: UserId,
     mut pick: impl FnMut(&VisitChange) -> Pick + Send + 'static,
 ) -> impl Stream<Item = VisitEvent> + Send + 'static {
     async_stream::stream! {
@@ -196,7 +197,7 @@ impl SubscriptionRoot {
     ) -> Result<impl Stream<Item = VisitEvent> + use<>, ApiError> {
         let events = events(ctx)?;
         let viewer = caller(ctx).await?.user_id;
-        let visit_id = parse_id(&id, "id")?;
+        let visit_id = parse_visit_id(&id, "id")?;
         // The same answer as `visit(id)` for a visit you may not see: it does not exist for you.
         let state = state(ctx)?;
         visits::find_visible(&state.db, viewer, visit_id, &state.deadlines()).await?;
@@ -269,7 +270,7 @@ impl SubscriptionRoot {
 }
 
 /// The id of the notification a `notification.added` event announces to `recipient`.
-fn notification_for(event: &StoredEvent, recipient: Uuid) -> Option<Uuid> {
+fn notification_for(event: &StoredEvent, recipient: UserId) -> Option<Uuid> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Facts {
@@ -280,5 +281,5 @@ fn notification_for(event: &StoredEvent, recipient: Uuid) -> Option<Uuid> {
         return None;
     }
     let facts = <Facts as serde::Deserialize>::deserialize(&event.payload).ok()?;
-    (facts.recipient_id == recipient).then_some(facts.notification_id)
+    (facts.recipient_id == recipient.0).then_some(facts.notification_id)
 }

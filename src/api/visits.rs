@@ -7,7 +7,7 @@ use super::{
     limits,
     objects::{Transaction, Visit, VisitStatus},
     pagination::{PageInfo, TotalCount, decode_cursor, encode_cursor, page_size},
-    scalars::{Date, parse_id},
+    scalars::{Date, parse_visit_id},
 };
 use crate::visits::{self, VisitCursor, VisitRequest, entities::visit};
 
@@ -98,7 +98,7 @@ impl VisitsQuery {
     async fn visit(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Visit> {
         let viewer = caller(ctx).await?.user_id;
         let state = state(ctx)?;
-        let visit_id = parse_id(&id, "id")?;
+        let visit_id = parse_visit_id(&id, "id")?;
         let visit = visits::find_visible(&state.db, viewer, visit_id, &state.deadlines()).await?;
         Ok(Visit(visit))
     }
@@ -129,7 +129,7 @@ impl VisitsQuery {
         let deadlines = state.deadlines();
         let page =
             visits::visible_visits(&state.db, viewer, filter, &deadlines, first, after).await?;
-        let cursor_of = |visit: &visit::Model| encode_cursor(&list, &visit.date, visit.id);
+        let cursor_of = |visit: &visit::Model| encode_cursor(&list, &visit.date, visit.id.0);
         let end_cursor = page.items.last().map(cursor_of);
         let db = state.db.clone();
         Ok(VisitConnection {
@@ -187,7 +187,7 @@ impl VisitsMutation {
     /// Claims someone else's requested visit; only you may then complete it.
     async fn accept_visit(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Visit> {
         let pal_id = caller(ctx).await?.user_id;
-        let visit_id = parse_id(&id, "id")?;
+        let visit_id = parse_visit_id(&id, "id")?;
         let state = state(ctx)?;
         let deadlines = state.deadlines();
         let visit = state
@@ -205,7 +205,7 @@ impl VisitsMutation {
     /// plus the grace days: the member pays its minutes and you are credited them less the fee.
     async fn complete_visit(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Transaction> {
         let pal_id = caller(ctx).await?.user_id;
-        let visit_id = parse_id(&id, "id")?;
+        let visit_id = parse_visit_id(&id, "id")?;
         let state = state(ctx)?;
         let deadlines = state.deadlines();
         let transaction = state
@@ -229,7 +229,7 @@ impl VisitsMutation {
     /// Withdraws your visit while it is requested or accepted, freeing its minutes.
     async fn cancel_visit(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Visit> {
         let member_id = caller(ctx).await?.user_id;
-        let visit_id = parse_id(&id, "id")?;
+        let visit_id = parse_visit_id(&id, "id")?;
         let state = state(ctx)?;
         let deadlines = state.deadlines();
         let visit = state

@@ -5,6 +5,8 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain::{Minutes, UserId, VisitId};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
     UserRegistered,
@@ -99,11 +101,11 @@ pub struct UserDeactivated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VisitState {
-    pub visit_id: Uuid,
-    pub member_id: Uuid,
-    pub pal_id: Option<Uuid>,
+    pub visit_id: VisitId,
+    pub member_id: UserId,
+    pub pal_id: Option<UserId>,
     pub date: NaiveDate,
-    pub minutes: i32,
+    pub minutes: Minutes,
     /// `REQUESTED`, `ACCEPTED`, `COMPLETED`, `CANCELLED` or `EXPIRED`.
     pub status: String,
 }
@@ -131,8 +133,8 @@ pub struct VisitCompleted {
     /// `REQUESTED` or `ACCEPTED`: whether the visit left the open list with this event.
     pub previous_status: String,
     pub transaction_id: Uuid,
-    pub pal_credit: i32,
-    pub fee: i32,
+    pub pal_credit: Minutes,
+    pub fee: Minutes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,7 +151,7 @@ pub struct VisitCancelled {
 pub struct VisitReleased {
     #[serde(flatten)]
     pub visit: VisitState,
-    pub previous_pal_id: Uuid,
+    pub previous_pal_id: UserId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,12 +167,12 @@ pub struct VisitExpired {
 #[serde(rename_all = "camelCase")]
 pub struct TransferRecorded {
     pub transaction_id: Uuid,
-    pub visit_id: Uuid,
-    pub member_id: Uuid,
-    pub pal_id: Uuid,
-    pub minutes: i32,
-    pub pal_credit: i32,
-    pub fee: i32,
+    pub visit_id: VisitId,
+    pub member_id: UserId,
+    pub pal_id: UserId,
+    pub minutes: Minutes,
+    pub pal_credit: Minutes,
+    pub fee: Minutes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,12 +198,12 @@ macro_rules! payload {
 
 payload!(UserRegistered, UserRegistered, |this| this.user_id);
 payload!(UserDeactivated, UserDeactivated, |this| this.user_id);
-payload!(VisitRequested, VisitRequested, |this| this.visit.visit_id);
-payload!(VisitAccepted, VisitAccepted, |this| this.visit.visit_id);
-payload!(VisitCompleted, VisitCompleted, |this| this.visit.visit_id);
-payload!(VisitCancelled, VisitCancelled, |this| this.visit.visit_id);
-payload!(VisitReleased, VisitReleased, |this| this.visit.visit_id);
-payload!(VisitExpired, VisitExpired, |this| this.visit.visit_id);
+payload!(VisitRequested, VisitRequested, |this| this.visit.visit_id.0);
+payload!(VisitAccepted, VisitAccepted, |this| this.visit.visit_id.0);
+payload!(VisitCompleted, VisitCompleted, |this| this.visit.visit_id.0);
+payload!(VisitCancelled, VisitCancelled, |this| this.visit.visit_id.0);
+payload!(VisitReleased, VisitReleased, |this| this.visit.visit_id.0);
+payload!(VisitExpired, VisitExpired, |this| this.visit.visit_id.0);
 payload!(TransferRecorded, LedgerTransferRecorded, |this| this
     .transaction_id);
 payload!(NotificationAdded, NotificationAdded, |this| this

@@ -17,6 +17,6 @@ pub use users::*;
 /// The authenticated user behind a request, and the session their access token belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
-    pub user_id: uuid::Uuid,
+    pub user_id: crate::domain::UserId,
     pub session_id: uuid::Uuid,
 }

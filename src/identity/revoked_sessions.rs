@@ -75,7 +75,7 @@ impl RevokedSessions {
         let revoked = self.revoked.lock().ok()?;
         Some(
             !revoked.sessions.contains_key(&caller.session_id)
-                && !revoked.users.contains_key(&caller.user_id),
+                && !revoked.users.contains_key(&caller.user_id.0),
         )
     }
 
@@ -272,6 +272,7 @@ impl Revocation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::UserId;
 
     #[test]
     fn a_revocation_survives_its_trip_through_notify() {
@@ -294,11 +295,11 @@ mod tests {
         let cache = RevokedSessions::new(Duration::from_secs(900));
         let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
         let ann_session = Caller {
-            user_id: ann,
+            user_id: UserId(ann),
             session_id: Uuid::new_v4(),
         };
         let bob_session = Caller {
-            user_id: bob,
+            user_id: UserId(bob),
             session_id: Uuid::new_v4(),
         };
         assert_eq!(

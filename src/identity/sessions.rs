@@ -194,7 +194,7 @@ impl Identity {
         let expires_at = DateTime::from_timestamp(claims.exp, 0)
             .ok_or(AppError::Unauthenticated(AuthFailure::TokenInvalid))?;
         let caller = Caller {
-            user_id: claims.sub,
+            user_id: crate::domain::UserId(claims.sub),
             session_id: claims.sid,
         };
         match self.sessions.knows(caller) {

@@ -1,13 +1,15 @@
 pub mod balance {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::{Minutes, UserId};
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "balances")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
-        pub user_id: Uuid,
-        pub minutes: i32,
-        pub starting_minutes: i32,
+        pub user_id: UserId,
+        pub minutes: Minutes,
+        pub starting_minutes: Minutes,
         pub updated_at: DateTimeUtc,
     }
 
@@ -20,18 +22,20 @@ pub mod balance {
 pub mod transaction {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::{Minutes, UserId, VisitId};
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "transactions")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: Uuid,
         /// The visit this pays for; the ledger treats it as an opaque reference.
-        pub visit_id: Uuid,
-        pub member_id: Uuid,
-        pub pal_id: Uuid,
-        pub minutes: i32,
-        pub pal_credit: i32,
-        pub fee: i32,
+        pub visit_id: VisitId,
+        pub member_id: UserId,
+        pub pal_id: UserId,
+        pub minutes: Minutes,
+        pub pal_credit: Minutes,
+        pub fee: Minutes,
         pub created_at: DateTimeUtc,
     }
 

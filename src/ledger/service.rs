@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::entities::{balance, transaction};
 use crate::{
+    domain::{Minutes, UserId, VisitId},
     error::{AppError, violated_constraint},
     events::catalogue::TransferRecorded,
     locking::for_update,
@@ -18,14 +19,14 @@ use crate::{
 /// How a visit's minutes divide between the pal and the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Split {
-    pub pal_credit: i32,
-    pub fee: i32,
+    pub pal_credit: Minutes,
+    pub fee: Minutes,
 }
 
 /// The fee rule: the pal is credited `minutes * (100 - overhead) / 100`, rounded half up, and the
 /// rest is the fee. Integer arithmetic only, so no minute is ever lost or made up.
-pub fn split(minutes: i32, overhead_percent: i32) -> Split {
-    let pal_credit = (minutes * (100 - overhead_percent) + 50) / 100;
+pub fn split(minutes: Minutes, overhead_percent: i32) -> Split {
+    let pal_credit = Minutes((minutes.0 * (100 - overhead_percent) + 50) / 100);
     Split {
         pal_credit,
         fee: minutes - pal_credit,
@@ -35,8 +36,8 @@ pub fn split(minutes: i32, overhead_percent: i32) -> Split {
 /// Opens a user's balance with their starting grant. Runs inside the registration transaction.
 pub async fn open_balance(
     conn: &impl ConnectionTrait,
-    user_id: Uuid,
-    starting_minutes: i32,
+    user_id: UserId,
+    starting_minutes: Minutes,
 ) -> Result<(), AppError> {
     balance::Entity::insert(balance::ActiveModel {
         user_id: Set(user_id),
@@ -51,12 +52,12 @@ pub async fn open_balance(
 
 pub async fn balance_of(
     conn: &impl ConnectionTrait,
-    user_id: Uuid,
-) -> Result<Option<i32>, AppError> {
+    user_id: UserId,
+) -> Result<Option<Minutes>, AppError> {
     Ok(balance::Entity::find_by_id(user_id)
         .select_only()
         .column(balance::Column::Minutes)
-        .into_tuple::<i32>()
+        .into_tuple::<Minutes>()
         .one(conn)
         .await?)
 }
@@ -64,9 +65,9 @@ pub async fn balance_of(
 /// Minutes of many users at once (for batch loading), without locks.
 pub async fn balances_of(
     conn: &impl ConnectionTrait,
-    user_ids: Vec<Uuid>,
-) -> Result<HashMap<Uuid, i32>, AppError> {
-    let rows: Vec<(Uuid, i32)> = balance::Entity::find()
+    user_ids: Vec<UserId>,
+) -> Result<HashMap<UserId, Minutes>, AppError> {
+    let rows: Vec<(UserId, Minutes)> = balance::Entity::find()
         .select_only()
         .column(balance::Column::UserId)
         .column(balance::Column::Minutes)
@@ -81,8 +82,8 @@ pub async fn balances_of(
 /// by user id, so any two transactions lock balances in the same order and cannot deadlock.
 pub async fn lock_balances(
     conn: &impl ConnectionTrait,
-    user_ids: &[Uuid],
-) -> Result<HashMap<Uuid, i32>, AppError> {
+    user_ids: &[UserId],
+) -> Result<HashMap<UserId, Minutes>, AppError> {
     // Held until commit: no other debit or booking against these balances can interleave.
     let rows = for_update(
         balance::Entity::find()
@@ -99,10 +100,10 @@ pub async fn lock_balances(
 
 /// A payment for a completed visit, from its member to its pal.
 pub struct Transfer {
-    pub visit_id: Uuid,
-    pub member_id: Uuid,
-    pub pal_id: Uuid,
-    pub minutes: i32,
+    pub visit_id: VisitId,
+    pub member_id: UserId,
+    pub pal_id: UserId,
+    pub minutes: Minutes,
 }
 
 /// A payment ready to ride in the statement of the change it pays for, as two CTEs (`moved`:
@@ -178,7 +179,7 @@ impl TransferStatement {
             }
             Some("balances_minutes_non_negative") => Some(AppError::InsufficientMinutes {
                 requested: self.transaction.minutes,
-                available: 0,
+                available: Minutes(0),
             }),
             _ => None,
         }
@@ -201,7 +202,7 @@ pub fn transfer_recorded(transaction: &transaction::Model) -> TransferRecorded {
 /// Where a page of transactions starts: newest first, so after this `created_at` and id.
 pub type TransactionCursor = Cursor<DateTime<Utc>>;
 
-fn involving(user_id: Uuid) -> sea_orm::Select<transaction::Entity> {
+fn involving(user_id: UserId) -> sea_orm::Select<transaction::Entity> {
     transaction::Entity::find().filter(
         Condition::any()
             .add(transaction::Column::MemberId.eq(user_id))
@@ -212,7 +213,7 @@ fn involving(user_id: Uuid) -> sea_orm::Select<transaction::Entity> {
 /// The user's transactions, as member or pal, newest first.
 pub async fn transactions_of(
     conn: &impl ConnectionTrait,
-    user_id: Uuid,
+    user_id: UserId,
     first: u64,
     after: Option<TransactionCursor>,
 ) -> Result<Page<transaction::Model>, AppError> {
@@ -230,7 +231,7 @@ pub async fn transactions_of(
 /// How many transactions the user is part of, as member or pal.
 pub async fn count_transactions_of(
     conn: &impl ConnectionTrait,
-    user_id: Uuid,
+    user_id: UserId,
 ) -> Result<u64, AppError> {
     Ok(sea_orm::PaginatorTrait::count(involving(user_id), conn).await?)
 }
@@ -242,38 +243,38 @@ mod tests {
     #[test]
     fn the_pal_credit_rounds_half_up() {
         assert_eq!(
-            split(33, 15),
+            split(Minutes(33), 15),
             Split {
-                pal_credit: 28,
-                fee: 5
+                pal_credit: Minutes(28),
+                fee: Minutes(5)
             }
         );
         assert_eq!(
-            split(35, 15),
+            split(Minutes(35), 15),
             Split {
-                pal_credit: 30,
-                fee: 5
+                pal_credit: Minutes(30),
+                fee: Minutes(5)
             }
         );
         assert_eq!(
-            split(10, 15),
+            split(Minutes(10), 15),
             Split {
-                pal_credit: 9,
-                fee: 1
+                pal_credit: Minutes(9),
+                fee: Minutes(1)
             }
         );
         assert_eq!(
-            split(1, 15),
+            split(Minutes(1), 15),
             Split {
-                pal_credit: 1,
-                fee: 0
+                pal_credit: Minutes(1),
+                fee: Minutes(0)
             }
         );
         assert_eq!(
-            split(60, 15),
+            split(Minutes(60), 15),
             Split {
-                pal_credit: 51,
-                fee: 9
+                pal_credit: Minutes(51),
+                fee: Minutes(9)
             }
         );
     }
@@ -282,9 +283,12 @@ mod tests {
     fn credit_and_fee_always_add_up_to_the_minutes() {
         for overhead in [0, 1, 15, 50, 99, 100] {
             for minutes in 1..=480 {
-                let Split { pal_credit, fee } = split(minutes, overhead);
-                assert_eq!(pal_credit + fee, minutes);
-                assert!(pal_credit >= 0 && fee >= 0, "{minutes} at {overhead}%");
+                let Split { pal_credit, fee } = split(Minutes(minutes), overhead);
+                assert_eq!(pal_credit + fee, Minutes(minutes));
+                assert!(
+                    pal_credit >= Minutes(0) && fee >= Minutes(0),
+                    "{minutes} at {overhead}%"
+                );
             }
         }
     }
@@ -292,17 +296,17 @@ mod tests {
     #[test]
     fn the_extremes_of_the_overhead_give_everything_to_one_side() {
         assert_eq!(
-            split(120, 0),
+            split(Minutes(120), 0),
             Split {
-                pal_credit: 120,
-                fee: 0
+                pal_credit: Minutes(120),
+                fee: Minutes(0)
             }
         );
         assert_eq!(
-            split(120, 100),
+            split(Minutes(120), 100),
             Split {
-                pal_credit: 0,
-                fee: 120
+                pal_credit: Minutes(0),
+                fee: Minutes(120)
             }
         );
     }

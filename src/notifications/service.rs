@@ -6,6 +6,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use crate::{
+    domain::UserId,
     error::AppError,
     paging::{Cursor, Keyset, Page},
 };
@@ -79,7 +80,7 @@ pub type NotificationCursor = Cursor<DateTime<Utc>>;
 /// A page of the recipient's notifications, newest first, and how many are unread in all.
 pub async fn notifications_of(
     conn: &impl ConnectionTrait,
-    recipient: Uuid,
+    recipient: UserId,
     first: u64,
     after: Option<NotificationCursor>,
     unread_only: bool,
@@ -95,7 +96,7 @@ pub async fn notifications_of(
     Ok((page, unread))
 }
 
-fn addressed_to(recipient: Uuid, unread_only: bool) -> sea_orm::Select<notification::Entity> {
+fn addressed_to(recipient: UserId, unread_only: bool) -> sea_orm::Select<notification::Entity> {
     let query =
         notification::Entity::find().filter(notification::Column::RecipientId.eq(recipient));
     if unread_only {
@@ -108,13 +109,13 @@ fn addressed_to(recipient: Uuid, unread_only: bool) -> sea_orm::Select<notificat
 /// How many notifications the recipient has (or has unread).
 pub async fn count_notifications_of(
     conn: &impl ConnectionTrait,
-    recipient: Uuid,
+    recipient: UserId,
     unread_only: bool,
 ) -> Result<u64, AppError> {
     Ok(addressed_to(recipient, unread_only).count(conn).await?)
 }
 
-pub async fn unread_count(conn: &impl ConnectionTrait, recipient: Uuid) -> Result<u64, AppError> {
+pub async fn unread_count(conn: &impl ConnectionTrait, recipient: UserId) -> Result<u64, AppError> {
     Ok(notification::Entity::find()
         .filter(notification::Column::RecipientId.eq(recipient))
         .filter(notification::Column::ReadAt.is_null())
@@ -133,7 +134,7 @@ pub struct Marked {
 /// nothing and are reported as not found, exactly like ids that do not exist.
 pub async fn mark_read(
     conn: &impl ConnectionTrait,
-    recipient: Uuid,
+    recipient: UserId,
     ids: &[Uuid],
     all: bool,
 ) -> Result<Marked, AppError> {
@@ -168,7 +169,7 @@ pub async fn mark_read(
 /// One of the recipient's notifications (`None` for anyone else's).
 pub async fn find_for(
     conn: &impl ConnectionTrait,
-    recipient: Uuid,
+    recipient: UserId,
     id: Uuid,
 ) -> Result<Option<notification::Model>, AppError> {
     Ok(notification::Entity::find_by_id(id)

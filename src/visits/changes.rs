@@ -8,7 +8,10 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::entities::{VisitStatus, visit};
-use crate::events::StoredEvent;
+use crate::{
+    domain::{Minutes, UserId, VisitId},
+    events::StoredEvent,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
@@ -39,14 +42,14 @@ impl ChangeKind {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Facts {
-    visit_id: Uuid,
-    member_id: Uuid,
-    pal_id: Option<Uuid>,
+    visit_id: VisitId,
+    member_id: UserId,
+    pal_id: Option<UserId>,
     date: NaiveDate,
-    minutes: i32,
+    minutes: Minutes,
     status: String,
     previous_status: Option<String>,
-    previous_pal_id: Option<Uuid>,
+    previous_pal_id: Option<UserId>,
 }
 
 /// One change to one visit.
@@ -55,14 +58,14 @@ pub struct VisitChange {
     pub event_id: Uuid,
     pub kind: ChangeKind,
     pub occurred_at: DateTime<Utc>,
-    pub visit_id: Uuid,
-    pub member_id: Uuid,
-    pub pal_id: Option<Uuid>,
+    pub visit_id: VisitId,
+    pub member_id: UserId,
+    pub pal_id: Option<UserId>,
     pub date: NaiveDate,
-    pub minutes: i32,
+    pub minutes: Minutes,
     pub status: VisitStatus,
     status_before: Option<VisitStatus>,
-    pal_before: Option<Uuid>,
+    pal_before: Option<UserId>,
 }
 
 impl VisitChange {
@@ -111,23 +114,23 @@ impl VisitChange {
     }
 
     /// The query rule ([`super::may_see`]) applied to the state after the change.
-    pub fn is_visible_to(&self, viewer: Uuid) -> bool {
+    pub fn is_visible_to(&self, viewer: UserId) -> bool {
         super::may_see(viewer, self.member_id, self.pal_id, Some(self.status))
     }
 
     /// The same rule applied to the state before it.
-    pub fn was_visible_to(&self, viewer: Uuid) -> bool {
+    pub fn was_visible_to(&self, viewer: UserId) -> bool {
         super::may_see(viewer, self.member_id, self.pal_before, self.status_before)
     }
 
     /// The viewer is (or, until this change, was) the visit's member or pal.
-    pub fn concerns(&self, user: Uuid) -> bool {
+    pub fn concerns(&self, user: UserId) -> bool {
         self.member_id == user || self.pal_id == Some(user) || self.pal_before == Some(user)
     }
 
     /// Whether the visit is in `viewer`'s open list (requested by someone else, not in the past)
     /// before and after the change.
-    pub fn open_list(&self, viewer: Uuid, today: NaiveDate) -> (bool, bool) {
+    pub fn open_list(&self, viewer: UserId, today: NaiveDate) -> (bool, bool) {
         let open = |status: Option<VisitStatus>| {
             status == Some(VisitStatus::Requested) && self.member_id != viewer && self.date >= today
         };
@@ -179,6 +182,10 @@ mod tests {
         }
     }
 
+    fn someone() -> UserId {
+        UserId(Uuid::new_v4())
+    }
+
     const TODAY: &str = "2026-12-01";
 
     fn today() -> NaiveDate {
@@ -187,7 +194,7 @@ mod tests {
 
     #[test]
     fn an_acceptance_takes_the_visit_out_of_other_pals_open_lists() {
-        let (member, pal, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (member, pal, other) = (someone(), someone(), someone());
         let change = VisitChange::from_event(&event(
             "visit.accepted",
             json!({ "visitId": Uuid::new_v4(), "memberId": member, "palId": pal,
@@ -209,7 +216,7 @@ mod tests {
 
     #[test]
     fn a_completion_straight_from_requested_had_no_pal_before() {
-        let (member, pal) = (Uuid::new_v4(), Uuid::new_v4());
+        let (member, pal) = (someone(), someone());
         let Some(change) = VisitChange::from_event(&event(
             "visit.completed",
             json!({ "visitId": Uuid::new_v4(), "memberId": member, "palId": pal,
@@ -219,14 +226,14 @@ mod tests {
         )) else {
             panic!("a readable completion")
         };
-        assert_eq!(change.open_list(Uuid::new_v4(), today()), (true, false));
+        assert_eq!(change.open_list(someone(), today()), (true, false));
         assert_eq!(change.open_list(pal, today()), (true, false));
         assert!(change.is_visible_to(pal));
     }
 
     #[test]
     fn a_release_reopens_the_visit_and_still_concerns_the_pal_who_left() {
-        let (member, pal) = (Uuid::new_v4(), Uuid::new_v4());
+        let (member, pal) = (someone(), someone());
         let Some(change) = VisitChange::from_event(&event(
             "visit.released",
             json!({ "visitId": Uuid::new_v4(), "memberId": member, "palId": null,
@@ -236,7 +243,7 @@ mod tests {
             panic!("a readable release")
         };
         assert!(change.concerns(pal));
-        assert_eq!(change.open_list(Uuid::new_v4(), today()), (false, true));
+        assert_eq!(change.open_list(someone(), today()), (false, true));
     }
 
     #[test]
@@ -248,7 +255,7 @@ mod tests {
         )) else {
             panic!("a readable request")
         };
-        assert_eq!(change.open_list(Uuid::new_v4(), today()), (false, false));
+        assert_eq!(change.open_list(someone(), today()), (false, false));
         assert_eq!(
             VisitChange::from_event(&event("user.registered", json!({ "userId": Uuid::nil() }))),
             None

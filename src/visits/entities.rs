@@ -25,16 +25,17 @@ pub mod visit {
     use sea_orm::entity::prelude::*;
 
     use super::VisitStatus;
+    use crate::domain::{Minutes, UserId, VisitId};
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "visits")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
-        pub id: Uuid,
-        pub member_id: Uuid,
-        pub pal_id: Option<Uuid>,
+        pub id: VisitId,
+        pub member_id: UserId,
+        pub pal_id: Option<UserId>,
         pub date: Date,
-        pub minutes: i32,
+        pub minutes: Minutes,
         pub status: VisitStatus,
         pub idempotency_key: Option<String>,
         pub idempotency_fingerprint: Option<Vec<u8>>,

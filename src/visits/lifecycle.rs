@@ -6,7 +6,6 @@ use sea_orm::{
     ActiveEnum, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, Statement,
     sea_query::Expr,
 };
-use uuid::Uuid;
 
 use super::{
     Deadlines,
@@ -14,6 +13,7 @@ use super::{
     queries::is_visible_to,
 };
 use crate::{
+    domain::{UserId, VisitId},
     error::AppError,
     events::{
         self, NewEvent, OutboxInsert,
@@ -44,7 +44,7 @@ enum Verdict {
 /// today: settled by [`Deadlines`]).
 fn check_transition(
     visit: &visit::Model,
-    caller: Uuid,
+    caller: UserId,
     action: Action,
     deadlines: &Deadlines,
 ) -> Result<Verdict, AppError> {
@@ -85,8 +85,8 @@ fn check_transition(
 /// A pal claims a requested visit; from then on only they may complete it.
 pub async fn accept_visit(
     conn: &impl ConnectionTrait,
-    pal_id: Uuid,
-    visit_id: Uuid,
+    pal_id: UserId,
+    visit_id: VisitId,
     deadlines: &Deadlines,
 ) -> Result<visit::Model, AppError> {
     // Held until commit: of two pals claiming this visit, the second sees it taken.
@@ -112,8 +112,8 @@ pub async fn accept_visit(
 /// The pal completes the visit: the member pays its minutes, the pal is credited them less the fee.
 pub async fn complete_visit(
     conn: &impl ConnectionTrait,
-    pal_id: Uuid,
-    visit_id: Uuid,
+    pal_id: UserId,
+    visit_id: VisitId,
     overhead_percent: i32,
     deadlines: &Deadlines,
 ) -> Result<transaction::Model, AppError> {
@@ -123,7 +123,7 @@ pub async fn complete_visit(
     check_transition(&visit, pal_id, Action::Complete, deadlines)?;
     // Then both balances, in user-id order (one statement), after the visit: the fixed lock order.
     let balances = ledger::lock_balances(conn, &[visit.member_id, pal_id]).await?;
-    let member_balance = balances.get(&visit.member_id).copied().unwrap_or(0);
+    let member_balance = balances.get(&visit.member_id).copied().unwrap_or_default();
     if member_balance < visit.minutes {
         return Err(AppError::InsufficientMinutes {
             requested: visit.minutes,
@@ -165,8 +165,8 @@ pub async fn complete_visit(
 /// The member withdraws a visit that is not yet completed, freeing its minutes.
 pub async fn cancel_visit(
     conn: &impl ConnectionTrait,
-    member_id: Uuid,
-    visit_id: Uuid,
+    member_id: UserId,
+    visit_id: VisitId,
     deadlines: &Deadlines,
 ) -> Result<visit::Model, AppError> {
     // Held until commit: a cancellation and a completion of one visit cannot both succeed.
@@ -193,7 +193,7 @@ pub async fn cancel_visit(
 /// ended them.
 pub async fn withdraw_user(
     conn: &impl ConnectionTrait,
-    user_id: Uuid,
+    user_id: UserId,
     deadlines: &Deadlines,
 ) -> Result<(), AppError> {
     // Locked (visits only, no balances: the lock order holds) so each event can say what the
@@ -242,7 +242,7 @@ pub async fn withdraw_user(
 /// and the sweeper agree on whether time ran out.
 async fn lock_visit(
     conn: &impl ConnectionTrait,
-    visit_id: Uuid,
+    visit_id: VisitId,
     deadlines: &Deadlines,
 ) -> Result<visit::Model, AppError> {
     for_update(visit::Entity::find_by_id(visit_id))
@@ -260,7 +260,7 @@ async fn change_status(
     conn: &impl ConnectionTrait,
     visit: &visit::Model,
     status: VisitStatus,
-    pal_id: Option<Uuid>,
+    pal_id: Option<UserId>,
     payment: Option<&ledger::TransferStatement>,
     events_of: impl FnOnce(&visit::Model) -> Result<Vec<NewEvent>, AppError>,
 ) -> Result<visit::Model, AppError> {
@@ -307,9 +307,9 @@ async fn change_status(
 
 async fn set_status(
     conn: &impl ConnectionTrait,
-    visit_id: Uuid,
+    visit_id: VisitId,
     status: VisitStatus,
-    pal_id: Option<Uuid>,
+    pal_id: Option<UserId>,
 ) -> Result<visit::Model, AppError> {
     let mut updated = visit::Entity::update_many()
         .col_expr(visit::Column::Status, Expr::value(status))

@@ -13,6 +13,7 @@ use super::{
     entities::{VisitStatus, task, visit},
 };
 use crate::{
+    domain::{Minutes, UserId, VisitId},
     error::AppError,
     paging::{Cursor, Keyset, Page},
 };
@@ -20,10 +21,10 @@ use crate::{
 /// Outstanding minutes of many members in one query (for batch loading); absent members have none.
 pub async fn outstanding_minutes_of(
     conn: &impl ConnectionTrait,
-    member_ids: Vec<Uuid>,
+    member_ids: Vec<UserId>,
     deadlines: &Deadlines,
-) -> Result<HashMap<Uuid, i32>, AppError> {
-    let rows: Vec<(Uuid, Option<i64>)> = visit::Entity::find()
+) -> Result<HashMap<UserId, Minutes>, AppError> {
+    let rows: Vec<(UserId, Option<i64>)> = visit::Entity::find()
         .select_only()
         .column(visit::Column::MemberId)
         .column_as(visit::Column::Minutes.sum(), "total")
@@ -39,20 +40,25 @@ pub async fn outstanding_minutes_of(
         .map(|(member, total)| {
             Ok((
                 member,
-                i32::try_from(total.unwrap_or(0)).map_err(AppError::internal)?,
+                Minutes(i32::try_from(total.unwrap_or(0)).map_err(AppError::internal)?),
             ))
         })
         .collect()
 }
 
 /// A member sees their visits, a pal the ones they took, and everyone sees requested ones.
-pub fn is_visible_to(visit: &visit::Model, viewer: Uuid) -> bool {
+pub fn is_visible_to(visit: &visit::Model, viewer: UserId) -> bool {
     may_see(viewer, visit.member_id, visit.pal_id, Some(visit.status))
 }
 
 /// The rule itself, for a visit in any state (`None`: it did not exist yet); live updates apply
 /// it to the states before and after a change.
-pub fn may_see(viewer: Uuid, member: Uuid, pal: Option<Uuid>, status: Option<VisitStatus>) -> bool {
+pub fn may_see(
+    viewer: UserId,
+    member: UserId,
+    pal: Option<UserId>,
+    status: Option<VisitStatus>,
+) -> bool {
     member == viewer || pal == Some(viewer) || status == Some(VisitStatus::Requested)
 }
 
@@ -60,8 +66,8 @@ pub fn may_see(viewer: Uuid, member: Uuid, pal: Option<Uuid>, status: Option<Vis
 /// others).
 pub async fn find_visible(
     conn: &impl ConnectionTrait,
-    viewer: Uuid,
-    visit_id: Uuid,
+    viewer: UserId,
+    visit_id: VisitId,
     deadlines: &Deadlines,
 ) -> Result<visit::Model, AppError> {
     visit::Entity::find_by_id(visit_id)
@@ -141,7 +147,7 @@ impl Shelf {
 
     fn rows(
         self,
-        viewer: Uuid,
+        viewer: UserId,
         status: Option<VisitStatus>,
         deadlines: &Deadlines,
     ) -> Select<visit::Entity> {
@@ -186,7 +192,7 @@ const BY_DATE: Keyset<visit::Column, visit::Column> = Keyset {
 /// A page of the visits `viewer` can see through `filter`, soonest first (then by id).
 pub async fn visible_visits(
     conn: &impl ConnectionTrait,
-    viewer: Uuid,
+    viewer: UserId,
     filter: VisitFilter,
     deadlines: &Deadlines,
     first: u64,
@@ -212,7 +218,7 @@ pub async fn visible_visits(
 /// How many visits the same filter matches across all pages.
 pub async fn count_visible_visits(
     conn: &impl ConnectionTrait,
-    viewer: Uuid,
+    viewer: UserId,
     filter: VisitFilter,
     deadlines: &Deadlines,
 ) -> Result<u64, AppError> {

@@ -14,6 +14,7 @@ use super::{
     entities::{VisitStatus, visit},
 };
 use crate::{
+    domain::{Minutes, UserId, VisitId},
     error::{AppError, Contention, violated_constraint},
     events::{
         NewEvent, OutboxInsert,
@@ -85,7 +86,7 @@ fn today_or_later(date: &NaiveDate) -> Result<(), ValidationError> {
 /// Books a visit if the member can afford it on top of what they already have outstanding.
 pub async fn request_visit(
     conn: &impl ConnectionTrait,
-    member_id: Uuid,
+    member_id: UserId,
     request: &VisitRequest,
     deadlines: &Deadlines,
 ) -> Result<visit::Model, AppError> {
@@ -124,14 +125,14 @@ pub async fn request_visit(
         book_if_affordable(conn, member_id, balance, request, fingerprint, deadlines).await?;
     booking.visit.ok_or(AppError::InsufficientMinutes {
         requested: booking.requested,
-        available: (balance - booking.outstanding).max(0),
+        available: (balance - booking.outstanding).max(Minutes(0)),
     })
 }
 
 /// What [`book_if_affordable`] found and did.
 struct Booking {
-    requested: i32,
-    outstanding: i32,
+    requested: Minutes,
+    outstanding: Minutes,
     visit: Option<visit::Model>,
 }
 
@@ -141,8 +142,8 @@ struct Booking {
 /// granted, so its snapshot sees every booking committed before.
 async fn book_if_affordable(
     conn: &impl ConnectionTrait,
-    member_id: Uuid,
-    balance: i32,
+    member_id: UserId,
+    balance: Minutes,
     request: &VisitRequest,
     fingerprint: Option<Vec<u8>>,
     deadlines: &Deadlines,
@@ -162,7 +163,7 @@ WITH outstanding AS (
     SELECT booked.id, (task.ordinality - 1)::int2, task.name, NULLIF(task.description, '')
     FROM booked, unnest($8::text[], $9::text[]) WITH ORDINALITY AS task(name, description, ordinality)
 )"#;
-    let visit_id = Uuid::new_v4();
+    let visit_id = VisitId(Uuid::new_v4());
     // Everything the event says is known before the insert: it goes in with the visit, or not at all.
     let requested = VisitRequested {
         visit: VisitState {
@@ -170,7 +171,7 @@ WITH outstanding AS (
             member_id,
             pal_id: None,
             date: request.date,
-            minutes: request.minutes,
+            minutes: Minutes(request.minutes),
             status: VisitStatus::Requested.to_value(),
         },
         task_count: request.tasks.len(),
@@ -236,7 +237,7 @@ WITH outstanding AS (
         }
     }
     .ok_or_else(|| AppError::internal(anyhow::anyhow!("the booking statement returned no row")))?;
-    let outstanding: i32 = row.try_get("", "outstanding")?;
+    let outstanding: Minutes = row.try_get("", "outstanding")?;
     let booked: Option<Uuid> = row.try_get("", "id")?;
     let visit = match booked {
         Some(_) => Some(visit::Model::from_query_result(&row, "")?),
@@ -246,7 +247,7 @@ WITH outstanding AS (
         }
     };
     Ok(Booking {
-        requested: request.minutes,
+        requested: Minutes(request.minutes),
         outstanding,
         visit,
     })

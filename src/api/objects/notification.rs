@@ -8,6 +8,7 @@ use crate::{
         context::{ApiResult, caller},
         loaders::{VisitKey, loader},
     },
+    domain::{UserId, VisitId},
     notifications::{self, notification},
     visits,
 };
@@ -71,7 +72,9 @@ impl Notification {
     /// The visit as it is now, if you may still see it.
     async fn visit(&self, ctx: &Context<'_>) -> ApiResult<Option<Visit>> {
         let viewer = caller(ctx).await?.user_id;
-        let visit = loader(ctx).load_one(VisitKey(self.0.visit_id)).await?;
+        let visit = loader(ctx)
+            .load_one(VisitKey(VisitId(self.0.visit_id)))
+            .await?;
         Ok(visit
             .filter(|visit| visits::is_visible_to(visit, viewer))
             .map(Visit))
@@ -80,7 +83,7 @@ impl Notification {
     /// The other party, with their name as it is now.
     async fn actor(&self, ctx: &Context<'_>) -> ApiResult<Option<User>> {
         match self.0.actor_id {
-            Some(actor) => Ok(Some(User::load(ctx, actor).await?)),
+            Some(actor) => Ok(Some(User::load(ctx, UserId(actor)).await?)),
             None => Ok(None),
         }
     }

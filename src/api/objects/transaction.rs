@@ -33,17 +33,17 @@ impl Transaction {
 
     /// Minutes debited from the member.
     async fn minutes(&self) -> i32 {
-        self.0.minutes
+        self.0.minutes.0
     }
 
     /// Minutes credited to the pal: `minutes` less the overhead, rounded half up.
     async fn pal_credit(&self) -> i32 {
-        self.0.pal_credit
+        self.0.pal_credit.0
     }
 
     /// Minutes kept as the overhead fee.
     async fn fee(&self) -> i32 {
-        self.0.fee
+        self.0.fee.0
     }
 
     async fn member(&self, ctx: &Context<'_>) -> ApiResult<User> {

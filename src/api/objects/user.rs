@@ -1,12 +1,12 @@
 //! The `User` type: what anyone may see of a person, and what only they see of themself.
 use async_graphql::{Context, ID, Object};
-use uuid::Uuid;
 
 use crate::{
     api::{
         context::{ApiResult, caller},
         loaders::{BalanceKey, OutstandingKey, UserKey, loader},
     },
+    domain::UserId,
     error::AppError,
     identity::entities::user,
 };
@@ -19,8 +19,8 @@ pub struct User {
 }
 
 impl User {
-    pub fn new(model: user::Model, viewer: Option<Uuid>) -> Self {
-        let viewer_is_self = viewer == Some(model.id);
+    pub fn new(model: user::Model, viewer: Option<UserId>) -> Self {
+        let viewer_is_self = viewer == Some(UserId(model.id));
         Self {
             model,
             viewer_is_self,
@@ -54,7 +54,8 @@ impl User {
         if !self.viewer_is_self {
             return Ok(None);
         }
-        Ok(loader(ctx).load_one(BalanceKey(self.model.id)).await?)
+        let balance = loader(ctx).load_one(BalanceKey(self.user_id())).await?;
+        Ok(balance.map(i32::from))
     }
 
     /// Minutes held by the user's requested and accepted visits. Only visible to the user themself.
@@ -62,7 +63,8 @@ impl User {
         if !self.viewer_is_self {
             return Ok(None);
         }
-        Ok(loader(ctx).load_one(OutstandingKey(self.model.id)).await?)
+        let outstanding = loader(ctx).load_one(OutstandingKey(self.user_id())).await?;
+        Ok(outstanding.map(i32::from))
     }
 
     /// Minutes the user can still book: `minutes - outstandingMinutes`. Only visible to the user themself.
@@ -72,20 +74,24 @@ impl User {
         }
         let loader = loader(ctx);
         let balance = loader
-            .load_one(BalanceKey(self.model.id))
+            .load_one(BalanceKey(self.user_id()))
             .await?
-            .unwrap_or(0);
+            .unwrap_or_default();
         let outstanding = loader
-            .load_one(OutstandingKey(self.model.id))
+            .load_one(OutstandingKey(self.user_id()))
             .await?
-            .unwrap_or(0);
-        Ok(Some(balance - outstanding))
+            .unwrap_or_default();
+        Ok(Some((balance - outstanding).into()))
     }
 }
 
 impl User {
+    fn user_id(&self) -> UserId {
+        UserId(self.model.id)
+    }
+
     /// A user as the caller sees them, through the request's batch loader.
-    pub async fn load(ctx: &Context<'_>, user_id: Uuid) -> ApiResult<Self> {
+    pub async fn load(ctx: &Context<'_>, user_id: UserId) -> ApiResult<Self> {
         let viewer = caller(ctx).await?.user_id;
         let model = loader(ctx)
             .load_one(UserKey(user_id))

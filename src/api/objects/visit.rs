@@ -48,7 +48,7 @@ impl Visit {
     }
 
     async fn minutes(&self) -> i32 {
-        self.0.minutes
+        self.0.minutes.0
     }
 
     async fn status(&self) -> VisitStatus {

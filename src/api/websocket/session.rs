@@ -67,7 +67,7 @@ impl Session {
     ) -> bool {
         match revocation {
             Ok(Revocation::Session(id)) => id == self.caller.session_id,
-            Ok(Revocation::User(id)) => id == self.caller.user_id,
+            Ok(Revocation::User(id)) => id == self.caller.user_id.0,
             Ok(Revocation::Everything) | Err(RecvError::Lagged(_)) => {
                 // Every socket of the instance asks at once: spread them over a second.
                 let jitter = Duration::from_millis(rand::random_range(0..1000));
