@@ -3,14 +3,15 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use integration::{
-    bank::BankOptions,
     bench::{BenchOptions, Workload, run_bench},
     client::Client,
+    harness::Harness,
     instances::SpawnedInstance,
     nats::NatsServer,
-    recreate_database, replay, report, run_suite,
-    scenarios::Harness,
-    select_scenarios, setup,
+    recreate_database, replay, report,
+    scenarios::{Scenario, bank::BankOptions},
+    setup,
+    suite::{run_suite, runnable, select_scenarios},
 };
 use sea_orm::Database;
 
@@ -317,11 +318,12 @@ async fn run(mut cli: SuiteArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    if selected.contains(&"postgres-restart") {
+    let (selected, left_out) = runnable(selected, cli.scenario == "all", cli.spawn.is_some());
+    if selected.contains(&Scenario::PostgresRestart) {
         let binary = cli.spawn.as_deref().context(
             "--scenario postgres-restart: needs --spawn (it restarts the cluster with that binary)",
         )?;
-        integration::postgres_restart::check_cluster(binary, &database_url)
+        integration::scenarios::postgres_restart::check_cluster(binary, &database_url)
             .await
             .map_err(|reason| anyhow::anyhow!("--scenario postgres-restart: {reason}"))?;
     }
@@ -391,6 +393,9 @@ async fn run(mut cli: SuiteArgs) -> anyhow::Result<ExitCode> {
     };
     let report = run_suite(&harness, instances, nats.as_mut(), &selected, &bank).await?;
     println!("{}", report.table());
+    for (scenario, why) in &left_out {
+        println!("left out: {scenario} ({why})");
+    }
     for instance in &mut spawned {
         instance.kill().await?;
     }

@@ -13,7 +13,7 @@ use plotters::prelude::*;
 use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 use serde_json::{Value, json};
 
-use crate::{SuiteReport, progress::Timeline};
+use crate::{progress::Timeline, suite::SuiteReport};
 
 /// About the run as a whole.
 pub struct RunInfo {
@@ -357,9 +357,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        ScenarioReport,
         invariants::{Offender, Violations},
         progress::{Fault, Timeline},
+        suite::ScenarioReport,
     };
 
     fn failed_run() -> (SuiteReport, RunInfo) {

@@ -252,7 +252,7 @@ async fn the_sweeper_writes_expired_and_records_each_expiry_once_however_many_in
 async fn live_subscribers_see_a_visit_expire() {
     let app = TestApp::spawn().await;
     let ann = app.register_user("ann").await;
-    let mut live = integration::live::LiveClient::connect(&app.address, &ann.access_token)
+    let mut live = testkit::live::LiveClient::connect(&app.address, &ann.access_token)
         .await
         .expect("socket");
     live.subscribe_confirmed(

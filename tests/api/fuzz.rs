@@ -8,7 +8,7 @@ use proptest::{
 };
 use serde_json::{Value, json};
 
-use integration::reply::Reply;
+use testkit::reply::Reply;
 
 use crate::helpers::{TestApp, positive, tomorrow};
 

@@ -12,10 +12,10 @@ use home_visits::{
     db, startup,
     state::AppState,
 };
-use integration::reply::Reply;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
+use testkit::reply::Reply;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -164,7 +164,7 @@ pub struct TestApp {
     /// Where `/metrics` is served when it has an address of its own.
     pub metrics_address: Option<String>,
     /// The harness's typed GraphQL client: one method per operation, failures as their codes.
-    pub api: integration::client::Client,
+    pub api: testkit::client::Client,
     /// For what is not GraphQL (headers, status codes, malformed bodies).
     pub http: reqwest::Client,
     /// A connection of the test's own, to look at what the service wrote.
@@ -303,7 +303,7 @@ impl TestApp {
             .await
             .expect("test connection");
         Self {
-            api: integration::client::Client::new(&address).expect("GraphQL client"),
+            api: testkit::client::Client::new(&address).expect("GraphQL client"),
             address,
             metrics_address,
             http: reqwest::Client::builder()
@@ -578,7 +578,7 @@ impl TestApp {
 
     /// The four invariants of the books, checked by the harness's own checker (one snapshot).
     pub async fn assert_invariants(&self) {
-        let violations = integration::invariants::check(&self.db)
+        let violations = testkit::invariants::check(&self.db)
             .await
             .expect("invariant query");
         assert!(violations.is_clean(), "invariants broken: {violations}");

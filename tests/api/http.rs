@@ -1,7 +1,7 @@
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 
-use integration::reply::Reply;
+use testkit::reply::Reply;
 
 use crate::helpers::{TestApp, assert_error_code, positive};
 
@@ -634,7 +634,7 @@ async fn an_empty_bearer_token_is_no_credential_on_either_transport() {
         "{body}"
     );
 
-    let mut socket = integration::live::LiveClient::open(&app.address)
+    let mut socket = testkit::live::LiveClient::open(&app.address)
         .await
         .expect("socket");
     socket
@@ -674,7 +674,7 @@ async fn a_document_of_several_operations_runs_only_the_one_it_names_on_every_tr
     let me = app.me(&ann.access_token).await;
     assert_eq!(me["data"]["me"]["id"], ann.id.as_str(), "{me}");
 
-    let mut socket = integration::live::LiveClient::connect(&app.address, &ann.access_token)
+    let mut socket = testkit::live::LiveClient::connect(&app.address, &ann.access_token)
         .await
         .expect("socket");
     socket
@@ -686,7 +686,7 @@ async fn a_document_of_several_operations_runs_only_the_one_it_names_on_every_tr
         .await
         .expect("sent");
     match socket.next(std::time::Duration::from_secs(10)).await {
-        Some(integration::live::Frame::Message(message)) => {
+        Some(testkit::live::Frame::Message(message)) => {
             assert_eq!(message["type"], "error", "{message}");
         }
         other => panic!("expected an error message, got {other:?}"),

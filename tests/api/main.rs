@@ -1,6 +1,7 @@
 //! The service's own tests: real app on port 0, real PostgreSQL, a fresh database per test.
 mod helpers;
 
+mod checkers;
 mod cli;
 mod costs;
 mod events;
@@ -20,5 +21,4 @@ mod schema;
 mod shutdown;
 mod subscriptions;
 mod tokens;
-mod two_instances;
 mod visits;

@@ -8,11 +8,11 @@ use home_visits::events::{
     StoredEvent,
     consumer::{self, Handler, HandlerError, Outcome},
 };
-use integration::nats::NatsServer;
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use serde_json::{Value, json};
+use testkit::nats::NatsServer;
 
-use integration::reply::Reply;
+use testkit::reply::Reply;
 
 use crate::helpers::{TestApp, TestUser};
 

@@ -1,7 +1,7 @@
 //! Many clients at once against one instance: the locks, not luck, must decide the outcome. These
 //! go through the harness's typed client, so every loser's answer is a `Failure` with its code.
 use futures::future::join_all;
-use integration::client::{Failure, Outcome, Payment};
+use testkit::client::{Failure, Outcome, Payment};
 
 use crate::helpers::{TestApp, TestUser, positive};
 

@@ -1,9 +1,9 @@
 //! The relay against a real `nats-server -js` of the test's own.
 use std::{collections::HashSet, time::Duration};
 
-use integration::nats::{NatsServer, StreamedMessage, read_stream};
+use testkit::nats::{NatsServer, StreamedMessage, read_stream};
 
-use integration::reply::Reply;
+use testkit::reply::Reply;
 
 use crate::helpers::TestApp;
 

@@ -152,7 +152,7 @@ async fn waiting_for_a_pooled_connection_shows_in_the_acquire_histogram() {
     let service = start_service_process(url, &[("DATABASE_POOL_SIZE", "1")]).await;
     let base = format!("http://127.0.0.1:{}", service.port);
     let http = reqwest::Client::new();
-    let client = integration::client::Client::new(&base).expect("a client");
+    let client = testkit::client::Client::new(&base).expect("a client");
     let member = client
         .register("pool@example.com", "a password for the pool")
         .await

@@ -1,8 +1,8 @@
 //! GraphQL subscriptions over `graphql-transport-ws`, with a real WebSocket client.
 use std::time::Duration;
 
-use integration::live::{Frame, LiveClient};
 use serde_json::{Value, json};
+use testkit::live::{Frame, LiveClient};
 
 use crate::helpers::{PASSWORD, TestApp, TestUser, positive};
 

@@ -123,7 +123,7 @@ async fn a_token_minted_to_outlive_the_issued_lifetime_is_refused() {
 async fn an_unauthenticated_caller_is_told_whether_refreshing_can_help() {
     let app = TestApp::spawn().await;
     let (user, session) = user_and_session(&app).await;
-    let reason = |response: &integration::reply::Reply| {
+    let reason = |response: &testkit::reply::Reply| {
         assert_error_code(response, "UNAUTHENTICATED");
         response["errors"][0]["extensions"]["reason"]
             .str()

@@ -1,5 +1,5 @@
-use integration::reply::Reply;
 use serde_json::json;
+use testkit::reply::Reply;
 
 use crate::helpers::{PASSWORD, TestApp, assert_error_code, tomorrow};
 

@@ -12,9 +12,9 @@ use sea_orm::ConnectionTrait;
 
 use crate::{
     client::{Client, Outcome, Session},
+    harness::{Harness, Verdict},
     instances::SpawnedInstance,
     progress::Progress,
-    scenarios::{Harness, Verdict},
 };
 
 #[derive(Debug, Clone, Copy)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sea_orm::{ConnectionTrait, DatabaseTransaction, Statement, TransactionTrait};
 
-use crate::{client::Session, scenarios::Harness};
+use crate::{client::Session, harness::Harness};
 
 /// How long to hold a request in a run of `run`: long enough for many commits to pass it, well
 /// inside the service's lock timeout (3 s by default), and inside the run.

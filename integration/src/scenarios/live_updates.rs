@@ -15,12 +15,12 @@ use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 
 use crate::{
-    bank::{self, BankOptions},
     bench::stats::Measurement,
     client::Session,
-    late_commit,
+    harness::{Harness, Verdict},
     live::{Frame, LiveClient},
-    scenarios::{Harness, Verdict},
+    scenarios::bank::{self, BankOptions},
+    scenarios::late_commit,
 };
 
 /// Workload users who also watch.

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use sea_orm::{ConnectionTrait, Statement};
 
 use crate::{
-    bank::{self, BankOptions},
+    harness::{Harness, Verdict},
     nats::NatsServer,
-    scenarios::{Harness, Verdict},
+    scenarios::bank::{self, BankOptions},
 };
 
 /// The read model as content, without its own ids and read marks.

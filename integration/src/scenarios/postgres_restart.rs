@@ -13,11 +13,11 @@ use std::{
 };
 
 use crate::{
-    bank::{self, BankOptions},
-    event_stream::drain_and_check,
-    late_commit,
+    harness::{Harness, Verdict},
     nats::NatsServer,
-    scenarios::{Harness, Verdict},
+    scenarios::bank::{self, BankOptions},
+    scenarios::event_stream::drain_and_check,
+    scenarios::late_commit,
 };
 
 /// What `/readyz` said on every instance while the database was away and after.

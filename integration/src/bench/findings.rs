@@ -1,0 +1,105 @@
+//! What the bench's report prints, gathered workload by workload as [`Stand::measure`] gives it.
+use super::{
+    BenchOptions, argon2_verify_time, charts,
+    report::{self, Reference},
+    stand::{Measured, Stand},
+    workloads::Workload,
+};
+
+/// What the report prints, gathered workload by workload.
+pub struct Findings {
+    pub(super) record: charts::BenchRecord,
+    pub(super) live_lines: Vec<String>,
+    pub(super) cpu_lines: Vec<String>,
+    pub(super) session_lines: Vec<String>,
+    pub(super) event_lines: Vec<String>,
+    pub scale_lines: Vec<String>,
+    /// Runs so far (pgbench numbers its log files by it).
+    pub run: u32,
+}
+
+impl Findings {
+    pub fn new(options: &BenchOptions, cores: usize) -> Self {
+        Self {
+            record: charts::BenchRecord {
+                started_at: chrono::Utc::now(),
+                instances: options.instance_ports.len(),
+                clients: options.clients,
+                seconds_per_round: options.duration.as_secs().max(1),
+                rounds: options.rounds,
+                cores,
+                workloads: Vec::new(),
+            },
+            live_lines: Vec::new(),
+            cpu_lines: Vec::new(),
+            session_lines: Vec::new(),
+            event_lines: Vec::new(),
+            scale_lines: Vec::new(),
+            run: 0,
+        }
+    }
+
+    /// One workload's figures: its row (printed now), and its lines and charts for the report.
+    pub fn add(
+        &mut self,
+        options: &BenchOptions,
+        stand: &Stand,
+        workload: Workload,
+        measured: Measured,
+    ) -> anyhow::Result<()> {
+        let Measured {
+            service_rounds,
+            reference_rounds,
+            errors,
+            service_cpu,
+            reference_cpu,
+            by_session,
+            delivered,
+            event_lines,
+        } = measured;
+        self.event_lines.extend(event_lines);
+        let calls = service_rounds.iter().map(|round| round.count).sum();
+        let transactions = reference_rounds.iter().map(|round| round.count).sum();
+        self.cpu_lines.push(report::cpu_line(
+            workload,
+            &service_cpu,
+            calls,
+            &reference_cpu,
+            transactions,
+        ));
+        self.session_lines
+            .push(by_session.line(workload.name(), service_cpu.server, calls));
+        let metered = stand.meter.is_some();
+        self.record.workloads.push(charts::WorkloadRecord {
+            name: workload.name(),
+            service: service_rounds.iter().map(charts::Round::from).collect(),
+            pgbench: reference_rounds.iter().map(charts::Round::from).collect(),
+            cpu: metered.then(|| charts::CpuPerCall::of(&service_cpu, calls)),
+            pgbench_cpu: (metered && transactions > 0)
+                .then(|| charts::CpuPerCall::of_pgbench(&reference_cpu, transactions)),
+            errors: errors.clone(),
+        });
+        let reference = if !reference_rounds.is_empty() {
+            Reference::Pgbench(&reference_rounds)
+        } else if workload == Workload::Login {
+            let verify = argon2_verify_time()?;
+            Reference::Bound {
+                per_second: stand.cores as f64 / verify.as_secs_f64(),
+                detail: format!("{} ms argon2", report::millis(verify)),
+            }
+        } else {
+            Reference::None
+        };
+        report::print_row(workload, &service_rounds, reference, &errors);
+        if options.subscribers > 0 {
+            self.live_lines.push(format!(
+                "  {:<14} {:>8} deliveries  p50 {:>6.1} ms  p99 {:>6.1} ms",
+                workload.name(),
+                delivered.successes(),
+                delivered.percentile(0.5).as_secs_f64() * 1e3,
+                delivered.percentile(0.99).as_secs_f64() * 1e3,
+            ));
+        }
+        Ok(())
+    }
+}
