@@ -1,4 +1,4 @@
-//! Time in a visit's life (DESIGN section 6). A request leaves the open list once its date has
+//! Time in a visit's life. A request leaves the open list once its date has
 //! passed; it can still be completed until the end of its date plus the grace days (UTC), and
 //! after that it is expired. That rule is applied wherever visits are read, so nothing waits for
 //! the sweeper: the sweeper only writes down what the rule already says, and records the event.

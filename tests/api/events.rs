@@ -1,7 +1,10 @@
 //! Domain events: what each change records in the outbox, and the log reader's order.
+use std::time::Duration;
+
 use home_visits::events::log::{self, LogPosition};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde_json::json;
+use testkit::eventually;
 
 use crate::helpers::{PASSWORD, TestApp, tomorrow};
 
@@ -262,24 +265,27 @@ async fn the_log_delivers_an_event_whose_transaction_commits_after_a_later_one()
     fast.commit().await.expect("the later event commits first");
 
     // The slow transaction still runs: nothing at or after it is handed out yet.
-    let mut cursor = LogPosition::default();
+    let cursor = LogPosition::default();
     let early = log::read_after(&app.db, cursor, 100).await.expect("read");
     assert!(early.is_empty(), "{early:?}");
     slow.commit().await.expect("the earlier event commits last");
 
-    let mut delivered = Vec::new();
-    for _ in 0..200 {
-        let batch = log::read_after(&app.db, cursor, 100).await.expect("read");
+    // Read on from where each read ended, as a consumer does. Another test's open transaction
+    // in the same cluster may hold the horizon back a moment.
+    let reader = std::sync::Mutex::new((cursor, Vec::new()));
+    let delivered = eventually(Duration::from_secs(5), "both events delivered", || async {
+        let from = reader.lock().expect("the reader").0;
+        let batch = log::read_after(&app.db, from, 100).await.expect("read");
+        let mut reader = reader.lock().expect("the reader");
         if let Some(last) = batch.last() {
-            cursor = last.log_position();
+            reader.0 = last.log_position();
         }
-        delivered.extend(batch.into_iter().map(|event| event.id.to_string()));
-        if delivered.len() == 2 {
-            break;
-        }
-        // Another test's open transaction in the same cluster holds the horizon back a moment.
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+        reader
+            .1
+            .extend(batch.into_iter().map(|event| event.id.to_string()));
+        (reader.1.len() >= 2).then(|| reader.1.clone())
+    })
+    .await;
     assert_eq!(delivered, vec![first_id, second_id]);
 }
 
@@ -331,26 +337,27 @@ async fn events_tail_prints_the_log_as_json_lines_from_a_position() {
         .query_column("SELECT position FROM outbox ORDER BY position")
         .await;
 
-    let mut lines: Vec<serde_json::Value> = Vec::new();
     // Another test's transaction, open somewhere in the cluster, may hold the log back a moment.
-    for _ in 0..50 {
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_home-visits"))
-            .args(["events", "tail", "--from", &positions[0].to_string()])
-            .env("DATABASE_URL", app.database_url())
-            .env("RUST_LOG", "error")
-            .output()
-            .await
-            .expect("events tail runs");
-        assert!(output.status.success(), "{output:?}");
-        lines = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("a JSON line"))
-            .collect();
-        if !lines.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let lines = eventually(
+        Duration::from_secs(5),
+        "`events tail` prints the event",
+        || async {
+            let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_home-visits"))
+                .args(["events", "tail", "--from", &positions[0].to_string()])
+                .env("DATABASE_URL", app.database_url())
+                .env("RUST_LOG", "error")
+                .output()
+                .await
+                .expect("events tail runs");
+            assert!(output.status.success(), "{output:?}");
+            let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(|line| serde_json::from_str(line).expect("a JSON line"))
+                .collect();
+            (!lines.is_empty()).then_some(lines)
+        },
+    )
+    .await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["type"], "user.registered");
     assert_eq!(lines[0]["position"], positions[1]);
@@ -444,17 +451,14 @@ async fn a_reader_of_some_types_passes_over_the_rest_to_the_end_of_what_it_read(
     let app = TestApp::spawn().await;
     let ann = app.register_user("ann").await;
     app.requested_visit(&ann.access_token, 10).await;
-    let mut everything = Vec::new();
-    for _ in 0..200 {
-        everything = log::read_after(&app.db, LogPosition::default(), 100)
+    // Another test's open transaction in the same cluster may hold the horizon back a moment.
+    let everything = eventually(Duration::from_secs(5), "both events readable", || async {
+        let read = log::read_after(&app.db, LogPosition::default(), 100)
             .await
             .expect("read");
-        if everything.len() == 2 {
-            break;
-        }
-        // Another test's open transaction in the same cluster holds the horizon back a moment.
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+        (read.len() >= 2).then_some(read)
+    })
+    .await;
     assert_eq!(
         everything
             .iter()

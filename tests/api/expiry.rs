@@ -1,4 +1,4 @@
-//! Time in a visit's life (DESIGN section 6): the clock is moved by writing past dates straight
+//! Time in a visit's life (requested, accepted, expired): the clock is moved by writing past dates straight
 //! into the database, as if the days had gone by.
 use std::time::Duration;
 
@@ -6,6 +6,7 @@ use chrono::{Days, Utc};
 use home_visits::visits::{self, Deadlines};
 use sea_orm::ConnectionTrait;
 use serde_json::json;
+use testkit::eventually;
 
 use crate::helpers::{TestApp, assert_error_code};
 
@@ -179,17 +180,17 @@ async fn the_sweeper_writes_expired_and_records_each_expiry_once_however_many_in
     );
     date_back(&app, &completed, 9).await;
 
-    let mut stored = Vec::new();
-    for _ in 0..100 {
-        stored = app
-            .query_column::<String>("SELECT status FROM visits WHERE status = 'EXPIRED'")
-            .await;
-        if stored.len() == 13 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(stored.len(), 13, "the sweeper expired the 13 due visits");
+    eventually(
+        Duration::from_secs(10),
+        "the sweeper expires the 13 due visits",
+        || async {
+            let stored = app
+                .query_column::<String>("SELECT status FROM visits WHERE status = 'EXPIRED'")
+                .await;
+            (stored.len() == 13).then_some(())
+        },
+    )
+    .await;
     let statuses: Vec<String> = app
         .query_column(&format!(
             "SELECT status FROM visits WHERE id IN ('{in_grace}', '{completed}') ORDER BY minutes, status"

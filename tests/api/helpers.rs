@@ -15,7 +15,7 @@ use home_visits::{
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use testkit::reply::Reply;
+use testkit::{eventually, reply::Reply};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -322,31 +322,30 @@ impl TestApp {
     }
 
     /// Waits until the event machinery is idle: the notifications consumer, and the relay when
-    /// there is one, have nothing left (three readings in a row). What they record themselves
+    /// there is one, have had nothing left for 200 ms. What they record themselves
     /// (`notification.added`) is in the log by then. Only the consumers this instance runs are
     /// seen: ask an instance that runs them.
     pub async fn settled(&self) {
-        let mut quiet = 0;
-        for _ in 0..300 {
-            let (_, ready) = self.readiness().await;
-            let consumers_idle = ready["consumers"]
-                .items()
-                .all(|consumer| consumer["lag"]["events"] == 0);
-            let relay_idle = ready["relay"].is_null() || ready["relay"]["lag"]["events"] == 0;
-            quiet = if consumers_idle && relay_idle {
-                quiet + 1
-            } else {
-                0
-            };
-            if quiet == 3 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "the event machinery never settled: {:?}",
-            self.readiness().await
-        );
+        let quiet_since = std::sync::Mutex::new(None::<std::time::Instant>);
+        eventually(
+            Duration::from_secs(30),
+            "the event machinery settled",
+            || async {
+                let (_, ready) = self.readiness().await;
+                let consumers_idle = ready["consumers"]
+                    .items()
+                    .all(|consumer| consumer["lag"]["events"] == 0);
+                let relay_idle = ready["relay"].is_null() || ready["relay"]["lag"]["events"] == 0;
+                let mut quiet_since = quiet_since.lock().expect("the quiet clock");
+                if !(consumers_idle && relay_idle) {
+                    *quiet_since = None;
+                    return None;
+                }
+                let since = *quiet_since.get_or_insert_with(std::time::Instant::now);
+                (since.elapsed() >= Duration::from_millis(200)).then_some(())
+            },
+        )
+        .await;
     }
 
     /// Shuts the instance down as SIGTERM would (gracefully), without waiting for it to finish.

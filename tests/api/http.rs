@@ -512,15 +512,12 @@ async fn readiness_answers_within_a_second_while_the_database_refuses_and_recove
         ))
         .await
         .expect("database reopened");
-    let mut back = StatusCode::SERVICE_UNAVAILABLE;
-    for _ in 0..40 {
-        back = readiness().await.0;
-        if back == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(back, StatusCode::OK, "ready again within two seconds");
+    testkit::eventually(
+        std::time::Duration::from_secs(2),
+        "ready again within two seconds",
+        || async { (readiness().await.0 == StatusCode::OK).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]

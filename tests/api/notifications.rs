@@ -10,9 +10,7 @@ use home_visits::events::{
 };
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use serde_json::{Value, json};
-use testkit::nats::NatsServer;
-
-use testkit::reply::Reply;
+use testkit::{eventually, nats::NatsServer, reply::Reply};
 
 use crate::helpers::{TestApp, TestUser};
 
@@ -28,20 +26,17 @@ async fn notifications_of(app: &TestApp, user: &TestUser) -> Reply {
 
 /// Waits for the consumer (it runs beside the requests) to have told `user` `count` things.
 async fn told(app: &TestApp, user: &TestUser, count: u64) -> Reply {
-    let mut list = notifications_of(app, user).await;
     // Up to 30 s: on a loaded 2-core machine a broker's clients have been seen to lose it for
     // over 10 s and reconnect (the relay backs off meanwhile); a healthy run answers in well
     // under a second.
-    for _ in 0..600 {
+    let what = format!("{} told {count} things", user.email);
+    eventually(Duration::from_secs(30), &what, || async {
+        let list = notifications_of(app, user).await;
         // The page, not `totalCount`: the count is a statement of its own, run after the page
         // (only when asked for), so it may already see a notification the page did not.
-        if list["edges"].items().count() as u64 >= count {
-            return list;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        list = notifications_of(app, user).await;
-    }
-    panic!("{} was told fewer than {count} things: {list}", user.email)
+        (list["edges"].items().count() as u64 >= count).then_some(list)
+    })
+    .await
 }
 
 fn kinds(list: &Reply) -> Vec<String> {
@@ -209,21 +204,19 @@ async fn replaying_the_whole_log_changes_nothing() {
         .execute_unprepared("DELETE FROM event_checkpoints WHERE name = 'consumer:notifications'")
         .await
         .expect("checkpoint reset");
-    let mut replayed = false;
-    for _ in 0..200 {
-        let moved: Vec<i64> = app
-            .query_column(
-                "SELECT count(*) FROM event_checkpoints WHERE name = 'consumer:notifications'",
-            )
-            .await;
-        if moved == vec![1] {
-            replayed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-
-    assert!(replayed, "the consumer read the log again");
+    eventually(
+        Duration::from_secs(5),
+        "the consumer reads the log again",
+        || async {
+            let moved: Vec<i64> = app
+                .query_column(
+                    "SELECT count(*) FROM event_checkpoints WHERE name = 'consumer:notifications'",
+                )
+                .await;
+            (moved == vec![1]).then_some(())
+        },
+    )
+    .await;
     let after: Vec<String> = app
         .query_column("SELECT kind || recipient_id || minutes FROM notifications ORDER BY 1")
         .await;
@@ -384,20 +377,18 @@ async fn a_handler_failing_twice_applies_once_on_the_third_try_and_redeliveries_
     app.register_user("ann").await;
     // The log shows an event once every older transaction in the cluster has ended; another
     // test's open transaction may hold that back a moment.
-    let mut registered = None;
-    for _ in 0..400 {
-        let events = home_visits::events::log::read_after(&app.db, Default::default(), 10)
-            .await
-            .expect("log");
-        registered = events
-            .into_iter()
-            .find(|event| event.event_type == "user.registered");
-        if registered.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    let registered = registered.expect("user.registered in the log");
+    let registered = eventually(
+        Duration::from_secs(10),
+        "user.registered in the log",
+        || async {
+            home_visits::events::log::read_after(&app.db, Default::default(), 10)
+                .await
+                .expect("log")
+                .into_iter()
+                .find(|event| event.event_type == "user.registered")
+        },
+    )
+    .await;
     let db = sea_orm::Database::connect(app.database_url())
         .await
         .expect("db");
@@ -468,15 +459,11 @@ async fn a_stalled_consumer_makes_readyz_answer_503_and_name_it() {
     let visit = app.requested_visit(&ann.access_token, 10).await;
     app.accept_visit(&bob.access_token, &visit).await;
 
-    let mut stalled = app.readiness().await;
-    for _ in 0..100 {
-        if stalled.0 == 503 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        stalled = app.readiness().await;
-    }
-    assert_eq!(stalled.0, 503, "{}", stalled.1);
+    let stalled = eventually(Duration::from_secs(5), "/readyz says 503", || async {
+        let readiness = app.readiness().await;
+        (readiness.0 == 503).then_some(readiness)
+    })
+    .await;
     assert_eq!(stalled.1["stalled"], json!(["notifications"]));
     holder.rollback().await.expect("released");
     told(&app, &ann, 1).await;

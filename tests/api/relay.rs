@@ -1,9 +1,11 @@
 //! The relay against a real `nats-server -js` of the test's own.
 use std::{collections::HashSet, time::Duration};
 
-use testkit::nats::{NatsServer, StreamedMessage, read_stream};
-
-use testkit::reply::Reply;
+use testkit::{
+    eventually,
+    nats::{NatsServer, StreamedMessage, read_stream},
+    reply::Reply,
+};
 
 use crate::helpers::TestApp;
 
@@ -20,17 +22,14 @@ async fn outbox_ids(app: &TestApp) -> Vec<String> {
         .await
 }
 
-/// Waits until the stream holds `count` messages (or a while longer, to catch extra ones).
+/// Waits until the stream holds at least `count` messages, and returns them all.
 async fn stream_with(nats: &NatsServer, count: usize) -> Vec<StreamedMessage> {
-    let mut messages = Vec::new();
-    for _ in 0..200 {
-        messages = read_stream(&nats.url(), STREAM).await.unwrap_or_default();
-        if messages.len() >= count {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    messages
+    let what = format!("{count} messages on the stream");
+    eventually(Duration::from_secs(10), &what, || async {
+        let messages = read_stream(&nats.url(), STREAM).await.unwrap_or_default();
+        (messages.len() >= count).then_some(messages)
+    })
+    .await
 }
 
 async fn readiness(app: &TestApp) -> Reply {
@@ -101,14 +100,16 @@ async fn with_the_broker_down_mutations_go_on_and_the_relay_catches_up_after() {
     assert_eq!(cancelled["data"]["cancelVisit"]["status"], "CANCELLED");
     let ids = outbox_ids(&app).await;
     assert_eq!(ids.len(), 3);
-    let mut behind = readiness(&app).await;
-    for _ in 0..100 {
-        if behind["relay"]["brokerConnected"] == false && behind["relay"]["lag"]["events"] == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        behind = readiness(&app).await;
-    }
+    let behind = eventually(
+        Duration::from_secs(5),
+        "the relay 3 events behind",
+        || async {
+            let behind = readiness(&app).await;
+            (behind["relay"]["brokerConnected"] == false && behind["relay"]["lag"]["events"] == 3)
+                .then_some(behind)
+        },
+    )
+    .await;
     assert_eq!(behind["status"], "ready", "{behind}");
     assert_eq!(behind["relay"]["brokerConnected"], false, "{behind}");
     assert_eq!(behind["relay"]["lag"]["events"], 3, "{behind}");

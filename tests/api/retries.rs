@@ -10,6 +10,7 @@ use home_visits::error::AppError;
 use sea_orm::{ConnectionTrait, Database, TransactionTrait};
 use secrecy::ExposeSecret;
 use serde_json::json;
+use testkit::eventually;
 
 use crate::helpers::{TestApp, fresh_database, start_service_process};
 
@@ -38,21 +39,19 @@ fn retries(text: &str, reason: &str) -> f64 {
     )
 }
 
-/// Until no backend of this test's database runs `condition`'s way (or a few seconds passed).
+/// Until `wanted` backends of this test's database run `condition`'s way.
 async fn until_backends(app: &TestApp, condition: &str, wanted: i64) {
-    for _ in 0..200 {
+    let what = format!("{wanted} backends with {condition}");
+    eventually(Duration::from_secs(5), &what, || async {
         let found: Vec<i64> = app
             .query_column(&format!(
                 "SELECT count(*) FROM pg_stat_activity \
                  WHERE datname = current_database() AND pid <> pg_backend_pid() AND {condition}"
             ))
             .await;
-        if found == [wanted] {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("never {wanted} backends with {condition}");
+        (found == [wanted]).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -174,21 +173,24 @@ async fn waiting_for_a_pooled_connection_shows_in_the_acquire_histogram() {
         let (client, token) = (client.clone(), member.token.clone());
         async move { client.request_visit(&token, 10, None).await }
     });
-    for _ in 0..200 {
-        let waiting = watcher
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "SELECT count(*) AS waiting FROM pg_stat_activity \
+    eventually(
+        Duration::from_secs(5),
+        "the booking waiting on the row",
+        || async {
+            let waiting = watcher
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT count(*) AS waiting FROM pg_stat_activity \
                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            ))
-            .await
-            .expect("asked")
-            .and_then(|row| row.try_get::<i64>("", "waiting").ok());
-        if waiting == Some(1) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+                ))
+                .await
+                .expect("asked")
+                .and_then(|row| row.try_get::<i64>("", "waiting").ok());
+            (waiting == Some(1)).then_some(())
+        },
+    )
+    .await;
+    // The `me` behind it waits for the pool's one connection for this long: what is measured.
     let me = tokio::spawn({
         let (client, token) = (client.clone(), member.token.clone());
         async move { client.send(Some(&token), "{ me { id } }", json!({})).await }

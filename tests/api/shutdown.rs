@@ -5,6 +5,7 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, Database, Statement, TransactionTrait};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
+use testkit::eventually;
 
 use crate::helpers::{ServiceProcess, fresh_database, start_service_process};
 
@@ -92,22 +93,24 @@ async fn hold_a_request(
             .await
     });
     let waiting = "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()";
-    for _ in 0..200 {
-        let row = running
-            .db
-            .query_one_raw(Statement::from_string(
-                running.db.get_database_backend(),
-                waiting,
-            ))
-            .await
-            .expect("asked")
-            .expect("a row");
-        if row.try_get::<i64>("", "n").expect("a count") > 0 {
-            return in_flight;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the request never reached the lock");
+    eventually(
+        Duration::from_secs(5),
+        "the request waiting on the lock",
+        || async {
+            let row = running
+                .db
+                .query_one_raw(Statement::from_string(
+                    running.db.get_database_backend(),
+                    waiting,
+                ))
+                .await
+                .expect("asked")
+                .expect("a row");
+            (row.try_get::<i64>("", "n").expect("a count") > 0).then_some(())
+        },
+    )
+    .await;
+    in_flight
 }
 
 fn sigterm(running: &Running) {
@@ -127,20 +130,19 @@ async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_zero(
 
     sigterm(&running);
     // New connections are refused while the held request is still in flight.
-    let mut refused = false;
-    for _ in 0..100 {
-        let fresh = reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{}/healthz", running.port))
-            .timeout(Duration::from_secs(1))
-            .send()
-            .await;
-        if fresh.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(refused, "still accepting connections after SIGTERM");
+    eventually(
+        Duration::from_secs(2),
+        "new connections refused after SIGTERM",
+        || async {
+            let fresh = reqwest::Client::new()
+                .get(format!("http://127.0.0.1:{}/healthz", running.port))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await;
+            fresh.is_err().then_some(())
+        },
+    )
+    .await;
     assert!(
         !in_flight.is_finished(),
         "the held request ended before it was let go"

@@ -2,7 +2,10 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use testkit::live::{Frame, LiveClient};
+use testkit::{
+    eventually,
+    live::{Frame, LiveClient},
+};
 
 use crate::helpers::{PASSWORD, TestApp, TestUser, positive};
 
@@ -50,30 +53,31 @@ async fn subscribed(
 
 /// Until the instance's live feed has passed every event in the log.
 async fn feed_caught_up(app: &TestApp) {
-    for _ in 0..200 {
-        let (_, ready) = app.readiness().await;
-        let feed = &ready["live"]["feed"];
-        let beyond: Vec<i64> = if feed["reading"] == false {
-            // Nobody listens: the next subscriber starts at the end of the readable log, which
-            // holds every change once no older transaction is still open.
-            app.query_column(
+    eventually(
+        Duration::from_secs(5),
+        "the live feed past every event",
+        || async {
+            let (_, ready) = app.readiness().await;
+            let feed = &ready["live"]["feed"];
+            let beyond: Vec<i64> = if feed["reading"] == false {
+                // Nobody listens: the next subscriber starts at the end of the readable log, which
+                // holds every change once no older transaction is still open.
+                app.query_column(
                 "SELECT count(*) FROM outbox WHERE txid >= pg_snapshot_xmin(pg_current_snapshot())",
             )
             .await
-        } else {
-            app.query_column(&format!(
-                "SELECT count(*) FROM outbox WHERE (txid, position) > ('{}'::xid8, {})",
-                feed["passedTxid"].int(),
-                feed["passedPosition"].int()
-            ))
-            .await
-        };
-        if beyond == [0] {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the live feed never caught up with the log");
+            } else {
+                app.query_column(&format!(
+                    "SELECT count(*) FROM outbox WHERE (txid, position) > ('{}'::xid8, {})",
+                    feed["passedTxid"].int(),
+                    feed["passedPosition"].int()
+                ))
+                .await
+            };
+            (beyond == [0]).then_some(())
+        },
+    )
+    .await;
 }
 
 fn kinds(payloads: &[Value], field: &str) -> Vec<String> {
@@ -156,6 +160,7 @@ async fn an_idle_feed_reads_nothing_and_its_first_subscriber_sees_only_what_foll
     for _ in 0..3 {
         app.requested_visit(&ann.access_token, 10).await;
     }
+    // A quiet spell in which the feed must read nothing: absence has no condition to wait on.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, ready) = app.readiness().await;
     let feed = &ready["live"]["feed"];
