@@ -3,7 +3,6 @@
 //! JSON whose errors carry documented codes, never `INTERNAL`, and the books must balance after.
 use proptest::{
     prelude::*,
-    strategy::ValueTree,
     test_runner::{Config, RngAlgorithm, TestRng, TestRunner},
 };
 use serde_json::{Value, json};
@@ -87,7 +86,9 @@ fn operation(texts: &[String], ints: &[i64], visit: &str, pick: usize) -> (Strin
     }
 }
 
-#[tokio::test]
+/// proptest drives the cases (and, when one fails, shrinks it to the smallest input that still
+/// fails); each case's request runs on the test's runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arbitrary_input_to_every_root_field_gets_a_documented_answer_and_the_books_balance() {
     let app = TestApp::spawn_with(|config| {
         config.auth.login_attempts_per_account_per_minute = positive(1_000_000);
@@ -104,7 +105,11 @@ async fn arbitrary_input_to_every_root_field_gets_a_documented_answer_and_the_bo
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let mut runner = TestRunner::new_with_rng(
-        Config::default(),
+        Config {
+            cases: CASES,
+            failure_persistence: None,
+            ..Config::default()
+        },
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
     );
     let inputs = (
@@ -112,27 +117,29 @@ async fn arbitrary_input_to_every_root_field_gets_a_documented_answer_and_the_bo
         proptest::collection::vec(int(), 3),
         any::<usize>(),
     );
+    let runtime = tokio::runtime::Handle::current();
 
-    for case in 0..CASES {
-        let (texts, ints, pick) = inputs
-            .new_tree(&mut runner)
-            .expect("a generated case")
-            .current();
-        let (query, variables, needs_token) = operation(&texts, &ints, &visit, pick);
-        let token = needs_token.then_some(ann.access_token.as_str());
-        let response = app.graphql(token, &query, variables.clone()).await;
-
-        let context = || format!("FUZZ_SEED={seed} case {case}: {query} {variables} -> {response}");
-        assert!(response.is_object(), "{}", context());
-        assert!(
-            response.get("data").is_some() || response.get("errors").is_some(),
-            "{}",
-            context()
-        );
-        for error in response.get("errors").into_iter().flat_map(Reply::items) {
-            let code = error["extensions"]["code"].str();
-            assert!(DOCUMENTED.contains(&code), "{code}: {}", context());
-        }
+    let outcome = tokio::task::block_in_place(|| {
+        runner.run(&inputs, |(texts, ints, pick)| {
+            let (query, variables, needs_token) = operation(&texts, &ints, &visit, pick);
+            let token = needs_token.then_some(ann.access_token.as_str());
+            let response = runtime.block_on(app.graphql(token, &query, variables.clone()));
+            let context = || format!("FUZZ_SEED={seed}: {query} {variables} -> {response}");
+            prop_assert!(response.is_object(), "{}", context());
+            prop_assert!(
+                response.get("data").is_some() || response.get("errors").is_some(),
+                "{}",
+                context()
+            );
+            for error in response.get("errors").into_iter().flat_map(Reply::items) {
+                let code = error["extensions"]["code"].str();
+                prop_assert!(DOCUMENTED.contains(&code), "{code}: {}", context());
+            }
+            Ok(())
+        })
+    });
+    if let Err(failure) = outcome {
+        panic!("FUZZ_SEED={seed}: {failure}");
     }
     app.assert_invariants().await;
 }
