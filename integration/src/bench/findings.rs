@@ -1,10 +1,27 @@
-//! What the bench's report prints, gathered workload by workload as [`Stand::measure`] gives it.
+//! What the bench measured of each workload, and what its report prints, gathered workload by
+//! workload.
+use std::collections::BTreeMap;
+
 use super::{
     BenchOptions, argon2_verify_time, charts,
     report::{self, Reference},
-    stand::{Measured, Stand},
+    sessions,
+    stats::{Measurement, Summary},
     workloads::Workload,
 };
+use crate::cpu::Reading;
+
+/// One workload's rounds, as measured.
+pub struct Measured {
+    pub(super) service_rounds: Vec<Summary>,
+    pub(super) reference_rounds: Vec<Summary>,
+    pub(super) errors: BTreeMap<String, u64>,
+    pub(super) service_cpu: Reading,
+    pub(super) reference_cpu: Reading,
+    pub(super) by_session: sessions::BySession,
+    pub(super) delivered: Measurement,
+    pub(super) event_lines: Vec<String>,
+}
 
 /// What the report prints, gathered workload by workload.
 pub struct Findings {
@@ -43,9 +60,9 @@ impl Findings {
     pub fn add(
         &mut self,
         options: &BenchOptions,
-        stand: &Stand,
         workload: Workload,
         measured: Measured,
+        metered: bool,
     ) -> anyhow::Result<()> {
         let Measured {
             service_rounds,
@@ -69,7 +86,6 @@ impl Findings {
         ));
         self.session_lines
             .push(by_session.line(workload.name(), service_cpu.server, calls));
-        let metered = stand.meter.is_some();
         self.record.workloads.push(charts::WorkloadRecord {
             name: workload.name(),
             service: service_rounds.iter().map(charts::Round::from).collect(),
@@ -84,7 +100,7 @@ impl Findings {
         } else if workload == Workload::Login {
             let verify = argon2_verify_time()?;
             Reference::Bound {
-                per_second: stand.cores as f64 / verify.as_secs_f64(),
+                per_second: self.record.cores as f64 / verify.as_secs_f64(),
                 detail: format!("{} ms argon2", report::millis(verify)),
             }
         } else {

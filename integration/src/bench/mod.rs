@@ -101,7 +101,7 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
         let measured = stand
             .measure(&options, workload, subscribers.as_ref(), &mut findings.run)
             .await?;
-        findings.add(&options, &stand, workload, measured)?;
+        findings.add(&options, workload, measured, stand.metered())?;
     }
     if let Some(subscribers) = subscribers {
         subscribers.stop();

@@ -7,7 +7,7 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
 use super::{
     BenchOptions, charts,
-    findings::Findings,
+    findings::{Findings, Measured},
     fixture::{self, Fixture, PASSWORD, forget_hot_requests, load_fixture, mint_tokens},
     live, local_postmaster,
     pgbench::run_pgbench,
@@ -35,23 +35,11 @@ pub struct Stand {
     pgbench_url: String,
     pub fixture: Fixture,
     pub password_hash: String,
-    pub(super) meter: Option<Meter>,
+    meter: Option<Meter>,
     /// Whether the instances run the notifications consumer (its lag is then watched).
     runs_consumer: bool,
     pub cores: usize,
     seconds: u64,
-}
-
-/// One workload's rounds, as measured.
-pub struct Measured {
-    pub(super) service_rounds: Vec<Summary>,
-    pub(super) reference_rounds: Vec<Summary>,
-    pub(super) errors: BTreeMap<String, u64>,
-    pub(super) service_cpu: Reading,
-    pub(super) reference_cpu: Reading,
-    pub(super) by_session: sessions::BySession,
-    pub(super) delivered: Measurement,
-    pub(super) event_lines: Vec<String>,
 }
 
 impl Stand {
@@ -146,6 +134,11 @@ impl Stand {
             cores: std::thread::available_parallelism().map_or(1, usize::from),
             seconds,
         })
+    }
+
+    /// Whether CPU is measured (PostgreSQL runs on this machine, where its processes are seen).
+    pub fn metered(&self) -> bool {
+        self.meter.is_some()
     }
 
     pub fn print_header(&self, options: &BenchOptions) {
