@@ -117,7 +117,7 @@ fn listen_options(state: &AppState, purpose: &str) -> sea_orm::sqlx::postgres::P
 /// The relay runs when a broker is configured.
 fn relay_settings(state: &AppState) -> Option<RelaySettings> {
     let config = &state.config;
-    if config.events.nats_servers.is_empty() {
+    if !config.events.has_broker() {
         return None;
     }
     let direct_url: SecretString = config
@@ -138,7 +138,7 @@ async fn prune_outbox(state: Arc<AppState>) {
     let Some(keep) = state.config.events.outbox_retention else {
         return;
     };
-    let relay_enabled = !state.config.events.nats_servers.is_empty();
+    let relay_enabled = state.config.events.has_broker();
     let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every_hour.tick().await;
@@ -171,7 +171,7 @@ async fn own_connection(state: &AppState, purpose: &str) -> DatabaseConnection {
 /// The live feed for subscriptions: from the broker when there is one, else from the log.
 async fn follow_live_feed(state: Arc<AppState>) {
     let feed = state.live.clone();
-    if state.config.events.nats_servers.is_empty() {
+    if !state.config.events.has_broker() {
         let listen_with = listen_options(&state, "live feed");
         let reader = own_connection(&state, "live feed").await;
         return feed::follow_log(reader, listen_with, feed).await;
@@ -189,7 +189,7 @@ async fn follow_live_feed(state: Arc<AppState>) {
 /// The notifications read model, from the broker when there is one, else from the log.
 async fn consume_notifications(state: Arc<AppState>, status: Arc<ConsumerStatus>) {
     let db = own_connection(&state, "notifications consumer").await;
-    if state.config.events.nats_servers.is_empty() {
+    if !state.config.events.has_broker() {
         return consumers::run_from_log(db, NotificationsHandler, status).await;
     }
     let options = broker::options("home-visits consumers");

@@ -36,7 +36,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, db: DatabaseConnection) -> anyhow::Result<Arc<Self>> {
-        let source = if config.events.nats_servers.is_empty() {
+        let source = if !config.events.has_broker() {
             Source::Postgres
         } else {
             Source::Jetstream
@@ -51,10 +51,7 @@ impl AppState {
                 .consumers
                 .contains(&notifications_name)
                 .then(|| ConsumerStatus::new(notifications_name, source)),
-            live: LiveFeed::new(
-                config.live.feed_buffer.get(),
-                config.events.nats_servers.is_empty(),
-            ),
+            live: LiveFeed::new(config.live.feed_buffer.get(), !config.events.has_broker()),
             shutdown: watch::Sender::new(false),
             db,
             config,

@@ -42,7 +42,7 @@ async fn readiness(state: &ApiState) -> (StatusCode, Json<serde_json::Value>) {
             Json(serde_json::json!({ "status": "unavailable", "database": "unreachable" })),
         );
     }
-    let relay = if app.config.events.nats_servers.is_empty() {
+    let relay = if !app.config.events.has_broker() {
         None
     } else {
         let lag = match events::log::lag(&app.db, events::relay::CHECKPOINT).await {
@@ -109,7 +109,7 @@ pub async fn metrics_text(State(state): State<ApiState>) -> axum::response::Resp
         state.live_limits.subscriptions(),
     );
     // The database parts are bounded like /readyz's: a scrape must get an answer.
-    if !app.config.events.nats_servers.is_empty() {
+    if app.config.events.has_broker() {
         let lag = tokio::time::timeout(
             READINESS_BUDGET,
             events::log::lag(&app.db, events::relay::CHECKPOINT),

@@ -1,8 +1,8 @@
 //! Settings: built-in defaults, then (in development) `.env` and the development defaults, then
 //! the process environment. Each setting is declared once, in [`settings`], with the variable it
-//! is read from; clap reads and checks them. clap rather than figment or envy: it is already the
-//! CLI's parser, it reads a value with the type's own parser and ranges, and its errors name the
-//! variable; one declaration gives the name, the default, the range and the help text.
+//! is read from, its default and its range; clap reads and checks them. clap rather than figment
+//! or envy: it is already the CLI's parser, it reads a value with the type's own parser and
+//! ranges, and its errors say what was wrong, which [`invalid_setting`] words by the variable.
 //!
 //! Read from elsewhere, and documented beside these: `RUST_LOG` and `LOG_FORMAT` (`telemetry`),
 //! `POSTGRES_BIN_DIR` (`local_postgres`).
@@ -16,8 +16,8 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use settings::{
-    AuthSettings, CorsSettings, DatabaseSettings, EventSettings, ForwardedHeader, GraphqlSettings,
-    LiveSettings, MetricsExposure, ServerSettings, TrustedProxies, VisitSettings,
+    AuthSettings, ConsumerNames, CorsSettings, DatabaseSettings, EventSettings, ForwardedHeader,
+    GraphqlSettings, LiveSettings, MetricsExposure, ServerSettings, TrustedProxies, VisitSettings,
 };
 
 /// Shortest accepted `JWT_SECRET`, in bytes: HS256 is only as strong as its key.
@@ -133,6 +133,9 @@ impl Config {
         let mut config =
             Self::from_arg_matches(&matches).map_err(|error| invalid_setting(&error))?;
         config.server.cors.local_origins = !production && read("CORS_ORIGINS").is_none();
+        if production && config.database.url.is_none() {
+            return Err(ConfigError::MissingDatabaseUrl);
+        }
         if config.auth.jwt_secret.is_none() {
             if production {
                 return Err(ConfigError::MissingJwtSecret);
@@ -140,26 +143,14 @@ impl Config {
             config.auth.jwt_secret = Some(random_secret());
             config.auth.jwt_secret_is_ephemeral = true;
         }
-        if production && config.database.url.is_none() {
-            return Err(ConfigError::MissingDatabaseUrl);
-        }
         config.validate()?;
         Ok(config)
     }
 
-    /// The defaults of an environment, with a fresh random JWT secret.
-    pub fn defaults(environment: Environment) -> Self {
-        let production = environment == Environment::Production;
-        let mut config = Self::from_source(&|_| None).unwrap_or_else(|error| {
-            unreachable!("the defaults are a valid configuration: {error}")
-        });
-        if production {
-            config.environment = Environment::Production;
-            config.graphql.introspection = false;
-            config.graphql.graphiql = false;
-            config.server.cors.local_origins = false;
-        }
-        config
+    /// The development defaults, with a fresh random JWT secret: what a test starts from.
+    pub fn development() -> Self {
+        Self::from_source(&|_| None)
+            .unwrap_or_else(|error| unreachable!("the defaults are a valid configuration: {error}"))
     }
 
     /// What clap cannot say of a single value.
@@ -276,6 +267,9 @@ mod tests {
     fn production_refuses_to_start_without_a_database_url() {
         let error = from(&[("APP_ENV", "production"), ("JWT_SECRET", PRODUCTION_SECRET)]).err();
         assert!(matches!(error, Some(ConfigError::MissingDatabaseUrl)));
+        // Without either, the database is named first.
+        let neither = from(&[("APP_ENV", "production")]).err();
+        assert!(matches!(neither, Some(ConfigError::MissingDatabaseUrl)));
         assert!(
             error
                 .map(|error| error.to_string())
@@ -368,12 +362,7 @@ mod tests {
         assert_eq!(config.live.ping_interval, Duration::from_secs(15));
         assert!(config.database.url.is_none());
         assert!(config.auth.jwt_secret_is_ephemeral);
-        assert_eq!(
-            Config::defaults(Environment::Development)
-                .visits
-                .starting_minutes,
-            120
-        );
+        assert_eq!(Config::development().visits.starting_minutes, 120);
     }
 
     #[test]
@@ -425,14 +414,17 @@ mod tests {
 
     #[test]
     fn consumers_run_everywhere_unless_named_or_none() {
-        assert_eq!(from(&[]).expect("valid config").events.consumers, CONSUMERS);
+        assert_eq!(
+            *from(&[]).expect("valid config").events.consumers,
+            *CONSUMERS
+        );
         // Blank is unset, as for every variable.
         let blank = from(&[("CONSUMERS", " ")]).expect("valid config");
-        assert_eq!(blank.events.consumers, CONSUMERS);
+        assert_eq!(*blank.events.consumers, *CONSUMERS);
         let none = from(&[("CONSUMERS", " none ")]).expect("valid config");
         assert!(none.events.consumers.is_empty());
         let named = from(&[("CONSUMERS", "notifications, notifications,")]).expect("valid config");
-        assert_eq!(named.events.consumers, ["notifications"]);
+        assert_eq!(*named.events.consumers, ["notifications"]);
         // The list is checked against the consumers' own names, which state.rs starts them by.
         assert!(CONSUMERS.contains(
             &<crate::notifications::NotificationsHandler as crate::events::consumer::Handler>::NAME

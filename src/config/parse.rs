@@ -1,7 +1,7 @@
 //! How the values of settings are read: the parsers clap calls for types it cannot read itself.
 use std::{net::SocketAddr, time::Duration};
 
-use super::{CONSUMERS, MetricsExposure};
+use super::{CONSUMERS, MetricsExposure, settings::ConsumerNames};
 
 pub fn seconds(value: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(number(value)?))
@@ -73,7 +73,7 @@ pub fn trusted_proxies(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
 
 /// `CONSUMERS`: names from [`CONSUMERS`], comma-separated, or `none`. A list of no names (`,`) is
 /// refused rather than read as `none`: a slip should not quietly stop notifications.
-pub fn consumers(list: &str) -> Result<Vec<&'static str>, String> {
+pub fn consumers(list: &str) -> Result<ConsumerNames, String> {
     let names: Vec<&str> = list
         .split(',')
         .map(str::trim)
@@ -81,7 +81,7 @@ pub fn consumers(list: &str) -> Result<Vec<&'static str>, String> {
         .collect();
     match names.as_slice() {
         [] => return Err("is empty: name the consumers to run, or `none`".to_string()),
-        ["none"] => return Ok(Vec::new()),
+        ["none"] => return Ok(ConsumerNames(Vec::new())),
         _ if names.contains(&"none") => {
             return Err("`none` cannot be combined with consumer names".to_string());
         }
@@ -102,5 +102,5 @@ pub fn consumers(list: &str) -> Result<Vec<&'static str>, String> {
             chosen.push(*known);
         }
     }
-    Ok(chosen)
+    Ok(ConsumerNames(chosen))
 }

@@ -165,7 +165,7 @@ pub struct AuthSettings {
 }
 
 fn cores() -> NonZeroUsize {
-    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN.saturating_add(1))
 }
 
 /// The rules of the minute bank.
@@ -250,12 +250,37 @@ pub struct EventSettings {
     /// The event consumers this instance runs (their names, or `none`; default every one).
     /// Instances that serve requests can leave them to worker instances of their own, so a
     /// consumer's catching up never takes CPU from requests on the same machine.
-    #[arg(long = "consumers", env = "CONSUMERS", default_value = "notifications", value_parser = parse::consumers)]
-    pub consumers: ::std::vec::Vec<&'static str>,
+    #[arg(long = "consumers", env = "CONSUMERS", default_value_t = ConsumerNames::every(), value_parser = parse::consumers)]
+    pub consumers: ConsumerNames,
     /// Delete events older than this (only once published, when there is a relay); unset keeps
     /// the whole log.
     #[arg(long = "outbox-retention-days", env = "OUTBOX_RETENTION_DAYS", value_parser = parse::days)]
     pub outbox_retention: Option<Duration>,
+}
+
+/// The consumers an instance runs, by name (see [`super::CONSUMERS`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerNames(pub Vec<&'static str>);
+
+impl ConsumerNames {
+    /// Every consumer there is: the default, so a single instance is the whole system.
+    pub fn every() -> Self {
+        Self(super::CONSUMERS.to_vec())
+    }
+}
+
+impl std::ops::Deref for ConsumerNames {
+    type Target = [&'static str];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ConsumerNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
 }
 
 impl EventSettings {

@@ -495,7 +495,10 @@ async fn a_reader_of_some_types_passes_over_the_rest_to_the_end_of_what_it_read(
 #[tokio::test]
 async fn retention_keeps_what_a_log_consumer_has_not_read_yet() {
     use home_visits::events::{NewEvent, catalogue::UserDeactivated, record_all, retention};
-    let app = TestApp::spawn_with(|config| config.events.consumers = Vec::new()).await;
+    let app = TestApp::spawn_with(|config| {
+        config.events.consumers = home_visits::config::ConsumerNames(Vec::new())
+    })
+    .await;
     let (ann, bob) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
     let about = |user| NewEvent::of(&UserDeactivated { user_id: user }).expect("an event");
     let mut read_up_to = String::new();

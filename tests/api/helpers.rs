@@ -7,11 +7,7 @@ use std::{
     time::Duration,
 };
 
-use home_visits::{
-    config::{Config, Environment},
-    db, startup,
-    state::AppState,
-};
+use home_visits::{config::Config, db, startup, state::AppState};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -254,12 +250,13 @@ impl TestApp {
             .with_test_writer()
             .with_env_filter("warn")
             .try_init();
-        let mut config = Config::defaults(Environment::Development);
+        let mut config = Config::development();
         config.database.url = Some(database_url);
         config.server.bind_addr = "127.0.0.1:0".parse().expect("a socket address");
         config.auth.jwt_secret = Some(SecretString::from(
             std::str::from_utf8(TEST_JWT_SECRET).expect("the test secret is text"),
         ));
+        config.auth.jwt_secret_is_ephemeral = false;
         config.auth.password_hashing_concurrency = positive(2);
         customize(&mut config);
 

@@ -472,7 +472,10 @@ async fn a_stalled_consumer_makes_readyz_answer_503_and_name_it() {
 
 #[tokio::test]
 async fn an_instance_without_consumers_leaves_them_to_the_instances_that_run_them() {
-    let serving = TestApp::spawn_with(|config| config.events.consumers = Vec::new()).await;
+    let serving = TestApp::spawn_with(|config| {
+        config.events.consumers = home_visits::config::ConsumerNames(Vec::new())
+    })
+    .await;
     let (ann, _bob, _cy) = a_day_of_visits(&serving).await;
     // An instance that runs the consumer tells Ann within ~100 ms; give this one ten times that.
     tokio::time::sleep(Duration::from_secs(1)).await;
