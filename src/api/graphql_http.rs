@@ -150,10 +150,7 @@ async fn query_over_get(
         if wants_html && state.app.config.graphql.graphiql {
             return graphiql::html();
         }
-        return transport_error(
-            StatusCode::BAD_REQUEST,
-            "send a `query` parameter, or POST a JSON body",
-        );
+        return transport_error(StatusCode::BAD_REQUEST, NO_QUERY);
     }
     let Some(media_type) = negotiation::negotiate(&headers) else {
         return not_acceptable();
@@ -176,13 +173,14 @@ async fn query_over_get(
     negotiation::respond(media_type, response.into())
 }
 
+const NO_QUERY: &str = "send a `query` parameter, or POST a JSON body";
+
 /// A request from GET's parameters. async-graphql's own reader expects `operation_name`; the
 /// specification (and every client) sends `operationName`, so both are read.
 fn request_over_get(query_string: &str) -> Result<async_graphql::Request, String> {
     #[derive(serde::Deserialize)]
     struct Parameters {
-        #[serde(default)]
-        query: String,
+        query: Option<String>,
         #[serde(rename = "operationName", alias = "operation_name")]
         operation_name: Option<String>,
         variables: Option<String>,
@@ -190,7 +188,7 @@ fn request_over_get(query_string: &str) -> Result<async_graphql::Request, String
     }
     let parameters: Parameters = serde_urlencoded::from_str(query_string)
         .map_err(|error| format!("the query string cannot be read: {error}"))?;
-    let mut request = async_graphql::Request::new(parameters.query);
+    let mut request = async_graphql::Request::new(parameters.query.clone().unwrap_or_default());
     request.operation_name = parameters.operation_name;
     if let Some(variables) = parameters.variables {
         request.variables = serde_json::from_str(&variables)
@@ -199,6 +197,10 @@ fn request_over_get(query_string: &str) -> Result<async_graphql::Request, String
     if let Some(extensions) = parameters.extensions {
         request.extensions = serde_json::from_str(&extensions)
             .map_err(|error| format!("`extensions` is not a JSON object: {error}"))?;
+    }
+    // Only a persisted query may come without its document.
+    if parameters.query.is_none() && !request.extensions.contains_key("persistedQuery") {
+        return Err(NO_QUERY.to_string());
     }
     Ok(request)
 }

@@ -597,6 +597,20 @@ async fn a_get_without_a_query_is_not_a_graphql_request() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body = Reply::new(response.json().await.expect("a JSON body"));
     assert_error_code(&body, "BAD_REQUEST");
+    let without_query = app
+        .http
+        .get(format!(
+            "{}/graphql?operationName=Me&variables={{}}",
+            app.address
+        ))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(without_query.status(), StatusCode::BAD_REQUEST);
+    assert_error_code(
+        &Reply::new(without_query.json().await.expect("a JSON body")),
+        "BAD_REQUEST",
+    );
     let unreadable = app
         .http
         .get(format!(
