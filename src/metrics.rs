@@ -148,7 +148,7 @@ impl Metrics {
         );
         registry.register(
             "database_contention",
-            "Attempts of a mutation's transaction that PostgreSQL stopped for a lock timeout, deadlock, serialization failure or statement timeout (retried, or answered as retryable CONFLICT)",
+            "Attempts of a request's transaction stopped for contention: lock timeout, deadlock, serialization failure (a lost race for a unique key included) or statement timeout; each was retried or answered as a retryable CONFLICT",
             metrics.contention.clone(),
         );
         registry.register(

@@ -105,9 +105,14 @@ impl Identity {
         let user = user
             .filter(|_| password_matches)
             .ok_or(AppError::InvalidCredentials)?;
-        let txn = crate::db::begin(db, metrics).await?;
-        let tokens = self.start_session(&txn, user.id).await?;
-        txn.commit().await?;
+        // Only the session's transaction runs again after a deadlock: the password was checked.
+        let tokens = crate::db::retrying(metrics, || async {
+            let txn = crate::db::begin(db, metrics).await?;
+            let tokens = self.start_session(&txn, user.id).await?;
+            txn.commit().await?;
+            Ok(tokens)
+        })
+        .await?;
         Ok(SignedIn { tokens, user })
     }
 
@@ -118,10 +123,14 @@ impl Identity {
         metrics: &Metrics,
         presented: &str,
     ) -> Result<SignedIn, AppError> {
-        let txn = crate::db::begin(db, metrics).await?;
-        let outcome = rotate_refresh_token(&txn, &self.keys, presented).await?;
-        // Committed whatever the outcome: a detected replay must leave its session revoked.
-        txn.commit().await?;
+        let outcome = crate::db::retrying(metrics, || async {
+            let txn = crate::db::begin(db, metrics).await?;
+            let outcome = rotate_refresh_token(&txn, &self.keys, presented).await?;
+            // Committed whatever the outcome: a detected replay must leave its session revoked.
+            txn.commit().await?;
+            Ok(outcome)
+        })
+        .await?;
         match outcome {
             RefreshOutcome::Rotated(tokens) => {
                 let user = find_active_user(db, tokens.user_id)
