@@ -359,6 +359,34 @@ pub fn is_unavailability(error: &DbErr) -> bool {
 mod tests {
     use super::*;
 
+    /// `ALL` is the list a response's code is read back against: a code missing from it would be
+    /// miscounted. The match is exhaustive, so a new variant must be numbered here, and then the
+    /// numbering holds only if it is in `ALL` too.
+    #[test]
+    fn every_error_code_is_listed_once_and_reads_back() {
+        let number = |code: ErrorCode| match code {
+            ErrorCode::BadRequest => 0,
+            ErrorCode::BadUserInput => 1,
+            ErrorCode::GraphqlParseFailed => 2,
+            ErrorCode::GraphqlValidationFailed => 3,
+            ErrorCode::QueryTooComplex => 4,
+            ErrorCode::PersistedQueryNotFound => 5,
+            ErrorCode::Unauthenticated => 6,
+            ErrorCode::Forbidden => 7,
+            ErrorCode::InvalidCredentials => 8,
+            ErrorCode::InsufficientMinutes => 9,
+            ErrorCode::NotFound => 10,
+            ErrorCode::Conflict => 11,
+            ErrorCode::RateLimited => 12,
+            ErrorCode::Internal => 13,
+        };
+        let numbers: Vec<usize> = ErrorCode::ALL.into_iter().map(number).collect();
+        assert_eq!(numbers, (0..14).collect::<Vec<_>>());
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+    }
+
     #[test]
     fn field_names_are_reported_in_camel_case() {
         assert_eq!(to_camel_case("first_name"), "firstName");
