@@ -407,6 +407,10 @@ async fn run(mut cli: SuiteArgs) -> anyhow::Result<ExitCode> {
             instances: cli.instances.clone(),
             started_at,
             took: run_started.elapsed(),
+            left_out: left_out
+                .iter()
+                .map(|(scenario, why)| (scenario.name(), *why))
+                .collect(),
         };
         let written = report::write(dir, &report, &run)?;
         let names: Vec<String> = written

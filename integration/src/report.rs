@@ -25,6 +25,8 @@ pub struct RunInfo {
     pub instances: Vec<String>,
     pub started_at: DateTime<Utc>,
     pub took: Duration,
+    /// Scenarios `--scenario all` could not run against the instances it was given, and why.
+    pub left_out: Vec<(&'static str, &'static str)>,
 }
 
 pub const HARNESS_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -83,6 +85,13 @@ pub fn junit(suite: &SuiteReport, run: &RunInfo) -> quick_junit::Report {
         }
         scenarios.add_test_case(case);
     }
+    for (name, why) in &run.left_out {
+        let mut skipped = TestCaseStatus::skipped();
+        skipped.set_message(*why);
+        let mut case = TestCase::new(*name, skipped);
+        case.set_classname("scenarios");
+        scenarios.add_test_case(case);
+    }
 
     let mut invariants = TestSuite::new("invariants");
     for (name, count) in suite.invariants.counts() {
@@ -126,6 +135,8 @@ pub fn json(suite: &SuiteReport, run: &RunInfo) -> Value {
             "outcomes": scenario.timeline.as_ref().map(Timeline::totals),
             "timeline": scenario.timeline,
         })).collect::<Vec<_>>(),
+        "leftOut": run.left_out.iter().map(|(name, why)| json!({ "name": name, "why": why }))
+            .collect::<Vec<_>>(),
         "invariants": {
             "clean": suite.invariants.is_clean(),
             "counts": suite.invariants.counts()
@@ -188,6 +199,13 @@ pub fn html(suite: &SuiteReport, run: &RunInfo) -> anyhow::Result<String> {
             verdict(scenario.passed),
             scenario.elapsed.as_secs_f64(),
             escape(&scenario.detail)
+        )?;
+    }
+    for (name, why) in &run.left_out {
+        write!(
+            page,
+            "<tr><td>{name}</td><td>left out</td><td></td><td class=\"detail\">{}</td></tr>",
+            escape(why)
         )?;
     }
     page.push_str("</table><h2>Invariants (final)</h2><table><tr><th>invariant</th><th>result</th><th>rows</th></tr>");
@@ -409,6 +427,7 @@ mod tests {
             instances: vec!["http://127.0.0.1:14001".into()],
             started_at: Utc::now(),
             took: Duration::from_secs(3),
+            left_out: vec![("event-stream", "needs a broker")],
         };
         (suite, run)
     }
@@ -429,8 +448,13 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(cases.len(), 2 + 6, "{cases:?}");
+        assert_eq!(cases.len(), 2 + 1 + 6, "{cases:?}");
         assert!(cases.contains(&("double-completion".into(), true)));
+        assert!(cases.contains(&("event-stream".into(), false)));
+        assert_eq!(
+            parsed.test_suites[0].skipped, 1,
+            "the left-out scenario is skipped"
+        );
         assert!(cases.contains(&("minute-bank".into(), false)));
         assert!(cases.contains(&("over-committed member".into(), false)));
         assert!(cases.contains(&("negative balance".into(), true)));

@@ -14,7 +14,9 @@ use integration::{
 };
 use sea_orm::Database;
 
-/// The service binary `cargo test --workspace` built beside this test (in the same profile).
+/// The service binary `cargo test --workspace` built beside this test (in the same profile). Run
+/// alone (`cargo test -p integration`), this test finds whatever that binary was last built from:
+/// build it first.
 fn service_binary() -> PathBuf {
     let test = std::env::current_exe().expect("the test binary's path");
     let profile_dir = test
@@ -35,9 +37,17 @@ async fn two_instances_on_one_database_pass_every_scenario_and_a_faulty_randomiz
     let binary = service_binary();
     // The prefix of the service's test databases, so a crashed run's leftover is swept with theirs.
     let name = format!("hvtest_suite_{}", uuid::Uuid::new_v4().simple());
-    let url = setup::local_database(&binary, &name)
-        .await
-        .expect("the local PostgreSQL");
+    // On `DATABASE_URL`'s server when it is set, as the service's tests do; else on the local one.
+    let url = match std::env::var("DATABASE_URL") {
+        Ok(server) if !server.trim().is_empty() => {
+            let mut url = reqwest::Url::parse(&server).expect("DATABASE_URL is a URL");
+            url.set_path(&format!("/{name}"));
+            url.to_string()
+        }
+        _ => setup::local_database(&binary, &name)
+            .await
+            .expect("the local PostgreSQL"),
+    };
     recreate_database(&url).await.expect("a fresh database");
     let secret = "two-instance-test-secret-of-sufficient-length";
     let mut nats = NatsServer::start().await.expect("nats-server starts");
@@ -92,6 +102,7 @@ async fn two_instances_on_one_database_pass_every_scenario_and_a_faulty_randomiz
         instances: instances.iter().map(SpawnedInstance::url).collect(),
         started_at: chrono::Utc::now(),
         took: Duration::from_secs(1),
+        left_out: Vec::new(),
     };
     integration::report::write(dir.as_path(), &report, &run).expect("reports written");
     let junit = std::fs::read_to_string(dir.as_path().join("junit.xml")).expect("junit.xml");
