@@ -1,5 +1,5 @@
-//! The layers every HTTP request passes, outermost last: request id, the request's span,
-//! timeout, CORS and the body limit; then the response counter and the JSON charset.
+//! The layers every HTTP request passes, from the outside in: request id, the request's span,
+//! timeout, CORS and the body limit. The response counter and the JSON charset wrap all of them.
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
@@ -126,7 +126,7 @@ impl<B> tower_http::trace::MakeSpan<B> for RequestSpan {
             request_id,
             client = client.map(tracing::field::display),
             trace_id,
-            // Filled in once known: by `execute`, and when the caller is authenticated.
+            // Filled in once known: by `execute_parsed`, and when the caller is authenticated.
             operation = tracing::field::Empty,
             user_id = tracing::field::Empty,
         )

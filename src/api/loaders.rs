@@ -130,7 +130,7 @@ impl Loader<OutstandingKey> for DbLoader {
     }
 }
 
-/// The request's batch loader (every request gets one; see `with_request_data`).
+/// The request's batch loader (every request gets one: see `request_data::attach`).
 pub fn loader<'a>(
     ctx: &async_graphql::Context<'a>,
 ) -> &'a async_graphql::dataloader::DataLoader<DbLoader> {

@@ -3,11 +3,11 @@
 //! does not know it answers `PERSISTED_QUERY_NOT_FOUND`, and the client sends the document once
 //! more with its hash to register it.
 //!
-//! Resolved in the HTTP layer before the request runs, not by async-graphql's extension (which
-//! resolves inside execution): a hash-only GET must be checked for a mutation (405) before it
-//! runs, and a client acts on `extensions.code`, which that extension does not set. The text is
-//! kept, so a persisted query then takes the path any other does: parsed with the limits, weighed,
-//! validated. Each instance keeps its own bounded store; a client that reaches another instance
+//! Resolved before the request runs (`api/execution.rs`; for GET in `api/graphql_http.rs`), not
+//! by async-graphql's extension (which resolves inside execution): a hash-only GET must be checked
+//! for a mutation (405) before it runs, and a client acts on `extensions.code`, which that
+//! extension does not set. The text is kept, so a persisted query then takes the path any other
+//! does: parsed with the limits, weighed, validated. Each instance keeps its own bounded store; a client that reaches another instance
 //! registers once more.
 use std::{num::NonZeroUsize, sync::Mutex};
 
