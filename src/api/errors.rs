@@ -9,6 +9,8 @@ use axum::{
 
 pub use crate::error::ErrorCode;
 
+pub const TOO_LARGE: &str = "the request body is larger than this server accepts";
+
 /// A GraphQL error carrying `code`.
 pub fn server_error(code: ErrorCode, message: impl Into<String>) -> ServerError {
     let mut error = ServerError::new(message, None);

@@ -2,11 +2,12 @@
 //! WebSocket upgrade for subscriptions, and GraphiQL for a browser asking for a page.
 use std::net::SocketAddr;
 
-use async_graphql::{BatchRequest, BatchResponse, ParseRequestError, Response};
-use async_graphql_axum::{GraphQLBatchRequest, rejection::GraphQLRejection};
+use async_graphql::{BatchRequest, BatchResponse, Response};
 use axum::{
+    body::Bytes,
     extract::{
         ConnectInfo, RawQuery, State,
+        rejection::BytesRejection,
         ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
     },
     http::{HeaderMap, StatusCode, header},
@@ -14,7 +15,9 @@ use axum::{
 
 use super::{
     client_address::client_address,
-    errors::{ErrorCode, coded_error, mutation_over_get, not_acceptable, transport_error},
+    errors::{
+        ErrorCode, TOO_LARGE, coded_error, mutation_over_get, not_acceptable, transport_error,
+    },
     execution::{execute, execute_parsed, runs_a_mutation},
     graphiql, negotiation, request_data,
     state::ApiState,
@@ -25,17 +28,19 @@ pub async fn graphql_post(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    request: Result<GraphQLBatchRequest, GraphQLRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> axum::response::Response {
-    let content_type = headers
+    // A body without a content type is not JSON by anyone's word.
+    let is_json = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok());
-    if let Some(content_type) = content_type
-        && !content_type
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-    {
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|content_type| {
+            content_type
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if !is_json {
         return transport_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send the request as application/json",
@@ -44,9 +49,21 @@ pub async fn graphql_post(
     let Some(media_type) = negotiation::negotiate(&headers) else {
         return not_acceptable();
     };
-    let batch = match request {
-        Ok(request) => request.into_inner(),
-        Err(GraphQLRejection(refused)) => return refused_request(&refused),
+    let body = match body {
+        Ok(body) => body,
+        Err(refused) if refused.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return transport_error(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE);
+        }
+        Err(refused) => return transport_error(refused.status(), &refused.body_text()),
+    };
+    let batch = match read_batch(&body) {
+        Ok(batch) => batch,
+        Err(error) => {
+            return transport_error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not a GraphQL request in JSON: {error}"),
+            );
+        }
     };
     match batch {
         BatchRequest::Single(request) => {
@@ -84,19 +101,14 @@ pub async fn graphql_post(
     }
 }
 
-/// What async-graphql could not read as a request, in words a client can act on (its own
-/// rejection answers with Rust's debug text and no content type).
-fn refused_request(refused: &ParseRequestError) -> axum::response::Response {
-    match refused {
-        ParseRequestError::PayloadTooLarge => transport_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the request body is larger than this server accepts",
-        ),
-        ParseRequestError::InvalidRequest(error) => transport_error(
-            StatusCode::BAD_REQUEST,
-            &format!("the body is not a GraphQL request in JSON: {error}"),
-        ),
-        other => transport_error(StatusCode::BAD_REQUEST, &other.to_string()),
+/// One operation, or a batch of them when the body is a JSON array: read by its first character,
+/// so an empty array is an empty batch (refused as such), not an operation with no document.
+fn read_batch(body: &[u8]) -> Result<BatchRequest, serde_json::Error> {
+    let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        serde_json::from_slice(body).map(BatchRequest::Batch)
+    } else {
+        serde_json::from_slice(body).map(BatchRequest::Single)
     }
 }
 

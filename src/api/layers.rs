@@ -19,7 +19,7 @@ use tower_http::{
 
 use super::{
     client_address::client_address,
-    errors::{ErrorCode, coded_error, transport_error},
+    errors::{ErrorCode, TOO_LARGE, coded_error, transport_error},
     request_data,
     state::ApiState,
 };
@@ -164,10 +164,9 @@ pub async fn json_with_charset(response: axum::response::Response) -> axum::resp
             .is_some_and(|content_type| content_type.to_ascii_lowercase().contains("json"))
     };
     let response = match response.status() {
-        StatusCode::PAYLOAD_TOO_LARGE if !is_json(&response) => transport_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the request body is larger than this server accepts",
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE if !is_json(&response) => {
+            transport_error(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE)
+        }
         StatusCode::REQUEST_TIMEOUT if !is_json(&response) => coded_error(
             StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Internal,

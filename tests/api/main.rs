@@ -3,6 +3,7 @@ mod helpers;
 
 mod checkers;
 mod cli;
+mod contract;
 mod costs;
 mod events;
 mod expiry;
