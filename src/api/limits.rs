@@ -80,7 +80,7 @@ impl Extension for LimitsExtension {
             } else {
                 ErrorCode::GraphqlParseFailed
             };
-            with_code(error, code)
+            with_code(short_syntax_error(error, query), code)
         })?;
         let aliases = aliases_in(&document);
         if aliases > self.max_aliases {
@@ -113,6 +113,62 @@ impl Extension for LimitsExtension {
                 .collect()
         })
     }
+}
+
+/// Longest message a syntax error keeps whole; a longer one is cut to an excerpt.
+const SYNTAX_ERROR_BYTES: usize = 300;
+/// Characters an excerpt shows on each side of the error's position.
+const EXCERPT_CHARS: usize = 40;
+
+/// The parser quotes the whole line an error is on, which for a document of one long line is the
+/// document: a 60 KB query would come back as a 60 KB error. A long message is rewritten as what
+/// was expected, where, and an excerpt around that place.
+fn short_syntax_error(mut error: ServerError, query: &str) -> ServerError {
+    if error.message.len() <= SYNTAX_ERROR_BYTES {
+        return error;
+    }
+    let expected = error
+        .message
+        .lines()
+        .find_map(|line| line.trim_start().strip_prefix("= "))
+        .unwrap_or("syntax error")
+        .to_string();
+    let place = error.locations.first().map(|position| {
+        let excerpt = query
+            .lines()
+            .nth(position.line.saturating_sub(1))
+            .map(|line| excerpt(line, position.column.saturating_sub(1)))
+            .unwrap_or_default();
+        format!(
+            " at line {}, column {}, near `{excerpt}`",
+            position.line, position.column
+        )
+    });
+    let mut message = format!("{expected}{}", place.unwrap_or_default());
+    if message.len() > SYNTAX_ERROR_BYTES {
+        let mut end = SYNTAX_ERROR_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    error.message = message;
+    error
+}
+
+/// Up to [`EXCERPT_CHARS`] characters of `line` on each side of character `column`.
+fn excerpt(line: &str, column: usize) -> String {
+    let chars: Vec<char> = line.chars().collect();
+    let start = column.saturating_sub(EXCERPT_CHARS);
+    let end = column.saturating_add(EXCERPT_CHARS).min(chars.len());
+    let mut shown: String = chars.get(start..end).unwrap_or_default().iter().collect();
+    if start > 0 {
+        shown.insert(0, '…');
+    }
+    if end < chars.len() {
+        shown.push('…');
+    }
+    shown
 }
 
 /// async-graphql's own limits, by the messages it words them with.

@@ -75,3 +75,22 @@ async fn an_empty_batch_is_a_malformed_request_whatever_the_client_accepts() {
     let one: Value = one.json().await.expect("JSON");
     assert_eq!(one[0]["data"]["__typename"], "Query", "{one}");
 }
+
+#[tokio::test]
+async fn a_syntax_error_quotes_an_excerpt_not_its_whole_line() {
+    let app = TestApp::spawn().await;
+    let document = format!("{{ me {{ id {} $ }} }}", "name ".repeat(12_000));
+    assert!(document.len() > 60_000);
+    let reply = app.graphql(None, &document, json!({})).await;
+    assert_error_code(&reply, "GRAPHQL_PARSE_FAILED");
+    let message = reply["errors"][0]["message"].str();
+    assert!(message.len() <= 400, "{} bytes: {message}", message.len());
+    assert!(message.contains("column"), "{message}");
+    // A short document's error keeps the parser's own words.
+    let short = app.graphql(None, "{ me { id $ } }", json!({})).await;
+    assert_error_code(&short, "GRAPHQL_PARSE_FAILED");
+    assert!(
+        short["errors"][0]["message"].str().contains("1:"),
+        "{short}"
+    );
+}
