@@ -14,6 +14,7 @@ use super::{
     errors::{ErrorCode, error_code, with_error_codes},
     input, negotiation, request_data,
     state::ApiState,
+    variables,
 };
 use crate::events::trace;
 
@@ -40,6 +41,9 @@ pub async fn execute_parsed(
         return with_error_codes(Response::from_errors(vec![
             error.into_server_error(Default::default()),
         ]));
+    }
+    if let Err(missing) = variables::check_required(&mut request) {
+        return Response::from_errors(missing);
     }
     let schema = match &state.introspection_schema {
         Some(introspection) if reads_only_the_schema(&mut request) => introspection,

@@ -24,6 +24,7 @@ mod scalars;
 mod schema;
 mod state;
 mod subscriptions;
+mod variables;
 mod visits;
 mod websocket;
 

@@ -30,6 +30,77 @@ async fn post(app: &TestApp, token: &str, accept: &str, body: Value) -> (StatusC
 }
 
 #[tokio::test]
+async fn a_required_variable_left_out_refuses_the_request_on_both_transports() {
+    let app = TestApp::spawn().await;
+    let ann = app.register_user("ann").await;
+    let skipped = "query($s: Boolean!) { me @skip(if: $s) { id } }";
+    for body in [
+        json!({ "query": skipped }),
+        json!({ "query": skipped, "variables": {} }),
+    ] {
+        let (status, reply) = post(&app, &ann.access_token, GRAPHQL_RESPONSE, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+        assert!(reply.get("data").is_none(), "no data: {reply}");
+        assert_error_code(&reply, "BAD_USER_INPUT");
+        assert!(
+            reply["errors"][0]["message"].str().contains("$s"),
+            "{reply}"
+        );
+    }
+    let (_, null) = post(
+        &app,
+        &ann.access_token,
+        "application/json",
+        json!({ "query": "query($i: ID!) { visit(id: $i) { id } }", "variables": { "i": null } }),
+    )
+    .await;
+    assert!(null["data"].is_null(), "{null}");
+    assert_error_code(&null, "BAD_USER_INPUT");
+    assert!(
+        null["errors"][0].get("path").is_none(),
+        "a request error: {null}"
+    );
+    // Given, it runs.
+    let (status, given) = post(
+        &app,
+        &ann.access_token,
+        GRAPHQL_RESPONSE,
+        json!({ "query": skipped, "variables": { "s": false } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(given["data"]["me"]["id"], ann.id.as_str(), "{given}");
+
+    let mut socket = LiveClient::connect(&app.address, &ann.access_token)
+        .await
+        .expect("socket");
+    socket
+        .subscribe(
+            "1",
+            "subscription($id: ID!) { visitUpdated(id: $id) { type } }",
+            json!({}),
+        )
+        .await
+        .expect("sent");
+    match socket.next(WAIT).await {
+        Some(Frame::Message(message)) => {
+            assert_eq!(message["type"], "error", "{message}");
+            assert_eq!(
+                message["payload"][0]["extensions"]["code"],
+                "BAD_USER_INPUT"
+            );
+            assert!(
+                message["payload"][0]["message"]
+                    .as_str()
+                    .is_some_and(|said| said.contains("$id")),
+                "{message}"
+            );
+        }
+        other => panic!("expected an error message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_post_without_a_content_type_is_refused_with_415() {
     let app = TestApp::spawn().await;
     let response = app

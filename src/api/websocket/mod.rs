@@ -36,7 +36,7 @@ use self::{
 };
 use super::{
     context::ApiError, errors::with_error_codes, input, request_data, schema::AppSchema,
-    subscriptions::SocketSignals,
+    subscriptions::SocketSignals, variables,
 };
 use crate::{error::AppError, events::feed, state::AppState};
 
@@ -319,6 +319,9 @@ impl Connection {
         }
         if let Err(refused) = input::check(&mut request) {
             return Err(graphql_errors(ApiError::from(refused)));
+        }
+        if let Err(missing) = variables::check_required(&mut request) {
+            return Err(json!(missing));
         }
         let request = request_data::attach(
             request,
