@@ -148,6 +148,40 @@ async fn an_empty_batch_is_a_malformed_request_whatever_the_client_accepts() {
 }
 
 #[tokio::test]
+async fn a_websocket_message_over_the_limit_is_closed_with_1009() {
+    let app = TestApp::spawn().await;
+    let ann = app.register_user("ann").await;
+    let mut socket = LiveClient::connect(&app.address, &ann.access_token)
+        .await
+        .expect("socket");
+    let oversized = format!(
+        r#"{{"type":"ping","payload":{{"pad":"{}"}}}}"#,
+        "x".repeat(70_000)
+    );
+    socket.send_text(&oversized).await.expect("sent");
+    let closed = socket.closed(WAIT).await;
+    assert_eq!(
+        closed.as_ref().map(|(code, _)| *code),
+        Some(1009),
+        "{closed:?}"
+    );
+
+    // One under the limit is read as usual.
+    let mut fits = LiveClient::connect(&app.address, &ann.access_token)
+        .await
+        .expect("socket");
+    let padded = format!(
+        r#"{{"type":"ping","payload":{{"pad":"{}"}}}}"#,
+        "x".repeat(60_000)
+    );
+    fits.send_text(&padded).await.expect("sent");
+    match fits.next(WAIT).await {
+        Some(Frame::Message(message)) => assert_eq!(message["type"], "pong", "{message}"),
+        other => panic!("expected the pong, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_syntax_error_quotes_an_excerpt_not_its_whole_line() {
     let app = TestApp::spawn().await;
     let document = format!("{{ me {{ id {} $ }} }}", "name ".repeat(12_000));

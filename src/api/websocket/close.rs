@@ -13,6 +13,8 @@ pub enum CloseCode {
     GoingAway,
     /// 1008: more subscriptions on one socket than allowed.
     PolicyViolation,
+    /// 1009: a message over `MAX_BODY_BYTES`.
+    MessageTooBig,
     /// 1013: the instance is full, the client fell behind or stopped reading, or the token
     /// cannot be checked now.
     TryAgainLater,
@@ -38,6 +40,7 @@ impl CloseCode {
             Self::Normal => 1000,
             Self::GoingAway => 1001,
             Self::PolicyViolation => 1008,
+            Self::MessageTooBig => 1009,
             Self::TryAgainLater => 1013,
             Self::BadMessage => 4400,
             Self::Unauthorized => 4401,

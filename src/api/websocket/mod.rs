@@ -58,14 +58,21 @@ pub fn upgrade(
     limits: Arc<LiveLimits>,
     client: IpAddr,
 ) -> axum::response::Response {
+    // The limit is the service's own (see `too_big`): tungstenite's, a few times larger, only
+    // bounds what one socket may buffer. A message it refuses leaves its rest unread, and a socket
+    // closed with unread data is reset, so the client would not see the 1009 in time.
+    let buffered_at_most = app
+        .config
+        .server
+        .max_body_bytes
+        .get()
+        .saturating_mul(BUFFERED_MESSAGES);
     let upgrade = upgrade
         .protocols([PROTOCOL])
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(SOCKET_BUFFER)
-        .max_message_size(app.config.server.max_body_bytes.get())
-        // Checked as a frame's header arrives, before its payload is buffered (the message limit
-        // is checked only after).
-        .max_frame_size(app.config.server.max_body_bytes.get());
+        .max_message_size(buffered_at_most)
+        .max_frame_size(buffered_at_most);
     let speaks_protocol = upgrade.selected_protocol().is_some();
     upgrade.on_upgrade(move |socket| async move {
         let (sink, stream) = socket.split();
@@ -145,9 +152,18 @@ impl Connection {
             let expiry = session.as_ref().map(|session| session.expires_at);
             tokio::select! {
                 message = incoming.next() => {
-                    let Some(Ok(message)) = message else { return Err(Ending::Gone) };
+                    let message = match message {
+                        Some(Ok(message)) => message,
+                        Some(Err(error)) => {
+                            return Err(if is_over_capacity(error) { too_big() } else { Ending::Gone });
+                        }
+                        None => return Err(Ending::Gone),
+                    };
                     last_heard = Instant::now();
                     let text = match message {
+                        Message::Text(text) if text.len() > self.app.config.server.max_body_bytes.get() => {
+                            return Err(too_big());
+                        }
                         Message::Text(text) => text,
                         Message::Close(_) => {
                             // Sends the close reply tungstenite queued, so the client sees a clean close.
@@ -370,6 +386,25 @@ impl Connection {
         })
         .await;
     }
+}
+
+/// How many messages of the largest size a socket may buffer before tungstenite itself refuses.
+const BUFFERED_MESSAGES: usize = 4;
+
+/// RFC 6455's answer to a message over `MAX_BODY_BYTES`, so the client can tell it from a fault.
+fn too_big() -> Ending {
+    Ending::Close(
+        CloseCode::MessageTooBig,
+        "Message too big: a message holds at most MAX_BODY_BYTES".into(),
+    )
+}
+
+/// Whether tungstenite refused what it read for its size.
+fn is_over_capacity(error: axum::Error) -> bool {
+    error
+        .into_inner()
+        .downcast_ref::<tungstenite::Error>()
+        .is_some_and(|error| matches!(error, tungstenite::Error::Capacity(_)))
 }
 
 /// Sleeps until `at` (forever when there is no such time).
