@@ -388,6 +388,23 @@ mod tests {
     }
 
     #[test]
+    fn every_error_code_is_in_the_api_docs_list() {
+        let docs = include_str!("../docs/api.md");
+        let errors = docs
+            .split("## Errors")
+            .nth(1)
+            .and_then(|section| section.split("\n## ").next())
+            .unwrap_or_default();
+        for code in ErrorCode::ALL {
+            assert!(
+                errors.contains(&format!("- `{}`", code.as_str()))
+                    || errors.contains(&format!(", `{}`", code.as_str())),
+                "{code} is not listed under docs/api.md's Errors"
+            );
+        }
+    }
+
+    #[test]
     fn field_names_are_reported_in_camel_case() {
         assert_eq!(to_camel_case("first_name"), "firstName");
         assert_eq!(to_camel_case("email"), "email");
