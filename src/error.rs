@@ -96,6 +96,8 @@ pub enum ErrorCode {
     QueryTooComplex,
     /// A hash-only persisted query this instance does not know; send the document with its hash.
     PersistedQueryNotFound,
+    /// With trusted documents, a document that is not one of them.
+    PersistedQueryNotInList,
     Unauthenticated,
     Forbidden,
     InvalidCredentials,
@@ -107,13 +109,14 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::BadRequest,
         Self::BadUserInput,
         Self::GraphqlParseFailed,
         Self::GraphqlValidationFailed,
         Self::QueryTooComplex,
         Self::PersistedQueryNotFound,
+        Self::PersistedQueryNotInList,
         Self::Unauthenticated,
         Self::Forbidden,
         Self::InvalidCredentials,
@@ -132,6 +135,7 @@ impl ErrorCode {
             Self::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
             Self::QueryTooComplex => "QUERY_TOO_COMPLEX",
             Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            Self::PersistedQueryNotInList => "PERSISTED_QUERY_NOT_IN_LIST",
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::Forbidden => "FORBIDDEN",
             Self::InvalidCredentials => "INVALID_CREDENTIALS",
@@ -371,17 +375,18 @@ mod tests {
             ErrorCode::GraphqlValidationFailed => 3,
             ErrorCode::QueryTooComplex => 4,
             ErrorCode::PersistedQueryNotFound => 5,
-            ErrorCode::Unauthenticated => 6,
-            ErrorCode::Forbidden => 7,
-            ErrorCode::InvalidCredentials => 8,
-            ErrorCode::InsufficientMinutes => 9,
-            ErrorCode::NotFound => 10,
-            ErrorCode::Conflict => 11,
-            ErrorCode::RateLimited => 12,
-            ErrorCode::Internal => 13,
+            ErrorCode::PersistedQueryNotInList => 6,
+            ErrorCode::Unauthenticated => 7,
+            ErrorCode::Forbidden => 8,
+            ErrorCode::InvalidCredentials => 9,
+            ErrorCode::InsufficientMinutes => 10,
+            ErrorCode::NotFound => 11,
+            ErrorCode::Conflict => 12,
+            ErrorCode::RateLimited => 13,
+            ErrorCode::Internal => 14,
         };
         let numbers: Vec<usize> = ErrorCode::ALL.into_iter().map(number).collect();
-        assert_eq!(numbers, (0..14).collect::<Vec<_>>());
+        assert_eq!(numbers, (0..15).collect::<Vec<_>>());
         for code in ErrorCode::ALL {
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
         }

@@ -20,6 +20,8 @@ pub struct Application {
     port: u16,
     /// `METRICS` set to an address: `/metrics` is served there alone.
     metrics_listener: Option<TcpListener>,
+    /// `TRUSTED_DOCUMENTS`, read and checked before anything is served.
+    trusted_documents: Option<Arc<api::TrustedDocuments>>,
     state: Arc<AppState>,
 }
 
@@ -64,11 +66,24 @@ pub async fn build_with_database(
         ),
         _ => None,
     };
+    let trusted_documents = match &config.graphql.trusted_documents {
+        Some(path) => {
+            let documents = api::TrustedDocuments::load(path)?;
+            tracing::info!(
+                documents = documents.len(),
+                "running only the trusted documents of {}",
+                path.display()
+            );
+            Some(Arc::new(documents))
+        }
+        None => None,
+    };
     let state = AppState::new(config, db)?;
     Ok(Application {
         listener,
         port,
         metrics_listener,
+        trusted_documents,
         state,
     })
 }
@@ -107,7 +122,7 @@ impl Application {
     ) -> std::io::Result<()> {
         let background = BackgroundTasks::start(&self.state);
         tracing::info!(port = self.port, "listening");
-        let routers = api::routers(self.state.clone());
+        let routers = api::routers(self.state.clone(), self.trusted_documents.clone());
         let metrics = match (self.metrics_listener, routers.metrics) {
             (Some(listener), Some(router)) => {
                 tracing::info!(address = ?listener.local_addr().ok(), "serving /metrics");

@@ -12,7 +12,9 @@ use super::{
     context::ApiError,
     documents::Unkept,
     errors::{ErrorCode, error_code, with_error_codes},
-    input, negotiation, request_data,
+    input, negotiation,
+    persisted::Refused,
+    request_data,
     state::ApiState,
     variables,
 };
@@ -22,10 +24,22 @@ use crate::events::trace;
 /// it; every error in the answer has a code.
 pub async fn execute(state: &ApiState, headers: &HeaderMap, mut request: Request) -> Response {
     if let Err(refused) = state.persisted.resolve(&mut request) {
-        return Response::from_errors(vec![refused.into_server_error()]);
+        return refused_document(state, refused);
     }
     let unkept = state.documents.attach(&mut request);
     execute_parsed(state, headers, request, unkept).await
+}
+
+/// The answer to a document the persisted queries refused (unknown, or not a trusted one),
+/// counted as a rejected operation by its code.
+pub fn refused_document(state: &ApiState, refused: Refused) -> Response {
+    state.app.metrics.operation(
+        None,
+        false,
+        refused.code.as_str(),
+        std::time::Duration::ZERO,
+    );
+    Response::from_errors(vec![refused.into_server_error()])
 }
 
 /// [`execute`] for a request already given its parsed document; keeps the document if it was

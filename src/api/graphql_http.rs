@@ -2,7 +2,7 @@
 //! WebSocket upgrade for subscriptions, and GraphiQL for a browser asking for a page.
 use std::net::SocketAddr;
 
-use async_graphql::{BatchRequest, BatchResponse, Response};
+use async_graphql::{BatchRequest, BatchResponse};
 use axum::{
     body::Bytes,
     extract::{
@@ -18,8 +18,8 @@ use super::{
     errors::{
         ErrorCode, TOO_LARGE, coded_error, mutation_over_get, not_acceptable, transport_error,
     },
-    execution::{execute, execute_parsed, runs_a_mutation},
-    graphiql, negotiation, request_data,
+    execution::{execute, execute_parsed, refused_document, runs_a_mutation},
+    graphiql, negotiation, persisted, request_data,
     state::ApiState,
     websocket,
 };
@@ -103,12 +103,38 @@ pub async fn graphql_post(
 
 /// One operation, or a batch of them when the body is a JSON array: read by its first character,
 /// so an empty array is an empty batch (refused as such), not an operation with no document.
+/// async-graphql's request has no `documentId`: a body that mentions one is read again for it.
 fn read_batch(body: &[u8]) -> Result<BatchRequest, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(rename = "documentId")]
+        document_id: Option<async_graphql::Value>,
+    }
+    let name = |request: &mut async_graphql::Request, named: Named| {
+        if let Some(document_id) = named.document_id {
+            request
+                .extensions
+                .insert(persisted::DOCUMENT_ID.into(), document_id);
+        }
+    };
+    let names_documents = body.windows(12).any(|window| window == b"\"documentId\"");
     let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
     if first == Some(&b'[') {
-        serde_json::from_slice(body).map(BatchRequest::Batch)
+        let mut requests: Vec<async_graphql::Request> = serde_json::from_slice(body)?;
+        if names_documents {
+            let named: Vec<Named> = serde_json::from_slice(body)?;
+            requests
+                .iter_mut()
+                .zip(named)
+                .for_each(|(request, named)| name(request, named));
+        }
+        Ok(BatchRequest::Batch(requests))
     } else {
-        serde_json::from_slice(body).map(BatchRequest::Single)
+        let mut request: async_graphql::Request = serde_json::from_slice(body)?;
+        if names_documents {
+            name(&mut request, serde_json::from_slice(body)?);
+        }
+        Ok(BatchRequest::Single(request))
     }
 }
 
@@ -132,6 +158,7 @@ pub async fn graphql_get(
                 state.schema.clone(),
                 state.app.clone(),
                 state.live_limits.clone(),
+                state.persisted.clone(),
                 client,
             );
         }
@@ -173,7 +200,7 @@ async fn query_over_get(
     };
     // Before the method check: a hash-only GET may name a mutation.
     if let Err(refused) = state.persisted.resolve(&mut request) {
-        let response = Response::from_errors(vec![refused.into_server_error()]);
+        let response = refused_document(&state, refused);
         return negotiation::respond(media_type, response.into());
     }
     let unkept = state.documents.attach(&mut request);
@@ -197,6 +224,8 @@ fn request_over_get(query_string: &str) -> Result<async_graphql::Request, String
         operation_name: Option<String>,
         variables: Option<String>,
         extensions: Option<String>,
+        #[serde(rename = "documentId")]
+        document_id: Option<String>,
     }
     let parameters: Parameters = serde_urlencoded::from_str(query_string)
         .map_err(|error| format!("the query string cannot be read: {error}"))?;
@@ -210,8 +239,16 @@ fn request_over_get(query_string: &str) -> Result<async_graphql::Request, String
         request.extensions = serde_json::from_str(&extensions)
             .map_err(|error| format!("`extensions` is not a JSON object: {error}"))?;
     }
+    if let Some(document_id) = parameters.document_id {
+        request
+            .extensions
+            .insert(persisted::DOCUMENT_ID.into(), document_id.into());
+    }
     // Only a persisted query may come without its document.
-    if parameters.query.is_none() && !request.extensions.contains_key("persistedQuery") {
+    if parameters.query.is_none()
+        && !request.extensions.contains_key("persistedQuery")
+        && !request.extensions.contains_key(persisted::DOCUMENT_ID)
+    {
         return Err(NO_QUERY.to_string());
     }
     Ok(request)

@@ -9,16 +9,28 @@
 //! extension does not set. The text is kept, so a persisted query then takes the path any other
 //! does: parsed with the limits, weighed, validated. Each instance keeps its own bounded store; a client that reaches another instance
 //! registers once more.
-use std::{num::NonZeroUsize, sync::Mutex};
+use std::{
+    num::NonZeroUsize,
+    sync::{Arc, Mutex},
+};
 
 use async_graphql::{Request, ServerError, Value};
 use lru::LruCache;
-use sha2::{Digest, Sha256};
 
-use super::errors::{ErrorCode, server_error};
+use super::{
+    errors::{ErrorCode, server_error},
+    trusted::{TrustedDocuments, is_sha256, sha256},
+};
 
+/// Where hashes are looked up: documents clients registered (automatic persisted queries), or the
+/// trusted documents' manifest, which is then the only documents that run.
 pub struct PersistedQueries {
-    documents: Mutex<LruCache<String, String>>,
+    store: Store,
+}
+
+enum Store {
+    Automatic(Mutex<LruCache<String, String>>),
+    Trusted(Arc<TrustedDocuments>),
 }
 
 /// Why a request's `persistedQuery` could not be used: the error code and message to answer with.
@@ -44,41 +56,101 @@ impl Refused {
 impl PersistedQueries {
     pub fn new(capacity: usize) -> Self {
         Self {
-            documents: Mutex::new(LruCache::new(
+            store: Store::Automatic(Mutex::new(LruCache::new(
                 NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
-            )),
+            ))),
         }
     }
 
-    /// Fills in a hash-only request's document, or registers a document sent with its hash.
-    /// Requests without the extension pass untouched.
-    pub fn resolve(&self, request: &mut Request) -> Result<(), Refused> {
-        let Some(extension) = request.extensions.remove("persistedQuery") else {
-            return Ok(());
-        };
-        let hash = hash_of(&extension)?;
-        let mut documents = self
-            .documents
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if request.query.is_empty() {
-            // Apollo's links recognise the message as well as the code.
-            let document = documents.get(&hash).ok_or_else(|| {
-                Refused::new(ErrorCode::PersistedQueryNotFound, "PersistedQueryNotFound")
-            })?;
-            request.query = document.clone();
-        } else {
-            let actual = format!("{:x}", Sha256::digest(request.query.as_bytes()));
-            if actual != hash {
-                return Err(Refused::new(
-                    ErrorCode::BadUserInput,
-                    "persistedQuery.sha256Hash is not the SHA-256 of the query",
-                ));
-            }
-            documents.put(hash, request.query.clone());
+    /// Only the manifest's documents run; nothing is registered.
+    pub fn trusted(documents: Arc<TrustedDocuments>) -> Self {
+        Self {
+            store: Store::Trusted(documents),
         }
-        Ok(())
     }
+
+    /// Fills in a hash-only request's document, and registers a document sent with its hash
+    /// (automatic), or refuses any document not in the manifest (trusted). Without trusted
+    /// documents, requests without the extension pass untouched.
+    pub fn resolve(&self, request: &mut Request) -> Result<(), Refused> {
+        if let Some(document_id) = request.extensions.remove(DOCUMENT_ID) {
+            name_by_document_id(request, &document_id)?;
+        }
+        let hash = match request.extensions.remove("persistedQuery") {
+            Some(extension) => Some(hash_of(&extension)?),
+            None => None,
+        };
+        if let Some(hash) = &hash
+            && !request.query.is_empty()
+            && sha256(&request.query) != *hash
+        {
+            return Err(Refused::new(
+                ErrorCode::BadUserInput,
+                "persistedQuery.sha256Hash is not the SHA-256 of the query",
+            ));
+        }
+        match (&self.store, hash) {
+            (Store::Automatic(_), None) => Ok(()),
+            (Store::Automatic(documents), Some(hash)) => {
+                let mut documents = documents
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if request.query.is_empty() {
+                    request.query = documents.get(&hash).ok_or_else(not_found)?.clone();
+                } else {
+                    documents.put(hash, request.query.clone());
+                }
+                Ok(())
+            }
+            (Store::Trusted(documents), Some(hash)) if request.query.is_empty() => {
+                request.query = documents.get(&hash).ok_or_else(not_found)?.clone();
+                Ok(())
+            }
+            (Store::Trusted(documents), hash) => {
+                let hash = hash.unwrap_or_else(|| sha256(&request.query));
+                if documents.contains(&hash) {
+                    Ok(())
+                } else {
+                    Err(Refused::new(
+                        ErrorCode::PersistedQueryNotInList,
+                        "this server runs only its trusted documents; this one is not among them",
+                    ))
+                }
+            }
+        }
+    }
+}
+
+fn not_found() -> Refused {
+    // Apollo's links recognise the message as well as the code.
+    Refused::new(ErrorCode::PersistedQueryNotFound, "PersistedQueryNotFound")
+}
+
+/// Where the readers leave a request's `documentId` for [`PersistedQueries::resolve`].
+pub const DOCUMENT_ID: &str = "documentId";
+
+/// `documentId: "sha256:<hash>"` (the GraphQL over HTTP draft's way to name a persisted
+/// document), read as the `persistedQuery` extension Apollo's clients send.
+fn name_by_document_id(request: &mut Request, document_id: &Value) -> Result<(), Refused> {
+    let hash = match document_id {
+        Value::String(document_id) => document_id.as_str(),
+        _ => "",
+    }
+    .strip_prefix("sha256:")
+    .filter(|hash| is_sha256(hash))
+    .ok_or_else(|| {
+        Refused::new(
+            ErrorCode::BadUserInput,
+            "documentId must be \"sha256:\" and 64 hexadecimal digits",
+        )
+    })?;
+    let mut extension = async_graphql::indexmap::IndexMap::new();
+    extension.insert(async_graphql::Name::new("version"), Value::from(1));
+    extension.insert(async_graphql::Name::new("sha256Hash"), Value::from(hash));
+    request
+        .extensions
+        .insert("persistedQuery".into(), Value::Object(extension));
+    Ok(())
 }
 
 fn hash_of(extension: &Value) -> Result<String, Refused> {
@@ -91,11 +163,7 @@ fn hash_of(extension: &Value) -> Result<String, Refused> {
         _ => return Err(invalid("persistedQuery.version must be 1")),
     }
     match fields.get("sha256Hash") {
-        Some(Value::String(hash))
-            if hash.len() == 64 && hash.bytes().all(|byte| byte.is_ascii_hexdigit()) =>
-        {
-            Ok(hash.to_ascii_lowercase())
-        }
+        Some(Value::String(hash)) if is_sha256(hash) => Ok(hash.to_ascii_lowercase()),
         _ => Err(invalid(
             "persistedQuery.sha256Hash must be 64 hexadecimal digits",
         )),
@@ -105,6 +173,7 @@ fn hash_of(extension: &Value) -> Result<String, Refused> {
 #[cfg(test)]
 mod tests {
     use async_graphql::{Name, Value};
+    use sha2::{Digest, Sha256};
 
     use super::*;
 

@@ -10,6 +10,7 @@ use super::{
     layers,
     probes::{metrics_text, readyz},
     state::ApiState,
+    trusted::TrustedDocuments,
 };
 use crate::{config::MetricsExposure, state::AppState};
 
@@ -19,8 +20,9 @@ pub struct Routers {
     pub metrics: Option<Router>,
 }
 
-pub fn routers(app: Arc<AppState>) -> Routers {
-    let state = ApiState::new(app);
+/// `trusted`: the only documents requests may run (`TRUSTED_DOCUMENTS`), when there are such.
+pub fn routers(app: Arc<AppState>, trusted: Option<Arc<TrustedDocuments>>) -> Routers {
+    let state = ApiState::new(app, trusted);
     let config = &state.app.config;
     let mut api = Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))

@@ -6,6 +6,7 @@ use super::{
     documents::ParsedDocuments,
     persisted::PersistedQueries,
     schema::{AppSchema, introspection_schema, schema},
+    trusted::TrustedDocuments,
     websocket::LiveLimits,
 };
 use crate::state::AppState;
@@ -27,13 +28,16 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    pub fn new(app: Arc<AppState>) -> Self {
+    pub fn new(app: Arc<AppState>, trusted: Option<Arc<TrustedDocuments>>) -> Self {
         Self {
             schema: schema(app.clone()),
             introspection_schema: introspection_schema(app.clone()),
             app,
             live_limits: Arc::default(),
-            persisted: Arc::new(PersistedQueries::new(PERSISTED_QUERIES_KEPT)),
+            persisted: Arc::new(match trusted {
+                Some(documents) => PersistedQueries::trusted(documents),
+                None => PersistedQueries::new(PERSISTED_QUERIES_KEPT),
+            }),
             documents: Arc::new(ParsedDocuments::new(PARSED_DOCUMENTS_KEPT)),
         }
     }

@@ -222,6 +222,10 @@ pub struct GraphqlSettings {
     /// On by default in development, off in production.
     #[arg(long = "graphiql", env = "GRAPHIQL", action = ArgAction::Set, default_value = "false")]
     pub graphiql: bool,
+    /// A manifest of the only documents requests may run (see `api::trusted`); unset, any
+    /// document runs and clients may register persisted queries.
+    #[arg(long = "trusted-documents", env = "TRUSTED_DOCUMENTS")]
+    pub trusted_documents: Option<PathBuf>,
 }
 
 /// The event log's way out: the relay to NATS, the consumers, and how long events are kept.

@@ -18,6 +18,8 @@ use uuid::Uuid;
 /// The key every test app signs with, so tests can forge tokens the way an attacker would try to.
 pub const TEST_JWT_SECRET: &[u8] = b"test-secret-that-is-at-least-32-bytes-long";
 pub const PASSWORD: &str = "correct horse battery";
+/// The document `TestApp::register` sends (a trusted-documents test lists it).
+pub const REGISTER: &str = "mutation($input: RegisterInput!) { register(input: $input) { accessToken refreshToken user { id email firstName lastName minutes } } }";
 
 const TEST_DATABASE_PREFIX: &str = "hvtest_";
 
@@ -370,8 +372,7 @@ impl TestApp {
     ) -> Reply {
         self.graphql(
             None,
-            "mutation($input: RegisterInput!) { register(input: $input) {
-                accessToken refreshToken user { id email firstName lastName minutes } } }",
+            REGISTER,
             json!({ "input": { "email": email, "password": password, "firstName": first_name, "lastName": last_name } }),
         )
         .await

@@ -22,4 +22,5 @@ mod schema;
 mod shutdown;
 mod subscriptions;
 mod tokens;
+mod trusted;
 mod visits;

@@ -28,9 +28,16 @@ pub enum ClientMessage {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscribePayload {
+    /// Absent when the operation is named by its hash instead.
+    #[serde(default)]
     pub query: String,
     #[serde(default)]
     pub variables: Option<Value>,
     #[serde(default)]
     pub operation_name: Option<String>,
+    /// `persistedQuery`, as over HTTP.
+    #[serde(default)]
+    pub extensions: Option<async_graphql::Extensions>,
+    #[serde(default)]
+    pub document_id: Option<async_graphql::Value>,
 }

@@ -35,8 +35,14 @@ use self::{
     session::Session,
 };
 use super::{
-    context::ApiError, errors::with_error_codes, input, request_data, schema::AppSchema,
-    subscriptions::SocketSignals, variables,
+    context::ApiError,
+    errors::with_error_codes,
+    input,
+    persisted::{self, PersistedQueries},
+    request_data,
+    schema::AppSchema,
+    subscriptions::SocketSignals,
+    variables,
 };
 use crate::{error::AppError, events::feed, state::AppState};
 
@@ -56,6 +62,7 @@ pub fn upgrade(
     schema: AppSchema,
     app: Arc<AppState>,
     limits: Arc<LiveLimits>,
+    persisted: Arc<PersistedQueries>,
     client: IpAddr,
 ) -> axum::response::Response {
     // The limit is the service's own (see `too_big`): tungstenite's, a few times larger, only
@@ -83,6 +90,7 @@ pub fn upgrade(
             schema,
             app,
             limits,
+            persisted,
             client,
         };
         let ending = match &socket_slot {
@@ -108,6 +116,8 @@ struct Connection {
     schema: AppSchema,
     app: Arc<AppState>,
     limits: Arc<LiveLimits>,
+    /// Persisted and trusted documents, as for HTTP.
+    persisted: Arc<PersistedQueries>,
     /// As trusted proxies vouch for it (see `client_address`).
     client: IpAddr,
 }
@@ -332,6 +342,20 @@ impl Connection {
         }
         if let Some(name) = payload.operation_name {
             request = request.operation_name(name);
+        }
+        if let Some(extensions) = payload.extensions {
+            request.extensions = extensions;
+        }
+        if let Some(document_id) = payload.document_id {
+            request
+                .extensions
+                .insert(persisted::DOCUMENT_ID.into(), document_id);
+        }
+        if let Err(refused) = self.persisted.resolve(&mut request) {
+            self.app
+                .metrics
+                .operation(None, false, refused.code.as_str(), Duration::ZERO);
+            return Err(json!([refused.into_server_error()]));
         }
         if let Err(refused) = input::check(&mut request) {
             return Err(graphql_errors(ApiError::from(refused)));
