@@ -26,7 +26,11 @@ enum Command {
     /// Apply pending database migrations and exit
     Migrate,
     /// Print the GraphQL SDL (the content of schema.graphql)
-    Schema,
+    Schema {
+        /// The Apollo Federation v2 subgraph's SDL instead (what FEDERATION=on serves)
+        #[arg(long)]
+        subgraph: bool,
+    },
     /// Print the version
     Version,
     /// The project-local PostgreSQL (under LOCAL_POSTGRES_DIR)
@@ -72,8 +76,15 @@ enum EventsAction {
 async fn main() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
     match command {
-        Command::Schema => {
-            print!("{}", api::sdl());
+        Command::Schema { subgraph } => {
+            print!(
+                "{}",
+                if subgraph {
+                    api::subgraph_sdl()
+                } else {
+                    api::sdl()
+                }
+            );
             return ExitCode::SUCCESS;
         }
         Command::Version => {
@@ -93,7 +104,7 @@ async fn main() -> ExitCode {
         Command::Events {
             action: EventsAction::DeadLetters { retry },
         } => dead_letters(retry).await,
-        Command::Schema | Command::Version => Ok(()),
+        Command::Schema { .. } | Command::Version => Ok(()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

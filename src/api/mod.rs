@@ -4,6 +4,7 @@ mod context;
 mod documents;
 mod errors;
 mod execution;
+mod federation;
 mod graphiql;
 mod graphql_http;
 mod identity;
@@ -31,5 +32,5 @@ mod websocket;
 
 pub use context::RequestContext;
 pub use routes::{Routers, routers};
-pub use schema::{AppSchema, MutationRoot, QueryRoot, schema, sdl};
+pub use schema::{AppSchema, MutationRoot, QueryRoot, schema, sdl, subgraph_sdl};
 pub use trusted::TrustedDocuments;

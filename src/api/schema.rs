@@ -1,10 +1,14 @@
 //! The schema: every area's roots merged, with the limits that bound what one request may cost.
 use std::sync::Arc;
 
-use async_graphql::{MergedObject, Schema};
+use async_graphql::{
+    MergedObject, ObjectType, Request, Response, Schema, SchemaBuilder, SubscriptionType,
+    futures_util::stream::BoxStream,
+};
 
 use super::{
-    identity, ledger, limits::Limits, notifications, subscriptions::SubscriptionRoot, visits,
+    federation::Entities, identity, ledger, limits::Limits, notifications,
+    subscriptions::SubscriptionRoot, visits,
 };
 use crate::state::AppState;
 
@@ -25,7 +29,44 @@ pub struct MutationRoot(
     notifications::NotificationsMutation,
 );
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+// `Query` of the subgraph: the same roots, and the entity resolvers behind `_entities`. (A comment,
+// not a doc comment: it would become the type's description in the SDL.)
+#[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
+pub struct SubgraphQueryRoot(
+    identity::IdentityQuery,
+    visits::VisitsQuery,
+    ledger::LedgerQuery,
+    notifications::NotificationsQuery,
+    Entities,
+);
+
+pub type PlainSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+pub type SubgraphSchema = Schema<SubgraphQueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// The schema an instance serves: the plain API, or the same as a federation subgraph
+/// (`FEDERATION`). Two types, since a schema that has entities always answers `_entities`.
+#[derive(Clone)]
+pub enum AppSchema {
+    Plain(PlainSchema),
+    Subgraph(SubgraphSchema),
+}
+
+impl AppSchema {
+    pub async fn execute(&self, request: Request) -> Response {
+        match self {
+            Self::Plain(schema) => schema.execute(request).await,
+            Self::Subgraph(schema) => schema.execute(request).await,
+        }
+    }
+
+    pub fn execute_stream(&self, request: Request) -> BoxStream<'static, Response> {
+        match self {
+            Self::Plain(schema) => schema.execute_stream(request),
+            Self::Subgraph(schema) => schema.execute_stream(request),
+        }
+    }
+}
 
 /// Limits for an operation that reads only the schema (`__schema`, `__type`). The standard
 /// introspection query is 13 levels deep (its `TypeRef` fragment nests `ofType` nine times), past
@@ -53,17 +94,43 @@ pub fn introspection_schema(state: Arc<AppState>) -> Option<AppSchema> {
 }
 
 fn build(state: Arc<AppState>, depth: usize, complexity: usize) -> AppSchema {
-    let mut builder = Schema::build(
-        QueryRoot::default(),
-        MutationRoot::default(),
-        SubscriptionRoot,
-    )
-    .extension(Limits {
-        max_aliases: state.config.graphql.max_aliases,
-    })
-    .limit_depth(depth)
-    .limit_complexity(complexity)
-    .limit_recursive_depth(32);
+    if state.config.graphql.federation {
+        let builder = Schema::build(
+            SubgraphQueryRoot::default(),
+            MutationRoot::default(),
+            SubscriptionRoot,
+        )
+        .enable_federation();
+        AppSchema::Subgraph(configured(builder, state, depth, complexity))
+    } else {
+        let builder = Schema::build(
+            QueryRoot::default(),
+            MutationRoot::default(),
+            SubscriptionRoot,
+        );
+        AppSchema::Plain(configured(builder, state, depth, complexity))
+    }
+}
+
+/// The limits and services every schema gets, whatever its roots.
+fn configured<Query, Mutation, Subscription>(
+    builder: SchemaBuilder<Query, Mutation, Subscription>,
+    state: Arc<AppState>,
+    depth: usize,
+    complexity: usize,
+) -> Schema<Query, Mutation, Subscription>
+where
+    Query: ObjectType + 'static,
+    Mutation: ObjectType + 'static,
+    Subscription: SubscriptionType + 'static,
+{
+    let mut builder = builder
+        .extension(Limits {
+            max_aliases: state.config.graphql.max_aliases,
+        })
+        .limit_depth(depth)
+        .limit_complexity(complexity)
+        .limit_recursive_depth(32);
     if !state.config.graphql.introspection {
         builder = builder.disable_introspection();
     }
@@ -80,4 +147,20 @@ pub fn sdl() -> String {
     )
     .finish()
     .sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
+}
+
+/// The subgraph's SDL, as `_service { sdl }` answers it: what a router composes.
+pub fn subgraph_sdl() -> String {
+    Schema::build(
+        SubgraphQueryRoot::default(),
+        MutationRoot::default(),
+        SubscriptionRoot,
+    )
+    .enable_federation()
+    .finish()
+    .sdl_with_options(
+        async_graphql::SDLExportOptions::new()
+            .federation()
+            .compose_directive(),
+    )
 }

@@ -32,6 +32,15 @@ fn number(value: &str) -> Result<u64, String> {
         .map_err(|_| format!("`{value}` is not a whole number"))
 }
 
+/// `on` or `off` (and `true` or `false`).
+pub fn switch(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        other => Err(format!("`{other}` is neither `on` nor `off`")),
+    }
+}
+
 pub fn secret(value: &str) -> Result<secrecy::SecretString, String> {
     Ok(secrecy::SecretString::from(value))
 }

@@ -7,6 +7,7 @@ mod contract;
 mod costs;
 mod events;
 mod expiry;
+mod federation;
 mod fuzz;
 mod http;
 mod identity;
