@@ -227,6 +227,11 @@ impl Metrics {
         }
     }
 
+    /// A document refused before it was even parsed (persisted and trusted documents).
+    pub fn refused_document(&self, code: &str) {
+        self.operation(None, false, code, Duration::ZERO);
+    }
+
     fn operation_label(&self, name: Option<&str>) -> String {
         let Some(name) = name else {
             return "anonymous".into();

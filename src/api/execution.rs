@@ -33,12 +33,7 @@ pub async fn execute(state: &ApiState, headers: &HeaderMap, mut request: Request
 /// The answer to a document the persisted queries refused (unknown, or not a trusted one),
 /// counted as a rejected operation by its code.
 pub fn refused_document(state: &ApiState, refused: Refused) -> Response {
-    state.app.metrics.operation(
-        None,
-        false,
-        refused.code.as_str(),
-        std::time::Duration::ZERO,
-    );
+    state.app.metrics.refused_document(refused.code.as_str());
     Response::from_errors(vec![refused.into_server_error()])
 }
 

@@ -352,9 +352,7 @@ impl Connection {
                 .insert(persisted::DOCUMENT_ID.into(), document_id);
         }
         if let Err(refused) = self.persisted.resolve(&mut request) {
-            self.app
-                .metrics
-                .operation(None, false, refused.code.as_str(), Duration::ZERO);
+            self.app.metrics.refused_document(refused.code.as_str());
             return Err(json!([refused.into_server_error()]));
         }
         if let Err(refused) = input::check(&mut request) {
