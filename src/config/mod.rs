@@ -155,6 +155,14 @@ impl Config {
 
     /// What clap cannot say of a single value.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.graphql.federation && self.graphql.trusted_documents.is_some() {
+            return Err(ConfigError::Invalid {
+                name: "TRUSTED_DOCUMENTS".into(),
+                reason: "cannot be set with FEDERATION=on: a router writes the documents a \
+                         subgraph runs, and they are in no manifest"
+                    .into(),
+            });
+        }
         if self.jwt_secret().len() < MIN_JWT_SECRET_BYTES {
             return Err(ConfigError::Invalid {
                 name: "JWT_SECRET".into(),
@@ -322,6 +330,23 @@ mod tests {
         );
         assert_eq!(refused(&[("APP_ENV", "staging")]), "APP_ENV");
         assert_eq!(refused(&[("GRAPHIQL", "yes please")]), "GRAPHIQL");
+    }
+
+    #[test]
+    fn a_subgraph_cannot_be_held_to_trusted_documents() {
+        let both = [
+            ("FEDERATION", "on"),
+            ("TRUSTED_DOCUMENTS", "/etc/manifest.json"),
+        ];
+        assert_eq!(refused(&both), "TRUSTED_DOCUMENTS");
+        assert!(from(&both[..1]).expect("a subgraph").graphql.federation);
+        assert!(
+            !from(&both[1..])
+                .expect("trusted documents")
+                .graphql
+                .federation
+        );
+        assert_eq!(refused(&[("FEDERATION", "sometimes")]), "FEDERATION");
     }
 
     #[test]

@@ -223,7 +223,7 @@ pub struct GraphqlSettings {
     #[arg(long = "graphiql", env = "GRAPHIQL", action = ArgAction::Set, default_value = "false")]
     pub graphiql: bool,
     /// Serve the schema as an Apollo Federation v2 subgraph (`on` or `off`).
-    #[arg(long = "federation", env = "FEDERATION", default_value = "off", value_parser = parse::switch)]
+    #[arg(long = "federation", env = "FEDERATION", action = ArgAction::Set, default_value = "off", value_parser = parse::switch)]
     pub federation: bool,
     /// A manifest of the only documents requests may run (see `api::trusted`); unset, any
     /// document runs and clients may register persisted queries.
