@@ -94,7 +94,8 @@ pub enum ErrorCode {
     GraphqlValidationFailed,
     /// Over a limit: depth, complexity, aliases, batch length.
     QueryTooComplex,
-    /// A hash-only persisted query this instance does not know; send the document with its hash.
+    /// A hash-only persisted query this instance does not know: send the document with its hash
+    /// (unless only trusted documents run).
     PersistedQueryNotFound,
     /// With trusted documents, a document that is not one of them.
     PersistedQueryNotInList,

@@ -227,8 +227,9 @@ impl Metrics {
         }
     }
 
-    /// A document refused before it was even parsed (persisted and trusted documents).
-    pub fn refused_document(&self, code: &str) {
+    /// A document refused before it ran for what it is rather than what it asks (not a trusted
+    /// document, a required variable missing): a rejected operation, by code.
+    pub fn rejected(&self, code: &str) {
         self.operation(None, false, code, Duration::ZERO);
     }
 

@@ -30,10 +30,12 @@ pub async fn execute(state: &ApiState, headers: &HeaderMap, mut request: Request
     execute_parsed(state, headers, request, unkept).await
 }
 
-/// The answer to a document the persisted queries refused (unknown, or not a trusted one),
-/// counted as a rejected operation by its code.
+/// The answer to a document the persisted queries refused (unknown, or not a trusted one); with
+/// trusted documents, counted as a rejected operation by its code.
 pub fn refused_document(state: &ApiState, refused: Refused) -> Response {
-    state.app.metrics.refused_document(refused.code.as_str());
+    if state.persisted.is_trusted() {
+        state.app.metrics.rejected(refused.code.as_str());
+    }
     Response::from_errors(vec![refused.into_server_error()])
 }
 
@@ -52,6 +54,7 @@ pub async fn execute_parsed(
         ]));
     }
     if let Err(missing) = variables::check_required(&mut request) {
+        state.app.metrics.rejected(ErrorCode::BadUserInput.as_str());
         return Response::from_errors(missing);
     }
     let schema = match &state.introspection_schema {
@@ -90,13 +93,15 @@ pub async fn execute_parsed(
 }
 
 /// The operation a request runs, by GraphQL's rule: the one named, else the document's only one.
-/// A document of several operations and no name runs none (async-graphql refuses it alike).
+/// A document of several operations and no name runs none, nor does a name the document does not
+/// hold (async-graphql refuses both alike).
 pub fn operation_to_run<'a>(
     document: &'a ExecutableDocument,
     name: Option<&str>,
 ) -> Option<&'a OperationDefinition> {
     let operation = match (&document.operations, name) {
-        (DocumentOperations::Single(operation), _) => operation,
+        (DocumentOperations::Single(operation), None) => operation,
+        (DocumentOperations::Single(_), Some(_)) => return None,
         (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name)?,
         (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
             operations.values().next()?

@@ -1,14 +1,17 @@
-//! Automatic persisted queries, the protocol Apollo's and urql's links speak: a client sends only
-//! the document's SHA-256 (`extensions.persistedQuery`), often as a cacheable GET; an instance that
-//! does not know it answers `PERSISTED_QUERY_NOT_FOUND`, and the client sends the document once
-//! more with its hash to register it.
+//! Documents named by their SHA-256. Automatic persisted queries are the protocol Apollo's and
+//! urql's links speak: a client sends only the hash (`extensions.persistedQuery`, or the GraphQL
+//! over HTTP draft's `documentId`), often as a cacheable GET; an instance that does not know it
+//! answers `PERSISTED_QUERY_NOT_FOUND`, and the client sends the document once more with its hash
+//! to register it. Each instance keeps its own bounded store; a client that reaches another
+//! instance registers once more. With trusted documents (`api/trusted.rs`) the manifest is the
+//! store, nothing registers, and any other document is refused.
 //!
-//! Resolved before the request runs (`api/execution.rs`; for GET in `api/graphql_http.rs`), not
-//! by async-graphql's extension (which resolves inside execution): a hash-only GET must be checked
-//! for a mutation (405) before it runs, and a client acts on `extensions.code`, which that
-//! extension does not set. The text is kept, so a persisted query then takes the path any other
-//! does: parsed with the limits, weighed, validated. Each instance keeps its own bounded store; a client that reaches another instance
-//! registers once more.
+//! Resolved before the request runs (`api/execution.rs`; for GET in `api/graphql_http.rs`; a
+//! socket's `subscribe` in `api/websocket/`), not by async-graphql's extension (which resolves
+//! inside execution): a hash-only GET must be checked for a mutation (405) before it runs, and a
+//! client acts on `extensions.code`, which that extension does not set. The text is kept, so a
+//! persisted query then takes the path any other does: parsed with the limits, weighed,
+//! validated.
 use std::{
     num::NonZeroUsize,
     sync::{Arc, Mutex},
@@ -33,7 +36,8 @@ enum Store {
     Trusted(Arc<TrustedDocuments>),
 }
 
-/// Why a request's `persistedQuery` could not be used: the error code and message to answer with.
+/// Why a request's document could not be used (an unknown or malformed hash, or a document that
+/// is not a trusted one): the error code and message to answer with.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Refused {
     pub code: ErrorCode,
@@ -67,6 +71,12 @@ impl PersistedQueries {
         Self {
             store: Store::Trusted(documents),
         }
+    }
+
+    /// Whether only trusted documents run: their refusals are worth counting, where an unknown
+    /// hash is only the first step of a client registering it.
+    pub fn is_trusted(&self) -> bool {
+        matches!(self.store, Store::Trusted(_))
     }
 
     /// Fills in a hash-only request's document, and registers a document sent with its hash

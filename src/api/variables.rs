@@ -2,43 +2,51 @@
 //! operation (a `@skip(if: $s)` with `$s` missing reads as not skipped) or fails only the field
 //! that reads it; the specification makes it a request error: no `data`, the variable named,
 //! `BAD_USER_INPUT`. Checked here, on both transports, before anything runs.
-use async_graphql::{Request, ServerError, Value};
+use async_graphql::{Name, Pos, Request, ServerError, Value};
 
 use super::{
     errors::{ErrorCode, server_error},
     execution::operation_to_run,
 };
 
-/// The request's required variables (non-null, without a default) that it leaves out or sends as
-/// `null`, one error each. A document that does not parse is left to execution to refuse.
+/// The request's non-null variables that it leaves out (when they have no default) or sends as
+/// `null` (default or not), one error each. A document that does not parse is left to execution
+/// to refuse.
 pub fn check_required(request: &mut Request) -> Result<(), Vec<ServerError>> {
     let name = request.operation_name.clone();
-    let variables = request.variables.clone();
     let Ok(document) = request.parsed_query() else {
         return Ok(());
     };
     let Some(operation) = operation_to_run(document, name.as_deref()) else {
         return Ok(());
     };
-    let errors: Vec<ServerError> = operation
+    // Most operations declare none: nothing is copied for them.
+    let non_null: Vec<(Name, String, bool, Pos)> = operation
         .variable_definitions
         .iter()
-        .filter(|definition| {
-            !definition.node.var_type.node.nullable && definition.node.default_value.is_none()
+        .filter(|definition| !definition.node.var_type.node.nullable)
+        .map(|definition| {
+            (
+                definition.node.name.node.clone(),
+                definition.node.var_type.node.to_string(),
+                definition.node.default_value.is_some(),
+                definition.pos,
+            )
         })
-        .filter_map(|definition| {
-            let variable = &definition.node.name.node;
-            let required = &definition.node.var_type.node;
-            let problem = match variables.get(variable) {
-                None => "was not provided",
+        .collect();
+    let errors: Vec<ServerError> = non_null
+        .into_iter()
+        .filter_map(|(variable, required, has_default, position)| {
+            let problem = match request.variables.get(&variable) {
+                None if !has_default => "was not provided",
                 Some(Value::Null) => "must not be null",
-                Some(_) => return None,
+                _ => return None,
             };
             let mut error = server_error(
                 ErrorCode::BadUserInput,
                 format!("Variable \"${variable}\" of required type \"{required}\" {problem}."),
             );
-            error.locations = vec![definition.pos];
+            error.locations = vec![position];
             Some(error)
         })
         .collect();
@@ -75,6 +83,11 @@ mod tests {
             ["Variable \"$s\" of required type \"Boolean!\" must not be null."]
         );
         assert!(refused(query, serde_json::json!({ "s": true })).is_empty());
+        // A default fills in for an absent value, not for an explicit null.
+        assert_eq!(
+            refused(query, serde_json::json!({ "s": true, "d": null })),
+            ["Variable \"$d\" of required type \"Int!\" must not be null."]
+        );
     }
 
     #[test]

@@ -199,3 +199,22 @@ async fn a_syntax_error_quotes_an_excerpt_not_its_whole_line() {
         "{short}"
     );
 }
+
+#[tokio::test]
+async fn a_subscribe_that_names_no_document_closes_the_socket_with_4400() {
+    let app = TestApp::spawn().await;
+    let ann = app.register_user("ann").await;
+    let mut socket = LiveClient::connect(&app.address, &ann.access_token)
+        .await
+        .expect("socket");
+    socket
+        .send(json!({ "type": "subscribe", "id": "1", "payload": { "variables": {} } }))
+        .await
+        .expect("sent");
+    let closed = socket.closed(WAIT).await;
+    assert_eq!(
+        closed.as_ref().map(|(code, _)| *code),
+        Some(4400),
+        "{closed:?}"
+    );
+}

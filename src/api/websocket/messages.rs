@@ -30,7 +30,7 @@ pub enum ClientMessage {
 pub struct SubscribePayload {
     /// Absent when the operation is named by its hash instead.
     #[serde(default)]
-    pub query: String,
+    pub query: Option<String>,
     #[serde(default)]
     pub variables: Option<Value>,
     #[serde(default)]
@@ -40,4 +40,16 @@ pub struct SubscribePayload {
     pub extensions: Option<async_graphql::Extensions>,
     #[serde(default)]
     pub document_id: Option<async_graphql::Value>,
+}
+
+impl SubscribePayload {
+    /// A document, or the hash of one: without either the message is not the protocol's.
+    pub fn names_a_document(&self) -> bool {
+        self.query.is_some()
+            || self.document_id.is_some()
+            || self
+                .extensions
+                .as_ref()
+                .is_some_and(|extensions| extensions.contains_key("persistedQuery"))
+    }
 }

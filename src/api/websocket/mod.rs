@@ -211,6 +211,9 @@ impl Connection {
                         }
                         ClientMessage::Pong { .. } => {}
                         ClientMessage::Subscribe { id, payload } => {
+                            if !payload.names_a_document() {
+                                return Err(Ending::Close(CloseCode::BadMessage, "Invalid message received: subscribe needs a query or a persisted document's hash".into()));
+                            }
                             let Some(session) = &session else {
                                 return Err(Ending::Close(CloseCode::Unauthorized, "Unauthorized: send connection_init and wait for connection_ack".into()));
                             };
@@ -336,7 +339,7 @@ impl Connection {
         signals: &Arc<SocketSignals>,
         place: feed::Receiver,
     ) -> Result<Operation, Value> {
-        let mut request = async_graphql::Request::new(payload.query);
+        let mut request = async_graphql::Request::new(payload.query.unwrap_or_default());
         if let Some(variables) = payload.variables {
             request = request.variables(async_graphql::Variables::from_json(variables));
         }
@@ -352,7 +355,9 @@ impl Connection {
                 .insert(persisted::DOCUMENT_ID.into(), document_id);
         }
         if let Err(refused) = self.persisted.resolve(&mut request) {
-            self.app.metrics.refused_document(refused.code.as_str());
+            if self.persisted.is_trusted() {
+                self.app.metrics.rejected(refused.code.as_str());
+            }
             return Err(json!([refused.into_server_error()]));
         }
         if let Err(refused) = input::check(&mut request) {
