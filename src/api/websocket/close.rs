@@ -60,3 +60,22 @@ pub enum Ending {
     /// Closed by the server with this code and reason.
     Close(CloseCode, String),
 }
+
+/// How many messages of the largest size a socket may buffer before tungstenite itself refuses.
+pub const BUFFERED_MESSAGES: usize = 4;
+
+/// RFC 6455's answer to a message over `MAX_BODY_BYTES`, so the client can tell it from a fault.
+pub fn too_big() -> Ending {
+    Ending::Close(
+        CloseCode::MessageTooBig,
+        "Message too big: a message holds at most MAX_BODY_BYTES".into(),
+    )
+}
+
+/// Whether tungstenite refused what it read for its size.
+pub fn is_over_capacity(error: axum::Error) -> bool {
+    error
+        .into_inner()
+        .downcast_ref::<tungstenite::Error>()
+        .is_some_and(|error| matches!(error, tungstenite::Error::Capacity(_)))
+}

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use tokio_stream::StreamMap;
 
 use self::{
-    close::{CloseCode, Ending},
+    close::{BUFFERED_MESSAGES, CloseCode, Ending, is_over_capacity, too_big},
     limits::Slot,
     messages::{ClientMessage, SubscribePayload},
     session::Session,
@@ -226,6 +226,14 @@ impl Connection {
                                     live.max_subscriptions_per_connection.get()
                                 )));
                             }
+                            // A document refused for what it is costs no slot and no read.
+                            let request = match self.prepare(payload) {
+                                Ok(request) => request,
+                                Err(errors) => {
+                                    self.send(json!({ "type": "error", "id": id, "payload": errors })).await?;
+                                    continue;
+                                }
+                            };
                             let Some(slot) = self.limits.slot(&live, true) else {
                                 return Err(Ending::Close(CloseCode::TryAgainLater, "this instance runs as many subscriptions as it may; try again".into()));
                             };
@@ -240,20 +248,14 @@ impl Connection {
                                     continue;
                                 }
                             };
-                            match self.start(session, payload, &signals, hold) {
-                                Ok(mut operation) => {
-                                    // An error (a visit it may not see, say) is usually known at
-                                    // once; sending it now keeps the answers in request order.
-                                    let first = operation.next().now_or_never();
-                                    operations.insert(id.clone(), operation);
-                                    started.insert(id.clone(), (false, slot));
-                                    if let Some(item) = first {
-                                        self.deliver(id, item.flatten(), &mut operations, &mut started, &signals).await?;
-                                    }
-                                }
-                                Err(errors) => {
-                                    self.send(json!({ "type": "error", "id": id, "payload": errors })).await?;
-                                }
+                            let mut operation = self.start(session, request, &signals, hold);
+                            // An error (a visit it may not see, say) is usually known at once;
+                            // sending it now keeps the answers in request order.
+                            let first = operation.next().now_or_never();
+                            operations.insert(id.clone(), operation);
+                            started.insert(id.clone(), (false, slot));
+                            if let Some(item) = first {
+                                self.deliver(id, item.flatten(), &mut operations, &mut started, &signals).await?;
                             }
                         }
                         ClientMessage::Complete { id } => {
@@ -331,14 +333,10 @@ impl Connection {
             .await
     }
 
-    /// Starts one operation, or says why it cannot run (as the `error` message's payload).
-    fn start(
-        &self,
-        session: &Session,
-        payload: SubscribePayload,
-        signals: &Arc<SocketSignals>,
-        place: feed::Receiver,
-    ) -> Result<Operation, Value> {
+    /// The request a `subscribe` asks for, or why it cannot run (as the `error` message's
+    /// payload): its document (persisted or trusted), its strings and its required variables are
+    /// checked as over HTTP.
+    fn prepare(&self, payload: SubscribePayload) -> Result<async_graphql::Request, Value> {
         let mut request = async_graphql::Request::new(payload.query.unwrap_or_default());
         if let Some(variables) = payload.variables {
             request = request.variables(async_graphql::Variables::from_json(variables));
@@ -366,6 +364,17 @@ impl Connection {
         if let Err(missing) = variables::check_required(&mut request) {
             return Err(json!(missing));
         }
+        Ok(request)
+    }
+
+    /// Starts one operation on its place in the feed.
+    fn start(
+        &self,
+        session: &Session,
+        request: async_graphql::Request,
+        signals: &Arc<SocketSignals>,
+        place: feed::Receiver,
+    ) -> Operation {
         let request = request_data::attach(
             request,
             &self.app,
@@ -379,7 +388,7 @@ impl Connection {
             .execute_stream(request)
             .map(Some)
             .chain(futures::stream::once(async { None }));
-        Ok(Box::pin(stream))
+        Box::pin(stream)
     }
 
     /// Sends one message; `Err` (the socket is gone, or the client stopped reading) ends it.
@@ -413,25 +422,6 @@ impl Connection {
         })
         .await;
     }
-}
-
-/// How many messages of the largest size a socket may buffer before tungstenite itself refuses.
-const BUFFERED_MESSAGES: usize = 4;
-
-/// RFC 6455's answer to a message over `MAX_BODY_BYTES`, so the client can tell it from a fault.
-fn too_big() -> Ending {
-    Ending::Close(
-        CloseCode::MessageTooBig,
-        "Message too big: a message holds at most MAX_BODY_BYTES".into(),
-    )
-}
-
-/// Whether tungstenite refused what it read for its size.
-fn is_over_capacity(error: axum::Error) -> bool {
-    error
-        .into_inner()
-        .downcast_ref::<tungstenite::Error>()
-        .is_some_and(|error| matches!(error, tungstenite::Error::Capacity(_)))
 }
 
 /// Sleeps until `at` (forever when there is no such time).
