@@ -110,29 +110,22 @@ fn read_batch(body: &[u8]) -> Result<BatchRequest, serde_json::Error> {
         #[serde(rename = "documentId")]
         document_id: Option<async_graphql::Value>,
     }
-    let name = |request: &mut async_graphql::Request, named: Named| {
-        if let Some(document_id) = named.document_id {
-            request
-                .extensions
-                .insert(persisted::DOCUMENT_ID.into(), document_id);
-        }
-    };
     let names_documents = body.windows(12).any(|window| window == b"\"documentId\"");
     let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
     if first == Some(&b'[') {
         let mut requests: Vec<async_graphql::Request> = serde_json::from_slice(body)?;
         if names_documents {
             let named: Vec<Named> = serde_json::from_slice(body)?;
-            requests
-                .iter_mut()
-                .zip(named)
-                .for_each(|(request, named)| name(request, named));
+            for (request, named) in requests.iter_mut().zip(named) {
+                persisted::carry_document_id(request, named.document_id);
+            }
         }
         Ok(BatchRequest::Batch(requests))
     } else {
         let mut request: async_graphql::Request = serde_json::from_slice(body)?;
         if names_documents {
-            name(&mut request, serde_json::from_slice(body)?);
+            let named: Named = serde_json::from_slice(body)?;
+            persisted::carry_document_id(&mut request, named.document_id);
         }
         Ok(BatchRequest::Single(request))
     }
@@ -239,11 +232,7 @@ fn request_over_get(query_string: &str) -> Result<async_graphql::Request, String
         request.extensions = serde_json::from_str(&extensions)
             .map_err(|error| format!("`extensions` is not a JSON object: {error}"))?;
     }
-    if let Some(document_id) = parameters.document_id {
-        request
-            .extensions
-            .insert(persisted::DOCUMENT_ID.into(), document_id.into());
-    }
+    persisted::carry_document_id(&mut request, parameters.document_id.map(Into::into));
     // Only a persisted query may come without its document.
     if parameters.query.is_none()
         && !request.extensions.contains_key("persistedQuery")

@@ -139,6 +139,14 @@ fn not_found() -> Refused {
 /// Where the readers leave a request's `documentId` for [`PersistedQueries::resolve`].
 pub const DOCUMENT_ID: &str = "documentId";
 
+/// Leaves the `documentId` a transport read beside the request (async-graphql's request has no
+/// such field) where [`PersistedQueries::resolve`] finds it.
+pub fn carry_document_id(request: &mut Request, document_id: Option<Value>) {
+    if let Some(document_id) = document_id {
+        request.extensions.insert(DOCUMENT_ID.into(), document_id);
+    }
+}
+
 /// `documentId: "sha256:<hash>"` (the GraphQL over HTTP draft's way to name a persisted
 /// document), read as the `persistedQuery` extension Apollo's clients send.
 fn name_by_document_id(request: &mut Request, document_id: &Value) -> Result<(), Refused> {

@@ -347,11 +347,7 @@ impl Connection {
         if let Some(extensions) = payload.extensions {
             request.extensions = extensions;
         }
-        if let Some(document_id) = payload.document_id {
-            request
-                .extensions
-                .insert(persisted::DOCUMENT_ID.into(), document_id);
-        }
+        persisted::carry_document_id(&mut request, payload.document_id);
         if let Err(refused) = self.persisted.resolve(&mut request) {
             if self.persisted.is_trusted() {
                 self.app.metrics.rejected(refused.code.as_str());
