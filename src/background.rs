@@ -2,7 +2,7 @@
 //! table of contents and shutdown stops them all.
 use std::{sync::Arc, time::Duration};
 
-use sea_orm::DatabaseConnection;
+use crate::db::Database;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::task::JoinSet;
 
@@ -110,7 +110,7 @@ fn listen_options(state: &AppState, purpose: &str) -> sea_orm::sqlx::postgres::P
         .as_ref()
         .and_then(|url| url.expose_secret().parse().ok());
     direct
-        .unwrap_or_else(|| (*state.db.get_postgres_connection_pool().connect_options()).clone())
+        .unwrap_or_else(|| (*state.db.pool().connect_options()).clone())
         .application_name(&format!("{} {purpose} listener", db::APPLICATION_NAME))
 }
 
@@ -152,7 +152,7 @@ async fn prune_outbox(state: Arc<AppState>) {
 
 /// A one-connection pool of a background reader's own (see [`db::connect_sized`]); the request
 /// pool if that cannot be had.
-async fn own_connection(state: &AppState, purpose: &str) -> DatabaseConnection {
+async fn own_connection(state: &AppState, purpose: &str) -> Database {
     let Some(url) = state.config.database.url.as_ref() else {
         return state.db.clone();
     };

@@ -125,7 +125,7 @@ async fn serve() -> anyhow::Result<()> {
 async fn migrate() -> anyhow::Result<()> {
     let mut config = Config::from_env()?;
     let db = startup::connect_database(&mut config).await?;
-    db::migrate(&db).await?;
+    db::migrate_for(&config, &db).await?;
     tracing::info!("migrations applied");
     Ok(())
 }

@@ -4,7 +4,6 @@ use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
-use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
 use crate::{
@@ -34,13 +33,14 @@ pub async fn build(mut config: Config) -> anyhow::Result<Application> {
         );
     }
     let db = connect_database(&mut config).await?;
-    db::migrate(&db).await.context("migrations failed")?;
+    db::check_transaction_pooler(&db).await?;
+    db::migrate_for(&config, &db).await?;
     build_with_database(config, db).await
 }
 
 /// The pool on `DATABASE_URL`, or (in development, when it is unset) on the local PostgreSQL,
 /// which is provisioned first and then becomes the configuration's `DATABASE_URL`.
-pub async fn connect_database(config: &mut Config) -> anyhow::Result<DatabaseConnection> {
+pub async fn connect_database(config: &mut Config) -> anyhow::Result<db::Database> {
     let url = match &config.database.url {
         Some(url) => url.clone(),
         None => local_postgres::provision(config).await?,
@@ -50,10 +50,7 @@ pub async fn connect_database(config: &mut Config) -> anyhow::Result<DatabaseCon
 }
 
 /// Like [`build`], on a pool the caller already opened and migrated.
-pub async fn build_with_database(
-    config: Config,
-    db: DatabaseConnection,
-) -> anyhow::Result<Application> {
+pub async fn build_with_database(config: Config, db: db::Database) -> anyhow::Result<Application> {
     let listener = TcpListener::bind(config.server.bind_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.bind_addr))?;
@@ -101,7 +98,7 @@ impl Application {
             .map(|address| address.port())
     }
 
-    pub fn database(&self) -> &DatabaseConnection {
+    pub fn database(&self) -> &db::Database {
         &self.state.db
     }
 

@@ -1,7 +1,7 @@
 //! What one instance shares across requests and background tasks, wired once at start-up.
 use std::sync::Arc;
 
-use sea_orm::DatabaseConnection;
+use crate::db::Database;
 use tokio::sync::watch;
 
 use crate::{
@@ -19,7 +19,7 @@ use crate::{
 
 /// Services shared by every request of one instance.
 pub struct AppState {
-    pub db: DatabaseConnection,
+    pub db: Database,
     pub config: Config,
     pub identity: Identity,
     /// What this instance counts for `/metrics`.
@@ -35,7 +35,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, db: DatabaseConnection) -> anyhow::Result<Arc<Self>> {
+    pub fn new(config: Config, db: Database) -> anyhow::Result<Arc<Self>> {
         let source = if !config.events.has_broker() {
             Source::Postgres
         } else {

@@ -2,8 +2,8 @@
 //! all tasks, one for all users), not one per row.
 use std::collections::HashMap;
 
+use crate::db::Database;
 use async_graphql::dataloader::Loader;
-use sea_orm::DatabaseConnection;
 
 use super::context::ApiError;
 use crate::{
@@ -17,7 +17,7 @@ use crate::{
 };
 
 pub struct DbLoader {
-    pub db: DatabaseConnection,
+    pub db: Database,
     /// Fixed when the request (or the socket's operation) starts, so every visit it reads agrees
     /// on what has expired.
     pub deadlines: visits::Deadlines,

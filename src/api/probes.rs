@@ -97,7 +97,7 @@ async fn readiness(state: &ApiState) -> (StatusCode, Json<serde_json::Value>) {
 pub async fn metrics_text(State(state): State<ApiState>) -> axum::response::Response {
     let app = &state.app;
     let recorder = &app.metrics;
-    let pool = app.db.get_postgres_connection_pool();
+    let pool = app.db.pool();
     let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
     recorder.set_pool(
         i64::from(pool.size()) - idle,

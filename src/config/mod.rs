@@ -17,7 +17,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use settings::{
     AuthSettings, ConsumerNames, CorsSettings, DatabaseSettings, EventSettings, ForwardedHeader,
-    GraphqlSettings, LiveSettings, MetricsExposure, ServerSettings, TrustedProxies, VisitSettings,
+    GraphqlSettings, LiveSettings, MetricsExposure, PoolMode, ServerSettings, TrustedProxies,
+    VisitSettings,
 };
 
 /// Shortest accepted `JWT_SECRET`, in bytes: HS256 is only as strong as its key.
@@ -162,6 +163,25 @@ impl Config {
                          subgraph runs, and they are in no manifest"
                     .into(),
             });
+        }
+        if self.database.pool_mode == PoolMode::Transaction {
+            if self.database.url.is_none() {
+                return Err(ConfigError::Invalid {
+                    name: "DATABASE_POOL_MODE".into(),
+                    reason: "`transaction` needs DATABASE_URL to name the pooler; the local \
+                             PostgreSQL has none"
+                        .into(),
+                });
+            }
+            if self.database.direct_url.is_none() {
+                return Err(ConfigError::Invalid {
+                    name: "DATABASE_DIRECT_URL".into(),
+                    reason: "must be set with DATABASE_POOL_MODE=transaction: migrations, the \
+                             relay's leader lock and LISTEN need a session, which a transaction \
+                             pooler does not keep"
+                        .into(),
+                });
+            }
         }
         if self.jwt_secret().len() < MIN_JWT_SECRET_BYTES {
             return Err(ConfigError::Invalid {
@@ -347,6 +367,27 @@ mod tests {
                 .federation
         );
         assert_eq!(refused(&[("FEDERATION", "sometimes")]), "FEDERATION");
+    }
+
+    #[test]
+    fn transaction_pooling_needs_a_pooler_and_a_direct_url() {
+        let pooled = [
+            ("DATABASE_POOL_MODE", "transaction"),
+            ("DATABASE_URL", "postgres://app@pgbouncer:6432/app"),
+        ];
+        assert_eq!(refused(&pooled), "DATABASE_DIRECT_URL");
+        assert_eq!(refused(&pooled[..1]), "DATABASE_POOL_MODE");
+        let direct = ("DATABASE_DIRECT_URL", "postgres://app@db:5432/app");
+        let config = from(&[pooled[0], pooled[1], direct]).expect("pooled with a direct url");
+        assert_eq!(config.database.pool_mode, PoolMode::Transaction);
+        assert_eq!(
+            from(&[]).expect("defaults").database.pool_mode,
+            PoolMode::Direct
+        );
+        assert_eq!(
+            refused(&[("DATABASE_POOL_MODE", "statement")]),
+            "DATABASE_POOL_MODE"
+        );
     }
 
     #[test]

@@ -70,6 +70,17 @@ pub enum ForwardedHeader {
     Forwarded,
 }
 
+/// How the request pool's connections reach PostgreSQL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum PoolMode {
+    /// Each connection is a session of its own: statements stay prepared, settings stay set.
+    #[default]
+    Direct,
+    /// A transaction pooler: nothing outlives a transaction, so every statement runs inside one
+    /// and each transaction sets its own timeouts.
+    Transaction,
+}
+
 /// Which browser origins may call the API.
 #[derive(Debug, Clone, Args)]
 pub struct CorsSettings {
@@ -91,9 +102,20 @@ pub struct DatabaseSettings {
     #[arg(long = "database-url", env = "DATABASE_URL", value_parser = parse::secret)]
     pub url: Option<SecretString>,
     /// A direct connection (not through a transaction-pooling proxy) for what needs a session:
-    /// the relay's leader lock. Defaults to `url`.
+    /// migrations, the relay's leader lock, every `LISTEN`. Defaults to `url`; required when
+    /// `pool_mode` is `transaction`.
     #[arg(long = "database-direct-url", env = "DATABASE_DIRECT_URL", value_parser = parse::secret)]
     pub direct_url: Option<SecretString>,
+    /// What `url` reaches: PostgreSQL itself, or a pooler that hands each transaction any server
+    /// connection (PgBouncer's `pool_mode = transaction`).
+    #[arg(
+        long = "database-pool-mode",
+        env = "DATABASE_POOL_MODE",
+        value_enum,
+        ignore_case = true,
+        default_value = "direct"
+    )]
+    pub pool_mode: PoolMode,
     #[arg(
         long = "database-pool-size",
         env = "DATABASE_POOL_SIZE",

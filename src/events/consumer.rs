@@ -4,9 +4,8 @@
 //! events behind them.
 use std::{future::Future, time::Duration};
 
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, Statement, TransactionTrait,
-};
+use crate::db::Database;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, Statement, TransactionTrait};
 
 use super::log::StoredEvent;
 
@@ -303,7 +302,7 @@ pub async fn dead_letters(
 /// Hands dead letter `id` of this handler's consumer to it again: out of the inbox, handled, and
 /// out of the dead-letter store only once handled (dead-lettered again, its row is updated).
 pub async fn redrive<H: Handler>(
-    db: &DatabaseConnection,
+    db: &Database,
     handler: &H,
     id: i64,
 ) -> Result<Option<Outcome>, DbErr> {

@@ -14,10 +14,11 @@ use std::{
     time::Duration,
 };
 
+use crate::db::Database;
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbErr, Statement, TransactionTrait};
 use serde::Serialize;
 
 use super::{
@@ -91,11 +92,7 @@ pub fn checkpoint_name(consumer: &str) -> String {
 }
 
 /// Reads the PostgreSQL log until the task is aborted.
-pub async fn run_from_log<H: Handler>(
-    db: DatabaseConnection,
-    handler: H,
-    status: Arc<ConsumerStatus>,
-) {
+pub async fn run_from_log<H: Handler>(db: Database, handler: H, status: Arc<ConsumerStatus>) {
     loop {
         status.beat();
         match step_from_log(&db, &handler, &status).await {
@@ -113,7 +110,7 @@ pub async fn run_from_log<H: Handler>(
 
 /// One batch, if this instance gets the consumer's lock; returns how many events it read.
 pub async fn step_from_log<H: Handler>(
-    db: &DatabaseConnection,
+    db: &Database,
     handler: &H,
     status: &ConsumerStatus,
 ) -> Result<usize, DbErr> {
@@ -187,7 +184,7 @@ pub async fn step_from_log<H: Handler>(
 
 /// The batch transaction holding the consumer's lock, or `None` if another instance holds it.
 async fn take_batch_lock(
-    db: &DatabaseConnection,
+    db: &Database,
     name: &str,
 ) -> Result<Option<sea_orm::DatabaseTransaction>, DbErr> {
     let lock = db.begin().await?;
@@ -213,7 +210,7 @@ async fn take_batch_lock(
 
 /// Reads the consumer's durable JetStream consumer until the task is aborted.
 pub async fn run_from_jetstream<H: Handler>(
-    db: DatabaseConnection,
+    db: Database,
     client: async_nats::Client,
     replicas: usize,
     handler: H,
@@ -230,7 +227,7 @@ pub async fn run_from_jetstream<H: Handler>(
 }
 
 async fn consume<H: Handler>(
-    db: &DatabaseConnection,
+    db: &Database,
     jetstream: &jetstream::Context,
     replicas: usize,
     handler: &H,
@@ -288,7 +285,7 @@ async fn consume<H: Handler>(
 /// batch method, one commit, then the acks), which is what keeps it level with a completion burst;
 /// any refusal or failure sends the batch down the careful path, message by message.
 async fn handle_messages<H: Handler>(
-    db: &DatabaseConnection,
+    db: &Database,
     handler: &H,
     messages: Vec<jetstream::Message>,
 ) -> anyhow::Result<usize> {
@@ -339,11 +336,7 @@ async fn handle_messages<H: Handler>(
 }
 
 /// The fast path for a batch from JetStream; `false` when it took nothing (rolled back).
-async fn batch_at_once<H: Handler>(
-    db: &DatabaseConnection,
-    handler: &H,
-    events: &[StoredEvent],
-) -> bool {
+async fn batch_at_once<H: Handler>(db: &Database, handler: &H, events: &[StoredEvent]) -> bool {
     let Ok(txn) = db.begin().await else {
         return false;
     };

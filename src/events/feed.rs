@@ -23,9 +23,10 @@ use std::{
     time::Duration,
 };
 
+use crate::db::Database;
 use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use futures::StreamExt;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
+use sea_orm::{ConnectionTrait, DbErr};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -187,7 +188,7 @@ impl LiveFeed {
 /// Follows the PostgreSQL log until the pool closes. `listen_with`: the connection options of a
 /// direct (session-capable) connection, since `LISTEN` outlives transactions.
 pub async fn follow_log(
-    db: DatabaseConnection,
+    db: Database,
     listen_with: sea_orm::sqlx::postgres::PgConnectOptions,
     feed: Arc<LiveFeed>,
 ) {
@@ -244,7 +245,7 @@ pub async fn follow_log(
             }
         }
         feed.following.store(false, Ordering::Relaxed);
-        if db.get_postgres_connection_pool().is_closed() {
+        if db.pool().is_closed() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -263,7 +264,7 @@ enum CatchUp {
 
 /// Reads and publishes everything readable after the anchor. With nobody subscribed it reads
 /// nothing and drops the anchor: whoever comes next starts at the end of the log.
-async fn catch_up(db: &DatabaseConnection, feed: &LiveFeed) -> CatchUp {
+async fn catch_up(db: &Database, feed: &LiveFeed) -> CatchUp {
     let anchor = {
         let mut cursor = feed.cursor();
         if feed.sender.receiver_count() == 0 {

@@ -16,12 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::db::Database;
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage, stream};
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    DatabaseConnection,
-    sqlx::{self, Connection, PgConnection, postgres::PgConnectOptions},
-};
+use sea_orm::sqlx::{self, Connection, PgConnection, postgres::PgConnectOptions};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
@@ -112,7 +110,7 @@ impl RelayStatus {
 }
 
 /// Runs until the task is aborted: follows, leads when it can, publishes while it leads.
-pub async fn run(db: DatabaseConnection, settings: RelaySettings, status: Arc<RelayStatus>) {
+pub async fn run(db: Database, settings: RelaySettings, status: Arc<RelayStatus>) {
     let client = match connect_broker(&settings.servers, &status).await {
         Ok(client) => client,
         Err(error) => {
@@ -208,7 +206,7 @@ async fn become_leader(direct_url: &SecretString) -> Option<PgConnection> {
 
 /// Publishes while this instance leads; returns why it stopped.
 async fn lead(
-    db: &DatabaseConnection,
+    db: &Database,
     client: &async_nats::Client,
     jetstream: &jetstream::Context,
     settings: &RelaySettings,

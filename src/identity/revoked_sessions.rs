@@ -16,7 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use crate::db::Database;
+use sea_orm::{ConnectionTrait, Statement};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -110,7 +111,7 @@ impl RevokedSessions {
 
     /// Replaces the set with the sessions revoked within the last token lifetime, as the
     /// database has them.
-    async fn reload(&self, db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+    async fn reload(&self, db: &Database) -> Result<(), sea_orm::DbErr> {
         let seconds = self.remember_for.as_secs_f64();
         let rows = db
             .query_all_raw(Statement::from_sql_and_values(
@@ -147,13 +148,13 @@ impl RevokedSessions {
     /// pooler `LISTEN` succeeds and then hears nothing.
     pub async fn follow_revocations(
         &self,
-        db: &DatabaseConnection,
+        db: &Database,
         listen_with: sea_orm::sqlx::postgres::PgConnectOptions,
     ) {
         use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
         // A connection of its own, outside the pool: a listener holds its connection for good,
         // and taking it from the pool would leave one fewer for queries.
-        let service_pool = db.get_postgres_connection_pool();
+        let service_pool = db.pool();
         let listener_pool = PgPoolOptions::new()
             .max_connections(1)
             // While it cannot connect, requests ask the database; say so soon and retry.
@@ -212,7 +213,7 @@ impl RevokedSessions {
     }
 
     /// Loads the set and marks it current; `false` (logged) if the database would not answer.
-    async fn reload_or_wait(&self, db: &DatabaseConnection) -> bool {
+    async fn reload_or_wait(&self, db: &Database) -> bool {
         match self.reload(db).await {
             Ok(()) => {
                 self.current.store(true, Ordering::Release);

@@ -1,10 +1,11 @@
 //! Sessions: signing in, refreshing, signing out, and resolving a bearer token to its caller.
 use std::{net::IpAddr, time::Duration};
 
+use crate::db::Database;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::Expr,
 };
 use secrecy::SecretString;
 use uuid::Uuid;
@@ -91,7 +92,7 @@ impl Identity {
     /// as long) and opens a session.
     pub async fn log_in(
         &self,
-        db: &DatabaseConnection,
+        db: &Database,
         metrics: &Metrics,
         email: &str,
         password: SecretString,
@@ -119,7 +120,7 @@ impl Identity {
     /// Exchanges a refresh token for new tokens; a replayed one ends its session everywhere.
     pub async fn refresh_session(
         &self,
-        db: &DatabaseConnection,
+        db: &Database,
         metrics: &Metrics,
         presented: &str,
     ) -> Result<SignedIn, AppError> {
@@ -147,7 +148,7 @@ impl Identity {
     }
 
     /// Ends the caller's session at once on every instance.
-    pub async fn log_out(&self, db: &DatabaseConnection, caller: Caller) -> Result<(), AppError> {
+    pub async fn log_out(&self, db: &Database, caller: Caller) -> Result<(), AppError> {
         revoke_session(db, caller.session_id).await?;
         // Other instances learn it from the notification; this one must not wait for it.
         self.sessions.evict_session(caller.session_id);
@@ -159,7 +160,7 @@ impl Identity {
     /// guess the password faster here than there.
     pub async fn confirm_password(
         &self,
-        db: &DatabaseConnection,
+        db: &Database,
         user_id: Uuid,
         password: SecretString,
         client_ip: IpAddr,

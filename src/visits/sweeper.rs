@@ -1,9 +1,7 @@
 //! Writes `EXPIRED` on visits whose time ran out and records `visit.expired` for each. Reads never
 //! wait for it ([`super::Deadlines`] already says they are expired); it is there so the stored
 //! status and the event log catch up with the rule.
-use sea_orm::{
-    ActiveEnum, ConnectionTrait, DatabaseConnection, FromQueryResult, Statement, TransactionTrait,
-};
+use sea_orm::{ActiveEnum, ConnectionTrait, FromQueryResult, Statement, TransactionTrait};
 
 use super::{
     Deadlines,
@@ -22,7 +20,7 @@ const SWEEPER_LOCK_KEY: i64 = 0x686f_6d65_7377_6570;
 /// another instance is sweeping). Rows a transition holds are skipped, not waited for: that
 /// transition re-checks the deadline under its lock, and the next sweep takes what is left.
 pub async fn expire_due(
-    db: &DatabaseConnection,
+    db: &impl TransactionTrait<Transaction = sea_orm::DatabaseTransaction>,
     deadlines: &Deadlines,
     batch: u64,
 ) -> Result<usize, AppError> {

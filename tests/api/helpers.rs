@@ -100,6 +100,7 @@ async fn migrated_template() -> &'static str {
             let template = Database::connect(db::with_database(&admin_url, &name).expose_secret())
                 .await
                 .expect("connect to the template");
+            let template = db::Database::direct(template);
             db::migrate(&template).await.expect("migrate the template");
             // A template must have no connections while it is copied.
             template.close().await.expect("close the template");
@@ -109,8 +110,16 @@ async fn migrated_template() -> &'static str {
 }
 
 pub async fn fresh_database() -> TestDatabase {
+    database_from(migrated_template().await).await
+}
+
+/// A database of a test's own with no tables yet: for what a first start must do.
+pub async fn empty_database() -> TestDatabase {
+    database_from("template0").await
+}
+
+async fn database_from(template: &str) -> TestDatabase {
     let admin_url = admin_url().await;
-    let template = migrated_template().await;
     let name = format!(
         "{TEST_DATABASE_PREFIX}{}_{}",
         std::process::id(),

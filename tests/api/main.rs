@@ -15,6 +15,7 @@ mod logs;
 mod metrics;
 mod notifications;
 mod over_http;
+mod pooled;
 mod proxies;
 mod races;
 mod relay;

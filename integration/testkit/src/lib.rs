@@ -1,13 +1,14 @@
 //! What home-visits' own tests and its harness share, without the harness's reporting and
 //! charting: a typed GraphQL client ([`client`]) whose replies read by path ([`reply`]), a
 //! WebSocket client ([`live`]), the books' invariants ([`invariants`]) and the event stream's
-//! ([`stream`]), instances and brokers started as processes ([`instances`], [`nats`]), and
-//! waiting on a condition with a deadline ([`eventually`]).
+//! ([`stream`]), instances, brokers and poolers started as processes ([`instances`], [`nats`],
+//! [`pgbouncer`]), and waiting on a condition with a deadline ([`eventually`]).
 pub mod client;
 pub mod instances;
 pub mod invariants;
 pub mod live;
 pub mod nats;
+pub mod pgbouncer;
 pub mod reply;
 pub mod stream;
 mod waiting;

@@ -3,17 +3,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr,
-    TransactionTrait,
-};
+use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseTransaction, DbErr, TransactionTrait};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    config::Config,
+    config::{Config, PoolMode},
     error::{AppError, is_lost_connection},
     metrics::Metrics,
 };
+
+mod database;
+pub use database::Database;
 
 /// How long a pooled connection may sit idle and still be handed out without a ping first.
 const CONNECTION_ALIVE_WITHOUT_PING: Duration = Duration::from_millis(500);
@@ -21,9 +21,9 @@ const CONNECTION_ALIVE_WITHOUT_PING: Duration = Duration::from_millis(500);
 /// Any fixed number works; it only has to be the same for every instance migrating this database.
 const MIGRATION_LOCK_KEY: i64 = 0x686f_6d65_7669_7369;
 
-/// Opens the pool. Every connection carries timeouts so a stuck lock or a forgotten transaction
-/// surfaces as an error instead of a hang.
-pub async fn connect_to(url: &SecretString, config: &Config) -> anyhow::Result<DatabaseConnection> {
+/// Opens the request pool on `url`. Every transaction carries timeouts so a stuck lock or a
+/// forgotten transaction surfaces as an error instead of a hang.
+pub async fn connect_to(url: &SecretString, config: &Config) -> anyhow::Result<Database> {
     connect_sized(
         url,
         config,
@@ -46,9 +46,42 @@ pub async fn connect_sized(
     config: &Config,
     size: u32,
     application_name: &str,
-) -> anyhow::Result<DatabaseConnection> {
+) -> anyhow::Result<Database> {
+    connect_in_mode(
+        url,
+        config,
+        size,
+        application_name,
+        config.database.pool_mode,
+    )
+    .await
+}
+
+/// A small pool on `DATABASE_DIRECT_URL` (sessions of its own, whatever `DATABASE_POOL_MODE`
+/// says of `DATABASE_URL`), or the request pool when no direct URL is set.
+pub async fn connect_direct(
+    config: &Config,
+    request_pool: &Database,
+    purpose: &str,
+) -> anyhow::Result<Database> {
+    let Some(url) = &config.database.direct_url else {
+        return Ok(request_pool.clone());
+    };
+    let name = format!("{APPLICATION_NAME} {purpose}");
+    connect_in_mode(url, config, 1, &name, PoolMode::Direct)
+        .await
+        .context("cannot connect to DATABASE_DIRECT_URL")
+}
+
+async fn connect_in_mode(
+    url: &SecretString,
+    config: &Config,
+    size: u32,
+    application_name: &str,
+    mode: PoolMode,
+) -> anyhow::Result<Database> {
     let application_name = application_name.to_owned();
-    let session_settings = [
+    let timeouts = [
         ("lock_timeout", millis(config.database.lock_timeout)),
         (
             "statement_timeout",
@@ -75,20 +108,84 @@ pub async fn connect_sized(
         .test_before_acquire_if_idle_for(CONNECTION_ALIVE_WITHOUT_PING)
         .sqlx_logging(false)
         // Every acquire reported, where only the pool-wait metric listens (see `telemetry`).
-        .map_sqlx_postgres_pool_opts(|options| options.acquire_time_level(log::LevelFilter::Info))
-        .map_sqlx_postgres_opts(move |options| {
-            options
-                .options(session_settings.clone())
-                .application_name(&application_name)
-        });
-    Database::connect(options)
-        .await
-        .context("cannot connect to PostgreSQL (check DATABASE_URL)")
+        .map_sqlx_postgres_pool_opts(|options| options.acquire_time_level(log::LevelFilter::Info));
+    let connection = match mode {
+        PoolMode::Direct => {
+            options.map_sqlx_postgres_opts(move |options| {
+                options
+                    .options(timeouts.clone())
+                    .application_name(&application_name)
+            });
+            sea_orm::Database::connect(options)
+                .await
+                .map(Database::direct)
+        }
+        PoolMode::Transaction => {
+            // A pooler refuses start-up parameters it does not know (or, told to ignore them,
+            // drops them silently): send none but the name, and set the timeouts per transaction.
+            // No statement cache either: a statement prepared on one server connection is
+            // unknown on the next.
+            options.map_sqlx_postgres_opts(move |options| {
+                options
+                    .extra_float_digits(None)
+                    .statement_cache_capacity(0)
+                    .application_name(&application_name)
+            });
+            let preamble = transaction_preamble(&timeouts);
+            sea_orm::Database::connect(options)
+                .await
+                .map(|connection| Database::behind_transaction_pooler(connection, preamble))
+        }
+    };
+    connection.context("cannot connect to PostgreSQL (check DATABASE_URL)")
+}
+
+/// One simple query, so it costs one round trip: the session's timeouts for this transaction
+/// alone, and `DEALLOCATE ALL` for the statements sqlx names (`sqlx_s_1`, ...) and never closes
+/// when it caches none. Without it, a name another client left on this server connection
+/// collides with ours.
+fn transaction_preamble(timeouts: &[(&str, String)]) -> String {
+    let mut preamble: String = timeouts
+        .iter()
+        .map(|(name, value)| format!("SET LOCAL {name} = '{value}'; "))
+        .collect();
+    preamble.push_str("DEALLOCATE ALL");
+    preamble
+}
+
+/// Behind a transaction pooler, runs one transaction through it at start, so a pooler that
+/// cannot hold one (PgBouncer's statement mode) is refused now rather than failing every call.
+pub async fn check_transaction_pooler(db: &Database) -> anyhow::Result<()> {
+    if !db.is_behind_transaction_pooler() {
+        return Ok(());
+    }
+    let attempt = async {
+        let transaction = db.begin().await?;
+        transaction.execute_unprepared("SELECT 1").await?;
+        transaction.commit().await
+    };
+    attempt.await.map_err(|error| {
+        anyhow::anyhow!(
+            "DATABASE_POOL_MODE=transaction, but a transaction through DATABASE_URL failed (a \
+             pooler in statement mode cannot hold one; use pool_mode = transaction): {error}"
+        )
+    })
+}
+
+/// Applies pending migrations over `DATABASE_DIRECT_URL` when set (a transaction pooler in front
+/// of `DATABASE_URL` is not where schema changes belong), else over `db`.
+pub async fn migrate_for(config: &Config, db: &Database) -> anyhow::Result<()> {
+    let session = connect_direct(config, db, "migrations").await?;
+    migrate(&session).await.context("migrations failed")?;
+    if config.database.direct_url.is_some() {
+        session.close().await?;
+    }
+    Ok(())
 }
 
 /// Applies pending migrations. The advisory lock lets several instances start at once: the first
 /// migrates, the others wait and then find nothing left to do.
-pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+pub async fn migrate(db: &Database) -> Result<(), DbErr> {
     let txn = db.begin().await?;
     txn.execute_unprepared(&format!(
         "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
@@ -103,14 +200,8 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
 /// unchecked, and its `BEGIN` is the first to find out. Nothing ran, so the next connection is
 /// tried, at most as many times as the pool holds connections (they may all be dead); sqlx
 /// discards each broken one.
-pub async fn begin(
-    db: &DatabaseConnection,
-    metrics: &Metrics,
-) -> Result<DatabaseTransaction, DbErr> {
-    let connections = db
-        .get_postgres_connection_pool()
-        .options()
-        .get_max_connections();
+pub async fn begin(db: &Database, metrics: &Metrics) -> Result<DatabaseTransaction, DbErr> {
+    let connections = db.pool().options().get_max_connections();
     let mut tries = 0;
     loop {
         match db.begin().await {
@@ -197,7 +288,7 @@ pub async fn create_database_if_missing(
     admin_url: &SecretString,
     database: &str,
 ) -> anyhow::Result<()> {
-    let admin = Database::connect(admin_url.expose_secret()).await?;
+    let admin = sea_orm::Database::connect(admin_url.expose_secret()).await?;
     let exists = admin
         .query_one_raw(sea_orm::Statement::from_sql_and_values(
             sea_orm::DbBackend::Postgres,
