@@ -5,8 +5,9 @@
 //! lock). When the leader dies its connection closes, the lock is freed, and another instance
 //! takes over within [`LEADERSHIP_RETRY`]. The leader reads a batch after its checkpoint, publishes
 //! every event of it with `Nats-Msg-Id` = event id (pipelined), and advances the checkpoint only
-//! once the broker acknowledged them all. A batch that fails is published again from the
-//! checkpoint; the broker drops the copies it already has (within its duplicate window, longer
+//! once the broker acknowledged them all. An event not acknowledged is sent again with the same
+//! id (a cluster's stream is leaderless for a moment when its leader dies); a batch that still
+//! fails is published again from the checkpoint. The broker drops the copies it already has (within its duplicate window, longer
 //! than the relay's longest back-off), and consumers keep an inbox for whatever is older.
 use std::{
     sync::{
@@ -17,7 +18,12 @@ use std::{
 };
 
 use crate::db::Database;
-use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage, stream};
+use async_nats::jetstream::{
+    self,
+    context::{PublishAckFuture, PublishError, PublishErrorKind},
+    message::PublishMessage,
+    stream,
+};
 use chrono::{DateTime, Utc};
 use sea_orm::sqlx::{self, Connection, PgConnection, postgres::PgConnectOptions};
 use secrecy::{ExposeSecret, SecretString};
@@ -59,6 +65,8 @@ pub struct RelayStatus {
     leader: AtomicBool,
     broker_connected: AtomicBool,
     published: AtomicU64,
+    resent: AtomicU64,
+    duplicates: AtomicU64,
     last_published_at: Mutex<Option<DateTime<Utc>>>,
     last_error: Mutex<Option<String>>,
 }
@@ -71,6 +79,11 @@ pub struct RelayReport {
     pub broker_connected: bool,
     /// Events this instance has published since it started.
     pub published: u64,
+    /// Sends repeated because an event was not acknowledged (a stream between leaders).
+    pub resent: u64,
+    /// Of those, how many the broker already had (sent again after a lost acknowledgement or a
+    /// change of stream leader; stored once all the same).
+    pub duplicates: u64,
     pub last_published_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     /// How far the relay (whichever instance leads) is behind the log.
@@ -83,6 +96,8 @@ impl RelayStatus {
             leader: self.leader.load(Ordering::Acquire),
             broker_connected: self.broker_connected.load(Ordering::Acquire),
             published: self.published.load(Ordering::Acquire),
+            resent: self.resent.load(Ordering::Acquire),
+            duplicates: self.duplicates.load(Ordering::Acquire),
             last_published_at: self.last_published_at.lock().ok().and_then(|at| *at),
             last_error: self.last_error.lock().ok().and_then(|error| error.clone()),
             lag,
@@ -98,8 +113,12 @@ impl RelayStatus {
         }
     }
 
-    fn published(&self, count: usize) {
+    fn published(&self, count: usize, stored: Stored) {
         self.published.fetch_add(count as u64, Ordering::AcqRel);
+        self.resent
+            .fetch_add(stored.resent as u64, Ordering::AcqRel);
+        self.duplicates
+            .fetch_add(stored.duplicates as u64, Ordering::AcqRel);
         if let Ok(mut at) = self.last_published_at.lock() {
             *at = Some(Utc::now());
         }
@@ -249,12 +268,12 @@ async fn lead(
             };
             // After taking the checkpoint from the log's order: consumers see each visit in order.
             log::in_aggregate_order(&mut batch);
-            publish(jetstream, &batch).await?;
+            let stored = publish(jetstream, &batch).await?;
             log::advance_checkpoint(db, CHECKPOINT, last)
                 .await
                 .map_err(|error| format!("advancing the checkpoint: {error}"))?;
             checkpoint = Some(last);
-            status.published(batch.len());
+            status.published(batch.len(), stored);
             Ok(batch.len())
         };
         match step.await {
@@ -304,26 +323,84 @@ pub async fn ensure_stream(jetstream: &jetstream::Context, replicas: usize) -> R
         .map_err(|error| format!("ensuring stream {STREAM}: {error}"))
 }
 
+/// How long an event the broker did not acknowledge is sent again, [`RESEND_PAUSE`] apart: in a
+/// cluster the stream has no leader to answer for a moment after its leader dies, and async-nats
+/// does not retry by itself. Past that, the batch fails and runs again from the checkpoint.
+const RESEND_FOR: Duration = Duration::from_secs(3);
+const RESEND_PAUSE: Duration = Duration::from_millis(250);
+
+/// What the broker said of a batch it stored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Sends repeated because the broker had not acknowledged an event.
+    pub resent: usize,
+    /// Events the broker already had (same `Nats-Msg-Id`): sent again after an acknowledgement
+    /// was lost, or by a leader that took over mid-batch.
+    pub duplicates: usize,
+}
+
 /// Sends the whole batch, then waits for every acknowledgement: one broker round trip per
-/// batch, not per event. Errs if any event was not stored.
-async fn publish(jetstream: &jetstream::Context, batch: &[StoredEvent]) -> Result<(), String> {
-    let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(batch.len());
+/// batch, not per event. An event not acknowledged is sent again, with the same `Nats-Msg-Id`, so
+/// the broker stores it once whatever happened to the first try. Errs if one was not stored
+/// within [`RESEND_FOR`].
+async fn publish(jetstream: &jetstream::Context, batch: &[StoredEvent]) -> Result<Stored, String> {
+    let mut sent: Vec<(PublishAckFuture, PublishMessage)> = Vec::with_capacity(batch.len());
     for event in batch {
         let body = serde_json::to_vec(event)
             .map_err(|error| format!("serialising event {}: {error}", event.id))?;
         let message = PublishMessage::build()
             .payload(body.into())
             .message_id(event.id.to_string());
-        acks.push(
-            jetstream
-                .send_publish(event.subject(), message)
+        let ack = jetstream
+            .send_publish(event.subject(), message.clone())
+            .await
+            .map_err(|error| format!("publishing event {}: {error}", event.id))?;
+        sent.push((ack, message));
+    }
+    let mut stored = Stored::default();
+    for ((ack, message), event) in sent.into_iter().zip(batch) {
+        let mut outcome = ack.await;
+        let mut resending_until = None;
+        loop {
+            let error = match outcome {
+                Ok(ack) => {
+                    stored.duplicates += usize::from(ack.duplicate);
+                    break;
+                }
+                Err(error) => error,
+            };
+            let until = *resending_until.get_or_insert_with(|| Instant::now() + RESEND_FOR);
+            if !worth_sending_again(&error) || Instant::now() + RESEND_PAUSE >= until {
+                return Err(format!(
+                    "no acknowledgement for event {}: {error}",
+                    event.id
+                ));
+            }
+            tracing::debug!(%error, event = %event.id, "relay: sending again");
+            stored.resent += 1;
+            tokio::time::sleep(RESEND_PAUSE).await;
+            let remaining = until.saturating_duration_since(Instant::now());
+            outcome = match jetstream
+                .send_publish(event.subject(), message.clone())
                 .await
-                .map_err(|error| format!("publishing event {}: {error}", event.id))?,
-        );
+            {
+                Ok(ack) => tokio::time::timeout(remaining, ack.into_future())
+                    .await
+                    .unwrap_or_else(|_| Err(PublishError::new(PublishErrorKind::TimedOut))),
+                Err(error) => Err(error),
+            };
+        }
     }
-    for (ack, event) in acks.into_iter().zip(batch) {
-        ack.await
-            .map_err(|error| format!("no acknowledgement for event {}: {error}", event.id))?;
-    }
-    Ok(())
+    Ok(stored)
+}
+
+/// Whether the broker may store the event if asked again: yes while the stream is between
+/// leaders (no responders, a timeout, a cluster error), never for a message it refuses as such.
+fn worth_sending_again(error: &PublishError) -> bool {
+    !matches!(
+        error.kind(),
+        PublishErrorKind::MaxPayloadExceeded
+            | PublishErrorKind::WrongLastMessageId
+            | PublishErrorKind::WrongLastSequence
+    )
 }
