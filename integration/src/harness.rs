@@ -17,6 +17,9 @@ pub const PASSWORD: &str = "harness password 1";
 pub struct Harness {
     pub clients: Vec<Client>,
     pub db: DatabaseConnection,
+    /// The URL `db` was opened with (scenarios that deploy a stand of their own put their
+    /// database beside it).
+    pub database_url: String,
     /// What the current scenario has done so far (shown live, drawn in the report).
     pub progress: Arc<Progress>,
     run_id: String,
@@ -27,13 +30,23 @@ pub struct Harness {
 pub type Verdict = Result<String, String>;
 
 impl Harness {
-    pub fn new(clients: Vec<Client>, db: DatabaseConnection) -> Self {
+    pub fn new(clients: Vec<Client>, db: DatabaseConnection, database_url: &str) -> Self {
         Self {
             clients,
             db,
+            database_url: database_url.to_string(),
             progress: Arc::default(),
             run_id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
             users: AtomicU64::new(0),
+        }
+    }
+
+    /// A harness over other instances and their database that shows its progress as this one's
+    /// (a scenario's own stand, run inside the suite).
+    pub fn over(&self, clients: Vec<Client>, db: DatabaseConnection, database_url: &str) -> Self {
+        Self {
+            progress: self.progress.clone(),
+            ..Self::new(clients, db, database_url)
         }
     }
 

@@ -372,7 +372,7 @@ async fn run(mut cli: SuiteArgs) -> anyhow::Result<ExitCode> {
     let db = Database::connect(&database_url)
         .await
         .context("cannot reach --database-url")?;
-    let harness = Harness::new(clients, db);
+    let harness = Harness::new(clients, db, &database_url);
     let bank = BankOptions {
         duration: Duration::from_secs(cli.seconds),
         seed,

@@ -69,7 +69,11 @@ async fn two_instances_on_one_database_pass_every_scenario_and_a_faulty_randomiz
         .iter()
         .map(|instance| Client::new(&instance.url()).expect("client"))
         .collect();
-    let harness = Harness::new(clients, Database::connect(&url).await.expect("database"));
+    let harness = Harness::new(
+        clients,
+        Database::connect(&url).await.expect("database"),
+        &url,
+    );
     let bank = BankOptions {
         duration: Duration::from_secs(6),
         seed: 20261122,

@@ -1,9 +1,12 @@
 //! The scenarios, by name. Each returns a [`Verdict`]; the suite checks the books after each.
 pub mod bank;
+pub mod broker_cluster;
 pub mod event_stream;
 pub mod late_commit;
 pub mod live_updates;
 pub mod notifications_replay;
+pub mod own_stand;
+pub mod pooled;
 pub mod postgres_restart;
 pub mod races;
 
@@ -28,6 +31,11 @@ pub enum Scenario {
     /// Restarts the PostgreSQL cluster, which other users (the tests' databases) share: run only
     /// by name.
     PostgresRestart,
+    /// Behind a PgBouncer of its own, in transaction mode. By name only, as the two below: each
+    /// deploys a stand of its own (a database, servers, two instances).
+    Pooled,
+    /// On a three-node NATS cluster of its own.
+    BrokerCluster,
 }
 
 /// What a scenario needs beyond instances that answer.
@@ -52,7 +60,7 @@ impl Scenario {
         Self::LiveUpdates,
     ];
     /// Run only when named.
-    pub const BY_NAME_ONLY: [Self; 1] = [Self::PostgresRestart];
+    pub const BY_NAME_ONLY: [Self; 3] = [Self::PostgresRestart, Self::Pooled, Self::BrokerCluster];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -66,6 +74,8 @@ impl Scenario {
             Self::NotificationsReplay => "notifications-replay",
             Self::LiveUpdates => "live-updates",
             Self::PostgresRestart => "postgres-restart",
+            Self::Pooled => "pooled",
+            Self::BrokerCluster => "broker-cluster",
         }
     }
 
@@ -78,7 +88,9 @@ impl Scenario {
 
     pub const fn needs(self) -> Needs {
         match self {
-            Self::EventStream | Self::PostgresRestart => Needs::SpawnedInstancesAndBroker,
+            Self::EventStream | Self::PostgresRestart | Self::Pooled | Self::BrokerCluster => {
+                Needs::SpawnedInstancesAndBroker
+            }
             _ => Needs::Nothing,
         }
     }
@@ -107,11 +119,12 @@ impl Scenario {
                 notifications_replay::notifications_replay(harness, nats.as_deref(), bank).await
             }
             Self::LiveUpdates => live_updates::live_updates(harness, bank).await,
+            Self::Pooled => pooled::pooled(harness, binary_of(instances).as_deref(), bank).await,
+            Self::BrokerCluster => {
+                broker_cluster::broker_cluster(harness, binary_of(instances).as_deref(), bank).await
+            }
             Self::PostgresRestart => {
-                let binary = instances
-                    .as_deref()
-                    .and_then(|instances| instances.first())
-                    .map(|instance| instance.binary().to_path_buf());
+                let binary = binary_of(instances);
                 postgres_restart::postgres_restart(
                     harness,
                     binary.as_deref(),
@@ -122,6 +135,14 @@ impl Scenario {
             }
         }
     }
+}
+
+/// The binary the harness spawned its instances from, which a scenario's own stand runs too.
+fn binary_of(instances: Option<&mut Vec<SpawnedInstance>>) -> Option<std::path::PathBuf> {
+    instances
+        .as_deref()
+        .and_then(|instances| instances.first())
+        .map(|instance| instance.binary().to_path_buf())
 }
 
 pub const NEEDS_SPAWN: &str = "needs instances and a broker the harness started itself (--spawn)";

@@ -2,12 +2,13 @@
 //! charting: a typed GraphQL client ([`client`]) whose replies read by path ([`reply`]), a
 //! WebSocket client ([`live`]), the books' invariants ([`invariants`]) and the event stream's
 //! ([`stream`]), instances, brokers and poolers started as processes ([`instances`], [`nats`],
-//! [`pgbouncer`]), and waiting on a condition with a deadline ([`eventually`]).
+//! [`nats_cluster`], [`pgbouncer`]), and waiting on a condition with a deadline ([`eventually`]).
 pub mod client;
 pub mod instances;
 pub mod invariants;
 pub mod live;
 pub mod nats;
+pub mod nats_cluster;
 pub mod pgbouncer;
 pub mod reply;
 pub mod stream;

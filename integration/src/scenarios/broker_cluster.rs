@@ -1,0 +1,142 @@
+//! The `broker-cluster` scenario: two instances publishing to a three-node NATS cluster the
+//! harness starts (`NATS_STREAM_REPLICAS=3`). Under the mixed load the node leading the stream is
+//! killed with SIGKILL, then a second node (the stream loses its quorum), both are started again,
+//! and a request commits late. A publish with no leader to acknowledge it must be sent again,
+//! with the same `Nats-Msg-Id`, so the stream still holds every event of the log exactly once,
+//! each visit's in order.
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use testkit::nats_cluster::NatsCluster;
+
+use crate::{
+    harness::{Harness, Verdict},
+    scenarios::{
+        NEEDS_SPAWN,
+        bank::{self, BankOptions},
+        event_stream::STREAM,
+        late_commit,
+        own_stand::{OwnStand, fresh_database},
+    },
+};
+
+pub async fn broker_cluster(
+    suite: &Harness,
+    binary: Option<&Path>,
+    options: &BankOptions,
+) -> Verdict {
+    let binary = binary.ok_or(NEEDS_SPAWN)?;
+    let database_url = fresh_database(&suite.database_url, "broker_cluster").await?;
+    let mut cluster = NatsCluster::start()
+        .await
+        .map_err(|error| format!("{error:#}"))?;
+    let env = vec![
+        ("NATS_URL".to_string(), cluster.urls()),
+        ("NATS_STREAM_REPLICAS".to_string(), "3".to_string()),
+    ];
+    let stand = OwnStand::start(suite, binary, &database_url, &database_url, env).await?;
+    let outcome = async {
+        let harness = &stand.harness;
+        let faults = async {
+            if options.faults {
+                inject_faults(harness, &mut cluster, options.duration).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let workload = bank::run_with_faults(harness, options, faults).await?;
+        // Every node is back: any of them serves the stream.
+        let checked = stand.check(&cluster.node_urls()[0]).await?;
+        let (resent, duplicates) = relay_counts(harness).await;
+        Ok(format!(
+            "three nodes, the stream's leader killed: {checked}; the relays sent {resent} events \
+             again, {duplicates} of which the broker already had; {workload}"
+        ))
+    }
+    .await;
+    stand.stop().await;
+    outcome
+}
+
+async fn inject_faults(
+    harness: &Harness,
+    cluster: &mut NatsCluster,
+    duration: Duration,
+) -> Result<Vec<String>, String> {
+    let started = Instant::now();
+    let at = |fraction: f64| started + duration.mul_f64(fraction);
+    let mut log = Vec::new();
+    tokio::time::sleep_until(at(0.3).into()).await;
+    let leader = cluster
+        .stream_leader(STREAM)
+        .await
+        .map_err(|error| format!("finding the stream's leader: {error:#}"))?;
+    let index = cluster
+        .index_of(&leader)
+        .ok_or_else(|| format!("the stream's leader {leader} is not one of the nodes"))?;
+    cluster
+        .kill(index)
+        .await
+        .map_err(|error| format!("{error:#}"))?;
+    log.push(
+        harness
+            .progress
+            .fault(format!("kill -9 of {leader}, the stream's leader")),
+    );
+    // A second node down leaves the stream without a quorum, so no new leader can be elected:
+    // every publish meanwhile goes unacknowledged and must be sent again.
+    tokio::time::sleep_until(at(0.35).into()).await;
+    let second = (index + 1) % testkit::nats_cluster::NODES;
+    cluster
+        .kill(second)
+        .await
+        .map_err(|error| format!("{error:#}"))?;
+    log.push(harness.progress.fault(format!(
+        "kill -9 of a second node, n{}: no quorum",
+        second + 1
+    )));
+    tokio::time::sleep_until(at(0.45).into()).await;
+    if !relay_reports_its_lag(harness).await {
+        return Err("no instance's /readyz reported relay.lag.events with the nodes down".into());
+    }
+    tokio::time::sleep_until(at(0.55).into()).await;
+    for node in [index, second] {
+        cluster
+            .restart(node)
+            .await
+            .map_err(|error| format!("{error:#}"))?;
+    }
+    log.push(
+        harness
+            .progress
+            .fault(format!("{leader} and n{} started again", second + 1)),
+    );
+    tokio::time::sleep_until(at(0.7).into()).await;
+    log.push(late_commit::hold_a_request(harness, late_commit::hold_in(duration)).await?);
+    Ok(log)
+}
+
+async fn relay_reports_its_lag(harness: &Harness) -> bool {
+    for client in &harness.clients {
+        if let Some(ready) = client.readiness().await
+            && ready["relay"]["lag"]["events"].is_u64()
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Events the relays sent again, and those the broker already had, over both instances.
+async fn relay_counts(harness: &Harness) -> (u64, u64) {
+    let (mut resent, mut duplicates) = (0, 0);
+    for client in &harness.clients {
+        if let Some(ready) = client.readiness().await {
+            resent += ready["relay"]["resent"].as_u64().unwrap_or(0);
+            duplicates += ready["relay"]["duplicates"].as_u64().unwrap_or(0);
+        }
+    }
+    (resent, duplicates)
+}
