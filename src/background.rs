@@ -41,6 +41,9 @@ impl BackgroundTasks {
             ),
         }
         tasks.spawn(follow_live_feed(state.clone()));
+        if state.reads.watch().is_some() {
+            tasks.spawn(watch_replica(state.clone()));
+        }
         tasks.spawn(sweep_expired_visits(state.clone()));
         if state.config.events.outbox_retention.is_some() {
             tasks.spawn(prune_outbox(state.clone()));
@@ -133,6 +136,17 @@ fn relay_settings(state: &AppState) -> Option<RelaySettings> {
     })
 }
 
+/// Measures the replica's state and lag, so reads skip it at once when it stops, pauses or
+/// falls behind.
+async fn watch_replica(state: Arc<AppState>) {
+    let mut every = tokio::time::interval(db::replica::WATCH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        state.reads.watch_replica_once().await;
+    }
+}
+
 /// Applies `OUTBOX_RETENTION_DAYS`, hourly. Deleting is idempotent, so every instance may do it.
 async fn prune_outbox(state: Arc<AppState>) {
     let Some(keep) = state.config.events.outbox_retention else {
@@ -174,7 +188,17 @@ async fn follow_live_feed(state: Arc<AppState>) {
     if !state.config.events.has_broker() {
         let listen_with = listen_options(&state, "live feed");
         let reader = own_connection(&state, "live feed").await;
-        return feed::follow_log(reader, listen_with, feed).await;
+        let replica = match db::connect_replica(&state.config, 1, "live feed", state.reads.watch())
+            .await
+        {
+            Ok(replica) => replica.map(|(pool, _)| pool),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "live feed reads the primary only");
+                None
+            }
+        };
+        let reads = state.reads.over(reader.clone(), replica);
+        return feed::follow_log(reader, reads, listen_with, feed).await;
     }
     let options = broker::options("home-visits live feed");
     match broker::connect(&state.config.events.nats_servers, options).await {

@@ -56,6 +56,12 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+/// Where a read ran: `replica` or `primary`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServedLabels {
+    pub served_by: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConsumerLabels {
     consumer: &'static str,
@@ -70,6 +76,8 @@ pub struct Metrics {
     contention: Family<KindLabels, Counter>,
     transaction_retries: Family<ReasonLabels, Counter>,
     pool: Family<StateLabels, Gauge>,
+    reads: Family<ServedLabels, Counter>,
+    replica_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pool_acquire_seconds: Histogram,
     relay: Family<StateLabels, Gauge>,
     relay_published: Gauge,
@@ -115,6 +123,8 @@ impl Metrics {
             contention: Family::default(),
             transaction_retries: Family::default(),
             pool: Family::default(),
+            reads: Family::default(),
+            replica_lag_seconds: Gauge::default(),
             pool_acquire_seconds: pool_acquire_seconds().clone(),
             relay: Family::default(),
             relay_published: Gauge::default(),
@@ -160,6 +170,16 @@ impl Metrics {
             "database_pool_connections",
             "Database pool connections: in_use, idle, max",
             metrics.pool.clone(),
+        );
+        registry.register(
+            "database_reads",
+            "Lag-tolerant reads by where they ran (replica, primary); counted only with DATABASE_READ_URL set",
+            metrics.reads.clone(),
+        );
+        registry.register(
+            "database_replica_lag_seconds",
+            "How long ago the primary stood where the replica has replayed to, as last measured",
+            metrics.replica_lag_seconds.clone(),
         );
         registry.register(
             "database_pool_acquire_seconds",
@@ -281,6 +301,16 @@ impl Metrics {
         for (state, value) in [("in_use", in_use), ("idle", idle), ("max", max)] {
             self.pool.get_or_create(&StateLabels { state }).set(value);
         }
+    }
+
+    /// The counter lag-tolerant reads are counted in, by where they ran.
+    pub fn reads(&self) -> Family<ServedLabels, Counter> {
+        self.reads.clone()
+    }
+
+    pub fn set_replica_lag(&self, lag: Option<Duration>) {
+        self.replica_lag_seconds
+            .set(lag.map_or(f64::NAN, |lag| lag.as_secs_f64()));
     }
 
     pub fn set_live(&self, websockets: usize, subscriptions: usize) {

@@ -75,7 +75,9 @@ pub async fn build_with_database(config: Config, db: db::Database) -> anyhow::Re
         }
         None => None,
     };
-    let state = AppState::new(config, db)?;
+    let size = config.database.pool_size.get();
+    let replica = db::connect_replica(&config, size, "reads", None).await?;
+    let state = AppState::new(config, db, replica)?;
     Ok(Application {
         listener,
         port,

@@ -20,6 +20,8 @@ use crate::{
 /// Services shared by every request of one instance.
 pub struct AppState {
     pub db: Database,
+    /// Where lag-tolerant reads run (the replica of `DATABASE_READ_URL` when it has caught up).
+    pub reads: db::replica::Reads,
     pub config: Config,
     pub identity: Identity,
     /// What this instance counts for `/metrics`.
@@ -35,7 +37,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, db: Database) -> anyhow::Result<Arc<Self>> {
+    pub fn new(
+        config: Config,
+        db: Database,
+        replica: Option<(Database, Arc<db::replica::ReplicaWatch>)>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let metrics = Metrics::new();
         let source = if !config.events.has_broker() {
             Source::Postgres
         } else {
@@ -44,7 +51,8 @@ impl AppState {
         let notifications_name = <NotificationsHandler as crate::events::consumer::Handler>::NAME;
         Ok(Arc::new(Self {
             identity: Identity::new(&config)?,
-            metrics: Metrics::new(),
+            reads: db::replica::Reads::new(db.clone(), replica, metrics.reads()),
+            metrics,
             relay: Arc::default(),
             notifications: config
                 .events

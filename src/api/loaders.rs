@@ -2,7 +2,7 @@
 //! all tasks, one for all users), not one per row.
 use std::collections::HashMap;
 
-use crate::db::Database;
+use crate::db::{Database, replica::Reads};
 use async_graphql::dataloader::Loader;
 
 use super::context::ApiError;
@@ -18,6 +18,8 @@ use crate::{
 
 pub struct DbLoader {
     pub db: Database,
+    /// For other users' public fields, which a replica that has caught up may serve.
+    pub reads: Reads,
     /// Fixed when the request (or the socket's operation) starts, so every visit it reads agrees
     /// on what has expired.
     pub deadlines: visits::Deadlines,
@@ -45,8 +47,8 @@ impl Loader<UserKey> for DbLoader {
     type Error = ApiError;
 
     async fn load(&self, keys: &[UserKey]) -> Result<HashMap<UserKey, Self::Value>, Self::Error> {
-        let users =
-            identity::find_users(&self.db, keys.iter().map(|key| key.0.into()).collect()).await?;
+        let db = self.reads.lag_tolerant().await;
+        let users = identity::find_users(db, keys.iter().map(|key| key.0.into()).collect()).await?;
         Ok(users
             .into_iter()
             .map(|user| (UserKey(UserId(user.id)), user))

@@ -89,7 +89,9 @@ impl NotificationsQuery {
             .as_deref()
             .map(|cursor| decode_cursor(list, cursor))
             .transpose()?;
-        let db = state(ctx)?.db.clone();
+        // A read model, written moments after the events it follows: a moment's lag more from a
+        // replica changes nothing for the reader.
+        let db = state(ctx)?.reads.lag_tolerant().await.clone();
         let (page, unread_count) =
             notifications::notifications_of(&db, recipient, first, after, unread_only).await?;
         let notification_cursor = |notification: &notification::Model| {

@@ -84,6 +84,7 @@ async fn readiness(state: &ApiState) -> (StatusCode, Json<serde_json::Value>) {
             "stalled": stalled,
             "consumers": consumers,
             "relay": relay,
+            "replica": app.reads.watch().map(|watch| watch.report()),
             "live": {
                 "feed": app.live.report(),
                 "sockets": state.live_limits.sockets(),
@@ -104,6 +105,10 @@ pub async fn metrics_text(State(state): State<ApiState>) -> axum::response::Resp
         idle,
         i64::from(app.config.database.pool_size.get()),
     );
+    if let Some(watch) = app.reads.watch() {
+        let lag = watch.report().lag_ms.map(Duration::from_millis);
+        recorder.set_replica_lag(lag);
+    }
     recorder.set_live(
         state.live_limits.sockets(),
         state.live_limits.subscriptions(),

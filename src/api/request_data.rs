@@ -44,6 +44,7 @@ pub fn attach(
     let loader = DataLoader::new(
         loaders::DbLoader {
             db: app.db.clone(),
+            reads: app.reads.clone(),
             deadlines: app.deadlines(),
         },
         tokio::spawn,

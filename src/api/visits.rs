@@ -127,11 +127,12 @@ impl VisitsQuery {
             .transpose()?;
         let state = state(ctx)?;
         let deadlines = state.deadlines();
-        let page =
-            visits::visible_visits(&state.db, viewer, filter, &deadlines, first, after).await?;
+        // Mostly other people's visits (the open list): a replica that has caught up with the
+        // caller serves it.
+        let db = state.reads.lag_tolerant().await.clone();
+        let page = visits::visible_visits(&db, viewer, filter, &deadlines, first, after).await?;
         let cursor_of = |visit: &visit::Model| encode_cursor(&list, &visit.date, visit.id.0);
         let end_cursor = page.items.last().map(cursor_of);
-        let db = state.db.clone();
         Ok(VisitConnection {
             total_count: TotalCount::later(async move {
                 visits::count_visible_visits(&db, viewer, filter, &deadlines).await

@@ -116,6 +116,13 @@ pub struct DatabaseSettings {
         default_value = "direct"
     )]
     pub pool_mode: PoolMode,
+    /// A streaming replica for reads that tolerate a moment's lag; each still shows what its
+    /// caller committed (see `db::replica`).
+    #[arg(long = "database-read-url", env = "DATABASE_READ_URL", value_parser = parse::secret)]
+    pub read_url: Option<SecretString>,
+    /// A replica further behind than this is skipped: its reads go to the primary.
+    #[arg(long = "database-read-max-lag-ms", env = "DATABASE_READ_MAX_LAG_MS", default_value = "1000", value_parser = parse::millis)]
+    pub read_max_lag: Duration,
     #[arg(
         long = "database-pool-size",
         env = "DATABASE_POOL_SIZE",

@@ -13,6 +13,7 @@ use crate::{
 };
 
 mod database;
+pub mod replica;
 pub use database::Database;
 
 /// How long a pooled connection may sit idle and still be handed out without a ping first.
@@ -47,14 +48,8 @@ pub async fn connect_sized(
     size: u32,
     application_name: &str,
 ) -> anyhow::Result<Database> {
-    connect_in_mode(
-        url,
-        config,
-        size,
-        application_name,
-        config.database.pool_mode,
-    )
-    .await
+    let mode = config.database.pool_mode;
+    connect_in_mode(url, config, size, application_name, mode, false).await
 }
 
 /// A small pool on `DATABASE_DIRECT_URL` (sessions of its own, whatever `DATABASE_POOL_MODE`
@@ -68,9 +63,40 @@ pub async fn connect_direct(
         return Ok(request_pool.clone());
     };
     let name = format!("{APPLICATION_NAME} {purpose}");
-    connect_in_mode(url, config, 1, &name, PoolMode::Direct)
+    connect_in_mode(url, config, 1, &name, PoolMode::Direct, false)
         .await
         .context("cannot connect to DATABASE_DIRECT_URL")
+}
+
+/// A pool of `size` on the replica of `DATABASE_READ_URL`, with the watch that says when it may
+/// be read; `None` without one. Connections are made as needed, so a replica that is down at start
+/// costs reads on the primary, not the start; one that answers but is no standby is refused.
+pub async fn connect_replica(
+    config: &Config,
+    size: u32,
+    purpose: &str,
+    watch: Option<&std::sync::Arc<replica::ReplicaWatch>>,
+) -> anyhow::Result<Option<(Database, std::sync::Arc<replica::ReplicaWatch>)>> {
+    let Some(url) = &config.database.read_url else {
+        return Ok(None);
+    };
+    let name = format!("{APPLICATION_NAME} {purpose}");
+    let pool = connect_in_mode(url, config, size, &name, PoolMode::Direct, true)
+        .await
+        .context("DATABASE_READ_URL is not a PostgreSQL URL")?;
+    let watch = match watch {
+        Some(watch) => watch.clone(),
+        None => {
+            if replica::is_standby(&pool).await == Some(false) {
+                anyhow::bail!(
+                    "DATABASE_READ_URL answers, but not as a standby (pg_is_in_recovery() is \
+                     false): reads there would not follow the primary"
+                );
+            }
+            replica::ReplicaWatch::new(config.database.read_max_lag)
+        }
+    };
+    Ok(Some((pool, watch)))
 }
 
 async fn connect_in_mode(
@@ -79,6 +105,7 @@ async fn connect_in_mode(
     size: u32,
     application_name: &str,
     mode: PoolMode,
+    lazy: bool,
 ) -> anyhow::Result<Database> {
     let application_name = application_name.to_owned();
     let timeouts = [
@@ -95,7 +122,8 @@ async fn connect_in_mode(
     let mut options = ConnectOptions::new(url.expose_secret());
     options
         .max_connections(size)
-        .min_connections(1)
+        .min_connections(u32::from(!lazy))
+        .connect_lazy(lazy)
         // Both bounded so that during a database outage each call fails fast and retryably instead
         // of queueing for seconds.
         .connect_timeout(config.database.acquire_timeout)

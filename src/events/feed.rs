@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use crate::db::Database;
+use crate::db::{Database, replica::Reads};
 use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use futures::StreamExt;
 use sea_orm::{ConnectionTrait, DbErr};
@@ -189,6 +189,7 @@ impl LiveFeed {
 /// direct (session-capable) connection, since `LISTEN` outlives transactions.
 pub async fn follow_log(
     db: Database,
+    reads: Reads,
     listen_with: sea_orm::sqlx::postgres::PgConnectOptions,
     feed: Arc<LiveFeed>,
 ) {
@@ -201,20 +202,20 @@ pub async fn follow_log(
             Ok(listener) => listener,
             Err(error) => {
                 tracing::warn!(%error, "live feed cannot connect its listener; polling");
-                catch_up(&db, &feed).await;
+                catch_up(&db, &reads, &feed).await;
                 tokio::time::sleep(SAFETY_POLL).await;
                 continue;
             }
         };
         if let Err(error) = listener.listen(CHANNEL).await {
             tracing::warn!(%error, "live feed cannot LISTEN; polling");
-            catch_up(&db, &feed).await;
+            catch_up(&db, &reads, &feed).await;
             tokio::time::sleep(SAFETY_POLL).await;
             continue;
         }
         feed.following.store(true, Ordering::Relaxed);
         // Whatever committed while the listener was away.
-        catch_up(&db, &feed).await;
+        catch_up(&db, &reads, &feed).await;
         let mut trailing_reads = 0_u32;
         loop {
             let wait = if trailing_reads > 0 {
@@ -226,13 +227,13 @@ pub async fn follow_log(
                 Ok(Ok(Some(_))) => {
                     // One read answers every wake-up queued so far.
                     while listener.next_buffered().is_some() {}
-                    catch_up(&db, &feed).await;
+                    catch_up(&db, &reads, &feed).await;
                     trailing_reads = TRAILING_READS;
                 }
                 // A trailing read, the safety poll, or a reconnected listener (which may have
                 // missed wake-ups).
                 Ok(Ok(None)) | Err(_) => {
-                    trailing_reads = match catch_up(&db, &feed).await {
+                    trailing_reads = match catch_up(&db, &reads, &feed).await {
                         CatchUp::Read(0) => trailing_reads.saturating_sub(1),
                         CatchUp::Read(_) => TRAILING_READS,
                         CatchUp::Skipped | CatchUp::Failed => 0,
@@ -264,7 +265,10 @@ enum CatchUp {
 
 /// Reads and publishes everything readable after the anchor. With nobody subscribed it reads
 /// nothing and drops the anchor: whoever comes next starts at the end of the log.
-async fn catch_up(db: &Database, feed: &LiveFeed) -> CatchUp {
+/// The log is read where `reads` says (the replica once it has replayed past where the primary
+/// stood when this catch-up began, so it holds everything the wake-up was about); the anchor, on
+/// the primary.
+async fn catch_up(db: &Database, reads: &Reads, feed: &LiveFeed) -> CatchUp {
     let anchor = {
         let mut cursor = feed.cursor();
         if feed.sender.receiver_count() == 0 {
@@ -286,9 +290,10 @@ async fn catch_up(db: &Database, feed: &LiveFeed) -> CatchUp {
     };
     // Everything readable now is handed on at once, so a visit's events that straddle two reads
     // are still put in order.
+    let source = reads.lag_tolerant().await;
     let mut readable = Vec::new();
     let outcome = loop {
-        match log::read_after(db, after, BATCH).await {
+        match log::read_after(source, after, BATCH).await {
             Ok(events) => {
                 let read = events.len() as u64;
                 if let Some(last) = events.last() {

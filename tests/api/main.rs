@@ -19,6 +19,7 @@ mod pooled;
 mod proxies;
 mod races;
 mod relay;
+mod replica;
 mod retries;
 mod schema;
 mod shutdown;
