@@ -69,11 +69,11 @@ integration-position-reader:
         --database-url "${url%/*}/home_visits_position_reader_live" --fresh-database \
         --scenario live-updates --seconds 6 --expect-violations
 
-# The harness behind a PgBouncer and on a three-node NATS cluster of its own (needs pgbouncer and nats-server)
+# The harness behind a PgBouncer, on a three-node NATS cluster and on a replica of its own (needs pgbouncer and nats-server)
 integration-deployments seconds="12":
     cargo build --release --bin home-visits
     url=$(cargo run -q --bin home-visits -- db start) && \
-    for scenario in pooled broker-cluster; do \
+    for scenario in pooled broker-cluster replica; do \
         cargo run --release -q -p integration -- \
             --spawn target/release/home-visits \
             --instance http://127.0.0.1:14001 --instance http://127.0.0.1:14002 \

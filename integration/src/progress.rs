@@ -81,6 +81,11 @@ impl Progress {
         state.timeline.planned_seconds += planned.as_secs_f64();
     }
 
+    /// When the current scenario's first timed run began, if it has.
+    pub fn run_started(&self) -> Option<Instant> {
+        self.state().started
+    }
+
     /// One operation ended with `code` (`ok` for a success).
     pub fn record(&self, code: &str) {
         let mut state = self.state();

@@ -9,6 +9,7 @@ pub mod own_stand;
 pub mod pooled;
 pub mod postgres_restart;
 pub mod races;
+pub mod replica;
 
 use crate::{
     harness::{Harness, Verdict},
@@ -36,6 +37,8 @@ pub enum Scenario {
     Pooled,
     /// On a three-node NATS cluster of its own.
     BrokerCluster,
+    /// Reading from a streaming standby of a primary, both its own.
+    Replica,
 }
 
 /// What a scenario needs beyond instances that answer.
@@ -60,7 +63,12 @@ impl Scenario {
         Self::LiveUpdates,
     ];
     /// Run only when named.
-    pub const BY_NAME_ONLY: [Self; 3] = [Self::PostgresRestart, Self::Pooled, Self::BrokerCluster];
+    pub const BY_NAME_ONLY: [Self; 4] = [
+        Self::PostgresRestart,
+        Self::Pooled,
+        Self::BrokerCluster,
+        Self::Replica,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -76,6 +84,7 @@ impl Scenario {
             Self::PostgresRestart => "postgres-restart",
             Self::Pooled => "pooled",
             Self::BrokerCluster => "broker-cluster",
+            Self::Replica => "replica",
         }
     }
 
@@ -88,9 +97,11 @@ impl Scenario {
 
     pub const fn needs(self) -> Needs {
         match self {
-            Self::EventStream | Self::PostgresRestart | Self::Pooled | Self::BrokerCluster => {
-                Needs::SpawnedInstancesAndBroker
-            }
+            Self::EventStream
+            | Self::PostgresRestart
+            | Self::Pooled
+            | Self::BrokerCluster
+            | Self::Replica => Needs::SpawnedInstancesAndBroker,
             _ => Needs::Nothing,
         }
     }
@@ -123,6 +134,7 @@ impl Scenario {
             Self::BrokerCluster => {
                 broker_cluster::broker_cluster(harness, binary_of(instances).as_deref(), bank).await
             }
+            Self::Replica => replica::replica(harness, binary_of(instances).as_deref(), bank).await,
             Self::PostgresRestart => {
                 let binary = binary_of(instances);
                 postgres_restart::postgres_restart(
