@@ -126,6 +126,14 @@ struct BenchArgs {
     /// report the relay's throughput and lag.
     #[arg(long)]
     relay: bool,
+    /// Put a PgBouncer of the bench's own (transaction mode, as many server connections as the
+    /// instances' pools hold) between the instances and PostgreSQL; pgbench stays direct.
+    #[arg(long)]
+    through_pgbouncer: bool,
+    /// Make a streaming standby of the database server (`pg_basebackup -R`) and give the
+    /// instances `DATABASE_READ_URL`; its CPU per call is reported beside the primary's.
+    #[arg(long)]
+    read_replica: bool,
     /// The pgbench scripts to run (default: this checkout's `integration/pgbench`); point it at
     /// another checkout's to compare that checkout's build like for like.
     #[arg(long)]
@@ -256,6 +264,8 @@ async fn bench(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
         consumers: args.consumers,
         pgbench: !args.no_pgbench,
         relay: args.relay,
+        through_pgbouncer: args.through_pgbouncer,
+        read_replica: args.read_replica,
         pgbench_dir: args
             .pgbench_dir
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pgbench")),

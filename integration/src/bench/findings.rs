@@ -19,6 +19,7 @@ pub struct Measured {
     pub(super) service_cpu: Reading,
     pub(super) reference_cpu: Reading,
     pub(super) by_session: sessions::BySession,
+    pub(super) side_cpu: super::beside::SideTime,
     pub(super) delivered: Measurement,
     pub(super) event_lines: Vec<String>,
 }
@@ -29,6 +30,8 @@ pub struct Findings {
     pub(super) live_lines: Vec<String>,
     pub(super) cpu_lines: Vec<String>,
     pub(super) session_lines: Vec<String>,
+    /// The standby's and the pooler's CPU per call, when the stand has them.
+    pub(super) side_lines: Vec<String>,
     pub(super) event_lines: Vec<String>,
     pub scale_lines: Vec<String>,
     /// Runs so far (pgbench numbers its log files by it).
@@ -50,6 +53,7 @@ impl Findings {
             live_lines: Vec::new(),
             cpu_lines: Vec::new(),
             session_lines: Vec::new(),
+            side_lines: Vec::new(),
             event_lines: Vec::new(),
             scale_lines: Vec::new(),
             run: 0,
@@ -71,6 +75,7 @@ impl Findings {
             service_cpu,
             reference_cpu,
             by_session,
+            side_cpu,
             delivered,
             event_lines,
         } = measured;
@@ -86,6 +91,13 @@ impl Findings {
         ));
         self.session_lines
             .push(by_session.line(workload.name(), service_cpu.server, calls));
+        let per_call = |spent: std::time::Duration| spent.as_secs_f64() * 1e6 / calls.max(1) as f64;
+        self.side_lines.push(format!(
+            "  {:<19} standby {:>7.0}   PgBouncer {:>7.0}",
+            workload.name(),
+            per_call(side_cpu.standby),
+            per_call(side_cpu.pooler),
+        ));
         self.record.workloads.push(charts::WorkloadRecord {
             name: workload.name(),
             service: service_rounds.iter().map(charts::Round::from).collect(),

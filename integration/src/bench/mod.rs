@@ -1,5 +1,6 @@
 //! `integration bench`: closed-loop load on the hot paths through the instances, side by side with
 //! pgbench running the very statements the service issues, on a copy of the same fixture.
+mod beside;
 mod charts;
 mod findings;
 pub mod fixture;
@@ -40,6 +41,10 @@ pub struct BenchOptions {
     pub pgbench: bool,
     /// Relay the event log to a nats-server of the bench's own during the load.
     pub relay: bool,
+    /// The instances reach PostgreSQL through a PgBouncer of the bench's own (transaction mode).
+    pub through_pgbouncer: bool,
+    /// The instances read from a streaming standby of the bench's database server.
+    pub read_replica: bool,
     /// Where the pgbench scripts are (those of the binary under test, when comparing builds).
     pub pgbench_dir: PathBuf,
     /// `openVisits` subscribers open during the workloads (their delivery latency is reported).

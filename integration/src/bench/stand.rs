@@ -6,7 +6,9 @@ use anyhow::Context;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
 use super::{
-    BenchOptions, charts,
+    BenchOptions,
+    beside::{Beside, SideTime},
+    charts,
     findings::{Findings, Measured},
     fixture::{self, Fixture, PASSWORD, forget_hot_requests, load_fixture, mint_tokens},
     live, local_postmaster,
@@ -30,6 +32,8 @@ use crate::{
 pub struct Stand {
     instances: Vec<SpawnedInstance>,
     nats: Option<NatsServer>,
+    /// The pooler and the standby, when asked for.
+    beside: Beside,
     pub db: DatabaseConnection,
     pgbench_conn: DatabaseConnection,
     pgbench_url: String,
@@ -61,13 +65,15 @@ impl Stand {
         if let Some(nats) = &nats {
             env.push(("NATS_URL".to_string(), nats.url()));
         }
+        let beside = Beside::set_up(options, &mut env).await?;
+        let instance_database_url = beside.instance_database_url(&options.database_url);
         let mut instances = Vec::new();
         for port in &options.instance_ports {
             instances.push(
                 SpawnedInstance::start_with(
                     options.binary.clone(),
                     *port,
-                    &options.database_url,
+                    &instance_database_url,
                     &secret,
                     env.clone(),
                 )
@@ -116,6 +122,7 @@ impl Stand {
         Ok(Self {
             instances,
             nats,
+            beside,
             db,
             pgbench_conn,
             pgbench_url,
@@ -152,6 +159,7 @@ impl Stand {
             self.seconds,
             self.cores
         );
+        self.beside.print_header();
         report::print_header();
     }
 
@@ -190,6 +198,7 @@ impl Stand {
             service_cpu: Reading::default(),
             reference_cpu: Reading::default(),
             by_session: sessions::BySession::default(),
+            side_cpu: SideTime::default(),
             delivered: Measurement::default(),
             event_lines: Vec::new(),
         };
@@ -227,6 +236,7 @@ impl Stand {
                 }
             }
             let sessions_before = sessions::snapshot(&self.db).await;
+            let side_before = self.beside.time();
             let before = self.meter.as_ref().map(Meter::read);
             let load = run_workload(
                 &self.fixture,
@@ -258,6 +268,7 @@ impl Stand {
             }
             if let (Some(meter), Some(before)) = (&self.meter, before) {
                 measured.service_cpu += meter.read() - before;
+                measured.side_cpu += self.beside.time() - side_before;
                 measured.by_session += sessions::snapshot(&self.db).await.since(&sessions_before);
             }
             measured.service_rounds.push(Summary::of(&round_measured));
@@ -300,6 +311,13 @@ impl Stand {
                 println!("{line}");
             }
             println!();
+            if self.beside.any() {
+                println!("beside the primary, CPU per call, µs (the service's side):");
+                for line in &findings.side_lines {
+                    println!("{line}");
+                }
+                println!();
+            }
         } else {
             println!("CPU per call: n/a (the database server is not a process on this machine)");
         }

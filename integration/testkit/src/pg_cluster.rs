@@ -88,9 +88,15 @@ impl Cluster {
 
     /// A streaming standby of `primary`, started and replaying.
     pub async fn standby_of(primary: &Cluster) -> anyhow::Result<Self> {
+        Self::standby_of_port(primary.port).await
+    }
+
+    /// A streaming standby of the PostgreSQL on 127.0.0.1:`port` (which must admit replication
+    /// connections from `postgres`), started and replaying.
+    pub async fn standby_of_port(port: u16) -> anyhow::Result<Self> {
         let cluster = Self::new()?;
         let dir = cluster.dir.display().to_string();
-        let port = primary.port.to_string();
+        let port = port.to_string();
         cluster
             .run(
                 "pg_basebackup",
@@ -146,13 +152,14 @@ impl Cluster {
         self.port
     }
 
-    /// Starts it on its port (again, after [`stop`](Self::stop)).
+    /// Starts it on its port (again, after [`stop`](Self::stop)). A hot standby needs at least
+    /// its primary's `max_connections`: 500 is above the project's local cluster's 300.
     pub async fn start(&self) -> anyhow::Result<()> {
         let dir = self.dir.display().to_string();
         let log = self.dir.join("server.log").display().to_string();
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' \
-             -c max_connections=200 -c fsync=off",
+             -c max_connections=500 -c fsync=off",
             self.port
         );
         self.run(
@@ -202,6 +209,17 @@ impl Cluster {
 
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("server.log")
+    }
+
+    /// The postmaster's pid, from `postmaster.pid`, while it runs.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     pub fn dir(&self) -> &Path {

@@ -114,6 +114,15 @@ impl PgBouncer {
         self.port
     }
 
+    /// The pooler's own process (from its pidfile), for metering its CPU.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("pgbouncer.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("pgbouncer.log")
     }
