@@ -137,13 +137,25 @@ fn relay_settings(state: &AppState) -> Option<RelaySettings> {
 }
 
 /// Measures the replica's state and lag, so reads skip it at once when it stops, pauses or
-/// falls behind.
+/// falls behind. On a connection of its own: under load the read pool's are all busy, and a watch
+/// that waited for one would call a healthy replica down.
 async fn watch_replica(state: Arc<AppState>) {
+    let Some(watch) = state.reads.watch().cloned() else {
+        return;
+    };
+    let replica = match db::connect_replica(&state.config, 1, "replica watch", Some(&watch)).await {
+        Ok(Some((replica, _))) => replica,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "the replica cannot be watched; reads stay on the primary");
+            return;
+        }
+    };
     let mut every = tokio::time::interval(db::replica::WATCH_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        state.reads.watch_replica_once().await;
+        watch.watch_once(&state.db, &replica).await;
     }
 }
 

@@ -6,7 +6,8 @@
 //! asking (on any instance) is below that position, so the replica shows it. The position is
 //! asked of the primary once per few milliseconds, by whichever request comes first, and shared
 //! with the requests that arrived while that was under way; the replica's replayed position is
-//! asked the same way. A replica a little behind is waited for, up to [`FENCE_WAIT`]; one
+//! asked the same way. A replica a little behind is waited for, the whole decision taking at
+//! most [`ROUTE_BUDGET`]; one
 //! further behind, paused, lagging past `DATABASE_READ_MAX_LAG_MS` or unreachable is skipped at
 //! once, and the read runs on the primary.
 use std::{
@@ -25,6 +26,12 @@ use crate::metrics::ServedLabels;
 /// How long a read waits for the replica to replay up to its fence before it goes to the
 /// primary: about what a streaming replica on a local network trails by under load.
 const FENCE_WAIT: Duration = Duration::from_millis(25);
+/// The most a read spends deciding where to run, position reads included: a replica (or a
+/// primary) slow to tell its position sends the read to the primary rather than holding it, and
+/// the reads queued behind a slow position read give up with it.
+const ROUTE_BUDGET: Duration = Duration::from_millis(50);
+/// How long the watch waits for either server's answer before it calls the replica down.
+const WATCH_ANSWER: Duration = Duration::from_millis(500);
 /// Between two looks at the replica's replayed position while a read waits.
 const REPLAY_POLL: Duration = Duration::from_millis(2);
 /// How often the replica's state and lag are measured.
@@ -109,11 +116,11 @@ impl ReplicaWatch {
 
     /// Measures the replica once: its state, its replayed position, its lag behind `primary`.
     pub async fn watch_once(&self, primary: &Database, replica: &Database) {
-        let position = primary_position(primary).await;
-        let standby = replica_position(replica).await;
+        let position = tokio::time::timeout(WATCH_ANSWER, primary_position(primary)).await;
+        let standby = tokio::time::timeout(WATCH_ANSWER, replica_position(replica)).await;
         let now = Instant::now();
         let mut status = self.status();
-        if let Ok(position) = position {
+        if let Ok(Ok(position)) = position {
             status.history.push_back((now, position));
             while status
                 .history
@@ -123,7 +130,7 @@ impl ReplicaWatch {
                 status.history.pop_front();
             }
         }
-        let Ok(Some(standby)) = standby else {
+        let Ok(Ok(Some(standby))) = standby else {
             status.state = ReplicaState::Down;
             status.lag = None;
             return;
@@ -263,19 +270,17 @@ impl Reads {
         self.replica.as_ref().map(|(_, watch)| watch)
     }
 
-    /// Measures the replica once (see [`ReplicaWatch::watch_once`]); nothing without one.
-    pub async fn watch_replica_once(&self) {
-        if let Some((replica, watch)) = &self.replica {
-            watch.watch_once(&self.primary, replica).await;
-        }
-    }
-
     /// The connection for a read that may show other people's changes a moment late but must
     /// show the caller's own: call it when the read begins.
     pub async fn lag_tolerant(&self) -> &Database {
         let asked = Instant::now();
         let on_replica = match &self.replica {
-            Some((replica, watch)) => watch.caught_up_since(asked, &self.primary, replica).await,
+            Some((replica, watch)) => tokio::time::timeout_at(
+                (asked + ROUTE_BUDGET).into(),
+                watch.caught_up_since(asked, &self.primary, replica),
+            )
+            .await
+            .unwrap_or(false),
             None => false,
         };
         let (served_by, database) = match (&self.replica, on_replica) {
@@ -293,7 +298,9 @@ async fn primary_position(primary: &Database) -> Result<i64, DbErr> {
     let row = primary
         .query_one_raw(Statement::from_string(
             DbBackend::Postgres,
-            "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8 AS position",
+            // The insert position, not the write position: it is past every commit record the
+            // caller may have been answered for, whatever `synchronous_commit` says.
+            "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8 AS position",
         ))
         .await?
         .ok_or_else(|| DbErr::Custom("no WAL position".into()))?;
@@ -310,11 +317,16 @@ async fn replica_position(replica: &Database) -> Result<Option<Standby>, DbErr> 
     let row = replica
         .query_one_raw(Statement::from_string(
             DbBackend::Postgres,
-            "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8 AS replayed, \
+            "SELECT pg_is_in_recovery() AS standby, \
+             (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8 AS replayed, \
              CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END AS paused",
         ))
         .await?
         .ok_or_else(|| DbErr::Custom("no replay position".into()))?;
+    // A standby promoted since still reports the last position it replayed.
+    if !row.try_get::<bool>("", "standby")? {
+        return Ok(None);
+    }
     let replayed: Option<i64> = row.try_get("", "replayed")?;
     let paused: Option<bool> = row.try_get("", "paused")?;
     Ok(replayed.map(|replayed| Standby {
