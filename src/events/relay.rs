@@ -5,9 +5,9 @@
 //! lock). When the leader dies its connection closes, the lock is freed, and another instance
 //! takes over within [`LEADERSHIP_RETRY`]. The leader reads a batch after its checkpoint, publishes
 //! every event of it with `Nats-Msg-Id` = event id (pipelined), and advances the checkpoint only
-//! once the broker acknowledged them all. An event not acknowledged is sent again with the same
-//! id (a cluster's stream is leaderless for a moment when its leader dies); a batch that still
-//! fails is published again from the checkpoint. The broker drops the copies it already has (within its duplicate window, longer
+//! once the broker acknowledged them all. From an event not acknowledged on, the batch is sent
+//! again with the same ids (a cluster's stream is leaderless for a moment when its leader dies);
+//! one that still fails is published again from the checkpoint. The broker drops the copies it already has (within its duplicate window, longer
 //! than the relay's longest back-off), and consumers keep an inbox for whatever is older.
 use std::{
     sync::{
@@ -20,7 +20,7 @@ use std::{
 use crate::db::Database;
 use async_nats::jetstream::{
     self,
-    context::{PublishAckFuture, PublishError, PublishErrorKind},
+    context::{PublishError, PublishErrorKind},
     message::PublishMessage,
     stream,
 };
@@ -79,7 +79,8 @@ pub struct RelayReport {
     pub broker_connected: bool,
     /// Events this instance has published since it started.
     pub published: u64,
-    /// Sends repeated because an event was not acknowledged (a stream between leaders).
+    /// Events sent again because they or one before them went unacknowledged (a stream between
+    /// leaders).
     pub resent: u64,
     /// Of those, how many the broker already had (sent again after a lost acknowledgement or a
     /// change of stream leader; stored once all the same).
@@ -332,7 +333,7 @@ const RESEND_PAUSE: Duration = Duration::from_millis(250);
 /// What the broker said of a batch it stored.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stored {
-    /// Sends repeated because the broker had not acknowledged an event.
+    /// Events sent again because the broker had not acknowledged them or one before them.
     pub resent: usize,
     /// Events the broker already had (same `Nats-Msg-Id`): sent again after an acknowledgement
     /// was lost, or by a leader that took over mid-batch.
@@ -340,58 +341,95 @@ pub struct Stored {
 }
 
 /// Sends the whole batch, then waits for every acknowledgement: one broker round trip per
-/// batch, not per event. An event not acknowledged is sent again, with the same `Nats-Msg-Id`, so
-/// the broker stores it once whatever happened to the first try. Errs if one was not stored
-/// within [`RESEND_FOR`].
+/// batch, not per event. From the first event not acknowledged on, the rest of the batch is sent
+/// again, in order and with the same `Nats-Msg-Id`s, so the broker stores each once whatever
+/// happened to the first try (it drops the copies it has). Errs if that does not succeed within
+/// [`RESEND_FOR`].
 async fn publish(jetstream: &jetstream::Context, batch: &[StoredEvent]) -> Result<Stored, String> {
-    let mut sent: Vec<(PublishAckFuture, PublishMessage)> = Vec::with_capacity(batch.len());
-    for event in batch {
-        let body = serde_json::to_vec(event)
-            .map_err(|error| format!("serialising event {}: {error}", event.id))?;
-        let message = PublishMessage::build()
-            .payload(body.into())
-            .message_id(event.id.to_string());
-        let ack = jetstream
+    let messages = batch
+        .iter()
+        .map(|event| {
+            let body = serde_json::to_vec(event)
+                .map_err(|error| format!("serialising event {}: {error}", event.id))?;
+            Ok(PublishMessage::build()
+                .payload(body.into())
+                .message_id(event.id.to_string()))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let mut stored = Stored::default();
+    let mut from = 0;
+    let mut resending_until: Option<Instant> = None;
+    loop {
+        let deadline = resending_until.map(tokio::time::Instant::from);
+        let (acknowledged, failure) =
+            send_and_wait(jetstream, &batch[from..], &messages[from..], deadline).await;
+        stored.duplicates += acknowledged.iter().filter(|ack| ack.duplicate).count();
+        let Some(error) = failure else {
+            return Ok(stored);
+        };
+        from += acknowledged.len();
+        let event = &batch[from];
+        let until = *resending_until.get_or_insert_with(|| Instant::now() + RESEND_FOR);
+        if !worth_sending_again(&error) || Instant::now() + RESEND_PAUSE >= until {
+            return Err(format!(
+                "no acknowledgement for event {}: {error}",
+                event.id
+            ));
+        }
+        tracing::debug!(%error, event = %event.id, "relay: sending the rest of the batch again");
+        stored.resent += batch.len() - from;
+        tokio::time::sleep(RESEND_PAUSE).await;
+    }
+}
+
+/// Sends `events` in order, then awaits their acknowledgements side by side (each has its own
+/// timeout, which starts when it is awaited), at most until `deadline`. Returns the
+/// acknowledgements of the leading events the broker stored, and the error of the first it did
+/// not, if any.
+async fn send_and_wait(
+    jetstream: &jetstream::Context,
+    events: &[StoredEvent],
+    messages: &[PublishMessage],
+    deadline: Option<tokio::time::Instant>,
+) -> (
+    Vec<async_nats::jetstream::publish::PublishAck>,
+    Option<PublishError>,
+) {
+    let mut pending = Vec::with_capacity(events.len());
+    let mut send_failure = None;
+    for (event, message) in events.iter().zip(messages) {
+        match jetstream
             .send_publish(event.subject(), message.clone())
             .await
-            .map_err(|error| format!("publishing event {}: {error}", event.id))?;
-        sent.push((ack, message));
-    }
-    let mut stored = Stored::default();
-    for ((ack, message), event) in sent.into_iter().zip(batch) {
-        let mut outcome = ack.await;
-        let mut resending_until = None;
-        loop {
-            let error = match outcome {
-                Ok(ack) => {
-                    stored.duplicates += usize::from(ack.duplicate);
-                    break;
-                }
-                Err(error) => error,
-            };
-            let until = *resending_until.get_or_insert_with(|| Instant::now() + RESEND_FOR);
-            if !worth_sending_again(&error) || Instant::now() + RESEND_PAUSE >= until {
-                return Err(format!(
-                    "no acknowledgement for event {}: {error}",
-                    event.id
-                ));
+        {
+            Ok(ack) => pending.push(ack.into_future()),
+            Err(error) => {
+                send_failure = Some(error);
+                break;
             }
-            tracing::debug!(%error, event = %event.id, "relay: sending again");
-            stored.resent += 1;
-            tokio::time::sleep(RESEND_PAUSE).await;
-            let remaining = until.saturating_duration_since(Instant::now());
-            outcome = match jetstream
-                .send_publish(event.subject(), message.clone())
-                .await
-            {
-                Ok(ack) => tokio::time::timeout(remaining, ack.into_future())
-                    .await
-                    .unwrap_or_else(|_| Err(PublishError::new(PublishErrorKind::TimedOut))),
-                Err(error) => Err(error),
-            };
         }
     }
-    Ok(stored)
+    let waiting = futures::future::join_all(pending);
+    let outcomes = match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline, waiting).await {
+            Ok(outcomes) => outcomes,
+            Err(_) => {
+                return (
+                    Vec::new(),
+                    Some(PublishError::new(PublishErrorKind::TimedOut)),
+                );
+            }
+        },
+        None => waiting.await,
+    };
+    let mut acknowledged = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        match outcome {
+            Ok(ack) => acknowledged.push(ack),
+            Err(error) => return (acknowledged, Some(error)),
+        }
+    }
+    (acknowledged, send_failure)
 }
 
 /// Whether the broker may store the event if asked again: yes while the stream is between
