@@ -114,12 +114,8 @@ impl RelayStatus {
         }
     }
 
-    fn published(&self, count: usize, stored: Stored) {
+    fn published(&self, count: usize) {
         self.published.fetch_add(count as u64, Ordering::AcqRel);
-        self.resent
-            .fetch_add(stored.resent as u64, Ordering::AcqRel);
-        self.duplicates
-            .fetch_add(stored.duplicates as u64, Ordering::AcqRel);
         if let Ok(mut at) = self.last_published_at.lock() {
             *at = Some(Utc::now());
         }
@@ -269,12 +265,12 @@ async fn lead(
             };
             // After taking the checkpoint from the log's order: consumers see each visit in order.
             log::in_aggregate_order(&mut batch);
-            let stored = publish(jetstream, &batch).await?;
+            publish(jetstream, &batch, status).await?;
             log::advance_checkpoint(db, CHECKPOINT, last)
                 .await
                 .map_err(|error| format!("advancing the checkpoint: {error}"))?;
             checkpoint = Some(last);
-            status.published(batch.len(), stored);
+            status.published(batch.len());
             Ok(batch.len())
         };
         match step.await {
@@ -330,22 +326,17 @@ pub async fn ensure_stream(jetstream: &jetstream::Context, replicas: usize) -> R
 const RESEND_FOR: Duration = Duration::from_secs(3);
 const RESEND_PAUSE: Duration = Duration::from_millis(250);
 
-/// What the broker said of a batch it stored.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stored {
-    /// Events sent again because the broker had not acknowledged them or one before them.
-    pub resent: usize,
-    /// Events the broker already had (same `Nats-Msg-Id`): sent again after an acknowledgement
-    /// was lost, or by a leader that took over mid-batch.
-    pub duplicates: usize,
-}
-
 /// Sends the whole batch, then waits for every acknowledgement: one broker round trip per
 /// batch, not per event. From the first event not acknowledged on, the rest of the batch is sent
 /// again, in order and with the same `Nats-Msg-Id`s, so the broker stores each once whatever
 /// happened to the first try (it drops the copies it has). Errs if that does not succeed within
-/// [`RESEND_FOR`].
-async fn publish(jetstream: &jetstream::Context, batch: &[StoredEvent]) -> Result<Stored, String> {
+/// [`RESEND_FOR`]. What was sent again and what the broker already had are counted in `status`
+/// as it happens, whether the batch succeeds or not.
+async fn publish(
+    jetstream: &jetstream::Context,
+    batch: &[StoredEvent],
+    status: &RelayStatus,
+) -> Result<(), String> {
     let messages = batch
         .iter()
         .map(|event| {
@@ -356,16 +347,18 @@ async fn publish(jetstream: &jetstream::Context, batch: &[StoredEvent]) -> Resul
                 .message_id(event.id.to_string()))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let mut stored = Stored::default();
     let mut from = 0;
     let mut resending_until: Option<Instant> = None;
     loop {
         let deadline = resending_until.map(tokio::time::Instant::from);
         let (acknowledged, failure) =
             send_and_wait(jetstream, &batch[from..], &messages[from..], deadline).await;
-        stored.duplicates += acknowledged.iter().filter(|ack| ack.duplicate).count();
+        let duplicates = acknowledged.iter().filter(|ack| ack.duplicate).count();
+        status
+            .duplicates
+            .fetch_add(duplicates as u64, Ordering::AcqRel);
         let Some(error) = failure else {
-            return Ok(stored);
+            return Ok(());
         };
         from += acknowledged.len();
         let event = &batch[from];
@@ -377,7 +370,9 @@ async fn publish(jetstream: &jetstream::Context, batch: &[StoredEvent]) -> Resul
             ));
         }
         tracing::debug!(%error, event = %event.id, "relay: sending the rest of the batch again");
-        stored.resent += batch.len() - from;
+        status
+            .resent
+            .fetch_add((batch.len() - from) as u64, Ordering::AcqRel);
         tokio::time::sleep(RESEND_PAUSE).await;
     }
 }

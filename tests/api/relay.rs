@@ -4,10 +4,11 @@ use std::{collections::HashSet, time::Duration};
 use testkit::{
     eventually,
     nats::{NatsServer, StreamedMessage, read_stream},
+    nats_cluster::NatsCluster,
     reply::Reply,
 };
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, positive};
 
 const STREAM: &str = "HOME_VISITS";
 
@@ -160,4 +161,57 @@ async fn one_instance_relays_and_another_takes_over_when_it_dies() {
         .filter_map(|message| message.message_id.as_deref())
         .collect();
     assert_eq!(unique.len(), ids.len());
+}
+
+/// On a three-node cluster, with the relay's client held to one node: two nodes killed leave the
+/// stream without a quorum, so nothing is acknowledged. The relay must send what it could not
+/// store again (with the same ids) until the nodes are back, and the stream must end up the log,
+/// exactly once.
+#[tokio::test]
+async fn events_unacknowledged_while_the_stream_has_no_quorum_are_sent_again_and_stored_once() {
+    let mut cluster = NatsCluster::start().await.expect("a three-node cluster");
+    let survivor = cluster.node_urls()[0].clone();
+    let app = TestApp::spawn_with({
+        let survivor = survivor.clone();
+        move |config| {
+            config.events.nats_servers = vec![survivor];
+            config.events.nats_stream_replicas = positive(3);
+        }
+    })
+    .await;
+    app.register_user("before-fault").await;
+    let caught_up = || async {
+        let ready = readiness(&app).await;
+        (ready["relay"]["lag"]["events"] == 0 && ready["relay"]["published"] != 0).then_some(())
+    };
+    eventually(Duration::from_secs(30), "the relay caught up", caught_up).await;
+
+    cluster.kill(1).await.expect("n2 killed");
+    cluster.kill(2).await.expect("n3 killed");
+    app.register_user("no-quorum").await;
+    eventually(
+        Duration::from_secs(20),
+        "the relay sending unacknowledged events again",
+        || async {
+            let ready = readiness(&app).await;
+            (ready["relay"]["resent"].as_u64() > Some(0)).then_some(())
+        },
+    )
+    .await;
+    cluster.restart(1).await.expect("n2 back");
+    cluster.restart(2).await.expect("n3 back");
+    eventually(
+        Duration::from_secs(60),
+        "the relay caught up again",
+        caught_up,
+    )
+    .await;
+
+    let ids = outbox_ids(&app).await;
+    let messages = eventually(Duration::from_secs(10), "the whole stream", || async {
+        let messages = read_stream(&survivor, STREAM).await.ok()?;
+        (messages.len() >= ids.len()).then_some(messages)
+    })
+    .await;
+    assert_exactly_the_log(&messages, &ids);
 }
