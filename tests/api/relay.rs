@@ -184,7 +184,8 @@ async fn events_unacknowledged_while_the_stream_has_no_quorum_are_sent_again_and
         let ready = readiness(&app).await;
         (ready["relay"]["lag"]["events"] == 0 && ready["relay"]["published"] != 0).then_some(())
     };
-    eventually(Duration::from_secs(30), "the relay caught up", caught_up).await;
+    // A new cluster can take some seconds to create a replicated stream.
+    eventually(Duration::from_secs(60), "the relay caught up", caught_up).await;
 
     cluster.kill(1).await.expect("n2 killed");
     cluster.kill(2).await.expect("n3 killed");

@@ -69,10 +69,17 @@ async fn inject_faults(
     let at = |fraction: f64| started + duration.mul_f64(fraction);
     let mut log = Vec::new();
     tokio::time::sleep_until(at(0.3).into()).await;
-    let leader = cluster
-        .stream_leader(STREAM)
-        .await
-        .map_err(|error| format!("finding the stream's leader: {error:#}"))?;
+    // A new cluster can take some seconds to create a replicated stream: the relay retries.
+    let asked = Instant::now();
+    let leader = loop {
+        match cluster.stream_leader(STREAM).await {
+            Ok(leader) => break leader,
+            Err(error) if asked.elapsed() > Duration::from_secs(30) => {
+                return Err(format!("finding the stream's leader: {error:#}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
     let index = cluster
         .index_of(&leader)
         .ok_or_else(|| format!("the stream's leader {leader} is not one of the nodes"))?;
