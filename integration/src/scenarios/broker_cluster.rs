@@ -1,7 +1,7 @@
 //! The `broker-cluster` scenario: two instances publishing to a three-node NATS cluster the
 //! harness starts (`NATS_STREAM_REPLICAS=3`). Under the mixed load the node leading the stream is
 //! killed with SIGKILL, then a second node (the stream loses its quorum), both are started again,
-//! and a request commits late. A publish with no leader to acknowledge it must be sent again,
+//! and once the relay publishes again a request commits late. A publish with no leader to acknowledge it must be sent again,
 //! with the same `Nats-Msg-Id`, so the stream still holds every event of the log exactly once,
 //! each visit's in order.
 use std::{
@@ -49,7 +49,9 @@ pub async fn broker_cluster(
         let workload = bank::run_with_faults(harness, options, faults).await?;
         // Every node is back: any of them serves the stream.
         let checked = stand.check(&cluster.node_urls()[0]).await?;
-        let (resent, duplicates) = relay_counts(harness).await;
+        let RelayCounts {
+            resent, duplicates, ..
+        } = relay_counts(harness).await;
         Ok(format!(
             "three nodes, the stream's leader killed: {checked}; the relays sent {resent} events \
              again, {duplicates} of which the broker already had; {workload}"
@@ -68,7 +70,7 @@ async fn inject_faults(
     let started = Instant::now();
     let at = |fraction: f64| started + duration.mul_f64(fraction);
     let mut log = Vec::new();
-    tokio::time::sleep_until(at(0.3).into()).await;
+    tokio::time::sleep_until(at(0.2).into()).await;
     // A new cluster can take some seconds to create a replicated stream: the relay retries.
     let asked = Instant::now();
     let leader = loop {
@@ -94,7 +96,7 @@ async fn inject_faults(
     );
     // A second node down leaves the stream without a quorum, so no new leader can be elected:
     // every publish meanwhile goes unacknowledged and must be sent again.
-    tokio::time::sleep_until(at(0.35).into()).await;
+    tokio::time::sleep_until(at(0.25).into()).await;
     let second = (index + 1) % testkit::nats_cluster::NODES;
     cluster
         .kill(second)
@@ -104,11 +106,12 @@ async fn inject_faults(
         "kill -9 of a second node, n{}: no quorum",
         second + 1
     )));
-    tokio::time::sleep_until(at(0.45).into()).await;
+    tokio::time::sleep_until(at(0.32).into()).await;
     if !relay_reports_its_lag(harness).await {
         return Err("no instance's /readyz reported relay.lag.events with the nodes down".into());
     }
-    tokio::time::sleep_until(at(0.55).into()).await;
+    tokio::time::sleep_until(at(0.4).into()).await;
+    let published_before = relay_counts(harness).await.published;
     for node in [index, second] {
         cluster
             .restart(node)
@@ -120,7 +123,21 @@ async fn inject_faults(
             .progress
             .fault(format!("{leader} and n{} started again", second + 1)),
     );
-    tokio::time::sleep_until(at(0.7).into()).await;
+    // The late commit must find the relay reading steadily again (not waiting out a back-off or
+    // a stream request to a cluster still settling), or a reader that loses late commits would
+    // have nothing to lose: it must have published in two looks half a second apart.
+    let mut last = published_before;
+    let mut steady = 0;
+    while steady < 2 && Instant::now() < at(0.85) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let published = relay_counts(harness).await.published;
+        steady = if published > last { steady + 1 } else { 0 };
+        last = published;
+    }
+    if steady < 2 {
+        return Err("the relay did not publish steadily again after the nodes came back".into());
+    }
+    log.push(harness.progress.fault("the relay publishes steadily again"));
     log.push(late_commit::hold_a_request(harness, late_commit::hold_in(duration)).await?);
     Ok(log)
 }
@@ -136,14 +153,23 @@ async fn relay_reports_its_lag(harness: &Harness) -> bool {
     false
 }
 
-/// Events the relays sent again, and those the broker already had, over both instances.
-async fn relay_counts(harness: &Harness) -> (u64, u64) {
-    let (mut resent, mut duplicates) = (0, 0);
+/// What the relays of both instances have done so far.
+#[derive(Debug, Default, Clone, Copy)]
+struct RelayCounts {
+    published: u64,
+    resent: u64,
+    duplicates: u64,
+}
+
+async fn relay_counts(harness: &Harness) -> RelayCounts {
+    let mut counts = RelayCounts::default();
     for client in &harness.clients {
         if let Some(ready) = client.readiness().await {
-            resent += ready["relay"]["resent"].as_u64().unwrap_or(0);
-            duplicates += ready["relay"]["duplicates"].as_u64().unwrap_or(0);
+            let count = |name: &str| ready["relay"][name].as_u64().unwrap_or(0);
+            counts.published += count("published");
+            counts.resent += count("resent");
+            counts.duplicates += count("duplicates");
         }
     }
-    (resent, duplicates)
+    counts
 }
