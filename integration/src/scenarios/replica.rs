@@ -43,7 +43,9 @@ pub async fn replica(suite: &Harness, binary: Option<&Path>, options: &BankOptio
         // the faults start with its workload.
         let alongside = async {
             let started = run_started(harness).await?;
-            let deadline = started + options.duration;
+            // Done well before the workload: the live-updates check reads the run's events when
+            // its load ends, and a write of the checker's after that would be none of the run's.
+            let deadline = started + options.duration.mul_f64(0.8);
             let faults = async {
                 if options.faults {
                     inject_faults(harness, &standby, started, options.duration).await
