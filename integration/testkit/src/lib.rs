@@ -13,6 +13,7 @@ pub mod nats_cluster;
 pub mod pg_cluster;
 pub mod pgbouncer;
 pub mod reply;
+mod servers;
 pub mod stream;
 mod waiting;
 

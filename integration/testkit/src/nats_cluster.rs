@@ -7,7 +7,7 @@ use anyhow::Context;
 use async_nats::jetstream;
 use tokio::process::{Child, Command};
 
-use crate::nats::find_binary;
+use crate::{nats::find_binary, servers::free_port};
 
 pub const NODES: usize = 3;
 
@@ -22,12 +22,6 @@ pub struct NatsCluster {
     binary: PathBuf,
     dir: PathBuf,
     nodes: Vec<Node>,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
-        .local_addr()?
-        .port())
 }
 
 impl NatsCluster {

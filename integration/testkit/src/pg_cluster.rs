@@ -2,7 +2,6 @@
 //! from `pg_basebackup -R`, each in a temporary directory on a free port. PostgreSQL refuses to
 //! run as root, so as root its binaries run as the `postgres` user.
 use std::{
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -10,6 +9,8 @@ use std::{
 
 use anyhow::Context;
 use sea_orm::{ConnectionTrait, Database};
+
+use crate::servers::{free_port, running_as_root};
 
 pub struct Cluster {
     bin_dir: PathBuf,
@@ -44,16 +45,6 @@ fn find_binaries() -> anyhow::Result<PathBuf> {
             "no PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup) found: install them \
              (Debian/Ubuntu: `apt-get install postgresql`) or set POSTGRES_BIN_DIR",
         )
-}
-
-fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
-        .local_addr()?
-        .port())
 }
 
 impl Cluster {

@@ -10,6 +10,8 @@ use std::{
 use anyhow::Context;
 use tokio::process::{Child, Command};
 
+use crate::servers::{free_port, running_as_root};
+
 pub struct PgBouncer {
     binary: PathBuf,
     dir: PathBuf,
@@ -32,11 +34,6 @@ pub fn find_binary() -> anyhow::Result<PathBuf> {
             "pgbouncer not found: the pooler tests need PgBouncer (Debian/Ubuntu: `apt-get \
              install pgbouncer`), or set PGBOUNCER_BIN",
         )
-}
-
-fn running_as_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
 }
 
 impl PgBouncer {
@@ -196,12 +193,4 @@ impl Drop for PgBouncer {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A port nothing listens on now. PgBouncer cannot be told to pick one itself; a start that
-/// loses the race fails with its log named.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
-        .local_addr()?
-        .port())
 }
