@@ -126,10 +126,35 @@ impl PgBouncer {
 
     /// SIGKILL: every client connection and every server connection it held are cut.
     pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.kill_pooler();
         if let Some(mut child) = self.child.take() {
             child.kill().await?;
         }
+        // Gone when its port is: a restart must not find the old one still listening.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_ok()
+        {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "pgbouncer still listens on {} 5 s after kill -9",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
         Ok(())
+    }
+
+    /// SIGKILL to PgBouncer itself: as root it runs under `runuser`, and killing that leaves
+    /// PgBouncer running.
+    fn kill_pooler(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+        let _ = std::fs::remove_file(self.dir.join("pgbouncer.pid"));
     }
 
     /// Starts it again on the same port.
@@ -188,6 +213,7 @@ impl PgBouncer {
 
 impl Drop for PgBouncer {
     fn drop(&mut self) {
+        self.kill_pooler();
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
         }
