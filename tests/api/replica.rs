@@ -89,6 +89,21 @@ impl Deployment {
     }
 }
 
+/// `rounds` times: requests a visit and at once lists the member's own visits, which must hold
+/// it (the list is one a replica may serve).
+async fn own_writes_show_at_once(client: &Client, token: &str, rounds: usize) {
+    for round in 0..rounds {
+        let visit = client
+            .request_visit(token, 1, None)
+            .await
+            .expect("requested");
+        assert!(
+            own_visits(client, token).await.contains(&visit),
+            "round {round}: the member's own new visit is missing from their list"
+        );
+    }
+}
+
 /// The member's own list of visits, by id.
 async fn own_visits(client: &Client, token: &str) -> Vec<String> {
     let reply = client
@@ -119,18 +134,7 @@ async fn a_replica_serves_reads_once_it_has_the_callers_own_writes() {
         .await
         .expect("registered");
     let before = deployment.reads_served_by("replica").await;
-    for round in 0..20 {
-        let visit = client
-            .request_visit(&member.token, 1, None)
-            .await
-            .expect("requested");
-        // Asked at once after the write, on a list the replica may serve: it must hold the visit.
-        let listed = own_visits(client, &member.token).await;
-        assert!(
-            listed.contains(&visit),
-            "round {round}: the member's own new visit is missing from their list"
-        );
-    }
+    own_writes_show_at_once(client, &member.token, 20).await;
     let served = deployment.reads_served_by("replica").await - before;
     assert!(served > 0.0, "no read went to the replica that kept up");
     let ready = client.readiness().await.expect("readyz");
@@ -151,13 +155,7 @@ async fn a_paused_or_stopped_replica_is_skipped_and_nothing_is_lost() {
     let primary_before = deployment.reads_served_by("primary").await;
     let replica_before = deployment.reads_served_by("replica").await;
     // The paused standby has none of these: a read there would miss each.
-    for _ in 0..5 {
-        let visit = client
-            .request_visit(&member.token, 1, None)
-            .await
-            .expect("requested");
-        assert!(own_visits(client, &member.token).await.contains(&visit));
-    }
+    own_writes_show_at_once(client, &member.token, 5).await;
     assert_eq!(
         deployment.reads_served_by("replica").await,
         replica_before,
@@ -179,11 +177,7 @@ async fn a_paused_or_stopped_replica_is_skipped_and_nothing_is_lost() {
         .expect("readyz answers")
         .status();
     assert_eq!(status, 200, "a replica down does not take the instance out");
-    let visit = client
-        .request_visit(&member.token, 1, None)
-        .await
-        .expect("requested with the standby down");
-    assert!(own_visits(client, &member.token).await.contains(&visit));
+    own_writes_show_at_once(client, &member.token, 1).await;
 
     deployment
         .standby
@@ -218,17 +212,7 @@ async fn a_replica_trailing_within_the_bound_never_hides_the_callers_own_write()
         .standby_sql("ALTER SYSTEM SET recovery_min_apply_delay = '500ms'")
         .await;
     deployment.standby_sql("SELECT pg_reload_conf()").await;
-    for round in 0..10 {
-        let visit = client
-            .request_visit(&member.token, 1, None)
-            .await
-            .expect("requested");
-        let listed = own_visits(client, &member.token).await;
-        assert!(
-            listed.contains(&visit),
-            "round {round}: the member's own new visit is missing from their list"
-        );
-    }
+    own_writes_show_at_once(client, &member.token, 10).await;
     let ready = client.readiness().await.expect("readyz");
     assert_eq!(ready["replica"]["state"], "streaming", "{ready}");
 }
@@ -257,11 +241,7 @@ async fn a_replica_further_behind_than_the_bound_is_skipped() {
     )
     .await;
     let replica_before = deployment.reads_served_by("replica").await;
-    let visit = client
-        .request_visit(&member.token, 1, None)
-        .await
-        .expect("requested");
-    assert!(own_visits(client, &member.token).await.contains(&visit));
+    own_writes_show_at_once(client, &member.token, 1).await;
     assert_eq!(deployment.reads_served_by("replica").await, replica_before);
 }
 
