@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use crate::{
     db,
     events::{
-        broker,
+        broadcast, broker,
         consumers::{self, ConsumerStatus},
         feed,
         relay::{self, RelaySettings},
@@ -41,6 +41,9 @@ impl BackgroundTasks {
             ),
         }
         tasks.spawn(follow_live_feed(state.clone()));
+        if !state.config.events.has_broker() {
+            tasks.spawn(announce_the_log(state.clone()));
+        }
         if state.reads.watch().is_some() {
             tasks.spawn(watch_replica(state.clone()));
         }
@@ -220,6 +223,13 @@ async fn follow_live_feed(state: Arc<AppState>) {
         }
         Err(error) => tracing::error!(%error, "live updates disabled: cannot use NATS_URL"),
     }
+}
+
+/// Offers to be the deployment's one reader of the log for the live feeds (see `broadcast`).
+async fn announce_the_log(state: Arc<AppState>) {
+    let leader_with = listen_options(&state, "live feed");
+    let reader = own_connection(&state, "live feed leader").await;
+    broadcast::run(reader, leader_with).await;
 }
 
 /// The notifications read model, from the broker when there is one, else from the log.

@@ -20,7 +20,10 @@ use super::{
 };
 use crate::{
     domain::UserId,
-    events::{StoredEvent, feed},
+    events::{
+        StoredEvent,
+        feed::{self, FeedEvent},
+    },
     notifications,
     visits::{
         self,
@@ -60,7 +63,7 @@ impl SocketSignals {
 /// The feed's events from now on; ends (and signals the socket) if this subscriber falls behind.
 /// The socket took this subscription's place on the feed before it started it (`feed::Held`), so
 /// a change made after the socket handled the `subscribe` is seen (see `websocket`).
-fn events(ctx: &Context<'_>) -> ApiResult<impl Stream<Item = Arc<StoredEvent>> + use<>> {
+fn events(ctx: &Context<'_>) -> ApiResult<impl Stream<Item = Arc<FeedEvent>> + use<>> {
     let held = ctx.data_opt::<feed::Held>().and_then(feed::Held::take);
     let mut receiver: feed::Receiver = match held {
         Some(receiver) => receiver,
@@ -162,13 +165,13 @@ enum Pick {
 /// The visit changes among `events` that `pick` keeps, shown to `viewer` as a query would show
 /// them (the visit only while they may see it).
 fn visit_events(
-    events: impl Stream<Item = Arc<StoredEvent>> + Send + 'static,
+    events: impl Stream<Item = Arc<FeedEvent>> + Send + 'static,
     viewer: UserId,
     mut pick: impl FnMut(&VisitChange) -> Pick + Send + 'static,
 ) -> impl Stream<Item = VisitEvent> + Send + 'static {
     async_stream::stream! {
-        for await event in events {
-            let Some(change) = VisitChange::from_event(&event) else { continue };
+        for await item in events {
+            let Some(change) = VisitChange::from_event(&item.event) else { continue };
             let last = match pick(&change) {
                 Pick::Skip => continue,
                 Pick::Send => false,
@@ -256,8 +259,8 @@ impl SubscriptionRoot {
         let recipient = caller(ctx).await?.user_id;
         let db = state(ctx)?.db.clone();
         Ok(async_stream::stream! {
-            for await event in events {
-                let Some(id) = notification_for(&event, recipient) else { continue };
+            for await item in events {
+                let Some(id) = notification_for(&item.event, recipient) else { continue };
                 match notifications::find_for(&db, recipient, id).await {
                     Ok(Some(row)) => yield Notification(row),
                     // Marked, replaced by a rebuild of the read model, or the account went.

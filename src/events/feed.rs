@@ -1,20 +1,13 @@
 //! The live feed: every event, as soon as it is committed, to whatever on this instance listens
-//! (the GraphQL subscriptions). One reader per instance feeds one broadcast buffer that every
-//! subscriber shares, so the cost of the database side does not grow with the subscribers.
+//! (the GraphQL subscriptions). One buffer per instance that every subscriber shares.
 //!
-//! Without a broker the reader follows the PostgreSQL log: the outbox's insert statement sends a
-//! `NOTIFY` on [`CHANNEL`] (delivered at commit; at most one writer every few milliseconds per
-//! instance sends it, see `outbox`) and the reader, woken by it, reads the log from where it got
-//! to, then reads again a few times shortly after. The notification is only a wake-up: a lost one,
-//! or a listener that had to reconnect, costs latency and never an event, since every read starts
-//! at the last position (and a slow poll runs anyway). With `NATS_URL` set it reads the JetStream stream the relay
-//! fills instead, so the database sees no reader per instance.
-//!
-//! The feed is for what happens from now on (a client catches up on the past with queries), and
-//! reads nothing while nobody on the instance listens: with no subscriber it forgets where it was,
-//! and the first one to come finds the end of the log before it is confirmed ([`LiveFeed::hold`]).
-//! Keeping up with the end while idle cost PostgreSQL more than the bookings did (a probe on every
-//! wake-up: 680 µs of its CPU per `requestVisit`, measured by the bench's split by session).
+//! Without a broker it is fed by the deployment's one reader of the log (`broadcast`), whose
+//! notifications carry the events: the database serves that reader alone, however many instances
+//! and subscribers there are. Each notification names the stretch of the log it belongs to; one
+//! that does not follow on from what this instance handed on last (a listener that reconnected, a
+//! new leader) makes the instance read the gap from the log itself, so a lost notification costs
+//! latency and never an event. With `NATS_URL` set it reads the JetStream stream the relay fills
+//! instead. Every event is handed on with its [`Place`], which a subscription's cursor is made of.
 use std::{
     sync::{
         Arc,
@@ -31,45 +24,32 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use super::{
+    broadcast::{Announcement, CHANNEL},
     log::{self, LogPosition, StoredEvent},
     relay,
+    stretch::{self, PLACE_HEADER, Place},
 };
 
-/// The `NOTIFY` channel the outbox wakes readers on.
-pub const CHANNEL: &str = "home_visits_outbox";
-
-/// Reads this many events at a time when catching up.
-const BATCH: u64 = 500;
-/// Reads the log this often even without a wake-up: a safety net, not the path events take.
-const SAFETY_POLL: Duration = Duration::from_secs(2);
-/// After a wake-up the feed reads again this often until [`TRAILING_READS`] reads in a row found
-/// nothing: writers notify at most every [`super::outbox::NOTIFY_SPACING`], so the commits in
-/// between are found by these reads; so are events held back behind an older transaction still
-/// running (the log shows nothing past it until it ends).
-const TRAILING_READ: Duration = Duration::from_millis(20);
-const TRAILING_READS: u32 = 3;
-
-pub type Receiver = broadcast::Receiver<Arc<StoredEvent>>;
-
-pub struct LiveFeed {
-    sender: broadcast::Sender<Arc<StoredEvent>>,
-    following: AtomicBool,
-    /// Whether the feed follows the PostgreSQL log (no broker): subscribers then need it anchored
-    /// in the log, even before the reader has started (the JetStream follower starts from the
-    /// stream's end by itself).
-    reads_log: bool,
-    delivered: AtomicU64,
-    /// Taken around every change of the subscriber count that matters (a first subscriber, the
-    /// reader finding none), so the two never disagree on whether the feed is anchored.
-    cursor: std::sync::Mutex<Cursor>,
+/// An event as the feed hands it on.
+#[derive(Debug)]
+pub struct FeedEvent {
+    pub event: StoredEvent,
+    pub place: Place,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Cursor {
-    /// Where the reader goes on from; `None` while nobody listens.
-    anchor: Option<LogPosition>,
-    /// The last position handed on (for `/readyz`; kept while idle).
-    passed: LogPosition,
+pub type Receiver = broadcast::Receiver<Arc<FeedEvent>>;
+
+pub struct LiveFeed {
+    sender: broadcast::Sender<Arc<FeedEvent>>,
+    following: AtomicBool,
+    /// Whether the feed follows the deployment's reader of the log (no broker): subscribers then
+    /// need it anchored in the log, even before its listener has started (the JetStream follower
+    /// starts from the stream's end by itself).
+    reads_log: bool,
+    delivered: AtomicU64,
+    /// Everything up to here was handed on (or came before the feed started); `None` until the
+    /// feed is anchored in the log.
+    handed_on: std::sync::Mutex<Option<LogPosition>>,
 }
 
 /// A place on the feed taken by [`LiveFeed::hold`] for one subscription, handed to it in the
@@ -97,12 +77,11 @@ pub struct FeedReport {
     pub following: bool,
     pub delivered: u64,
     pub subscribers: usize,
-    /// The log position passed, as `txid` and `position` (see `log`).
+    /// The log position handed on, as `txid` and `position` (see `log`).
     pub passed_txid: u64,
     pub passed_position: i64,
-    /// Whether the feed is reading the PostgreSQL log (someone listens); when not, a new
-    /// subscriber starts at the end of the log, whatever `passed` says. Always false when the
-    /// feed follows JetStream, which has no anchor of this kind.
+    /// Whether the feed is anchored in the PostgreSQL log. Always false when the feed follows
+    /// JetStream, which has no anchor of this kind.
     pub reading: bool,
 }
 
@@ -116,77 +95,70 @@ impl LiveFeed {
             following: AtomicBool::new(false),
             reads_log,
             delivered: AtomicU64::new(0),
-            cursor: std::sync::Mutex::default(),
+            handed_on: std::sync::Mutex::default(),
         })
     }
 
-    fn cursor(&self) -> std::sync::MutexGuard<'_, Cursor> {
-        // Nothing panics while holding it, but a poisoned cursor is still a valid one.
-        self.cursor
+    fn handed_on(&self) -> std::sync::MutexGuard<'_, Option<LogPosition>> {
+        // Nothing panics while holding it, but a poisoned position is still a valid one.
+        self.handed_on
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Joins the feed as it stands. Subscriptions get a [`Held`] place instead (the WebSocket
-    /// takes one for every `subscribe`); without one, a first subscriber waits for the reader to
-    /// anchor itself and may miss what committed meanwhile.
+    /// takes one for every `subscribe`).
     pub fn subscribe(&self) -> Receiver {
-        let _cursor = self.cursor();
         self.sender.subscribe()
     }
 
-    /// A place on the feed that sees every event committed from now on: if nobody listened, the
-    /// end of the log is read first. While it is kept the reader stays anchored, so a subscriber
-    /// that joins meanwhile through [`subscribe`](Self::subscribe) is anchored too.
+    /// A place on the feed that sees every event committed from now on. Only before the feed has
+    /// anchored itself in the log (just after start) does this read the log's end, to anchor it.
     pub async fn hold(&self, db: &impl ConnectionTrait) -> Result<Receiver, DbErr> {
-        let receiver = {
-            let cursor = self.cursor();
-            let receiver = self.sender.subscribe();
-            if cursor.anchor.is_some() || !self.reads_log {
-                return Ok(receiver);
-            }
-            receiver
-        };
-        self.anchor_at(log::end(db).await?);
+        let receiver = self.sender.subscribe();
+        if self.reads_log && self.handed_on().is_none() {
+            self.anchor_at(log::end(db).await?);
+        }
         Ok(receiver)
     }
 
-    /// Anchors the reader at `end` (read just now) unless it already is: whoever anchored first
-    /// did so from a reading taken before this, so nothing committed after it is behind the
-    /// anchor (a later transaction gets a higher txid). Everything up to it counts as passed.
-    fn anchor_at(&self, end: LogPosition) -> LogPosition {
-        let mut cursor = self.cursor();
-        let anchor = *cursor.anchor.get_or_insert(end);
-        cursor.passed = cursor.passed.max(anchor);
-        anchor
+    /// Anchors the feed at `end` (read just now) unless it already is: whoever anchored first did
+    /// so from a reading taken before this, so nothing committed after it is behind the anchor.
+    fn anchor_at(&self, end: LogPosition) {
+        self.handed_on().get_or_insert(end);
     }
 
     pub fn report(&self) -> FeedReport {
-        let cursor = *self.cursor();
+        let handed_on = *self.handed_on();
+        let passed = handed_on.unwrap_or_default();
         FeedReport {
             following: self.following.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
             subscribers: self.sender.receiver_count(),
-            passed_txid: cursor.passed.txid,
-            passed_position: cursor.passed.position,
-            reading: cursor.anchor.is_some(),
+            passed_txid: passed.txid,
+            passed_position: passed.position,
+            reading: self.reads_log && handed_on.is_some(),
         }
     }
 
-    /// Hands what was read together to every subscriber, each aggregate's events in version
-    /// order (see [`log::in_aggregate_order`]; the relay orders its batches the same way).
-    fn publish(&self, mut events: Vec<StoredEvent>) {
-        log::in_aggregate_order(&mut events);
-        for event in events {
+    fn is_listened_to(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+
+    /// Hands on events of the stretch `(from, to]`, the first of them at index `first`.
+    fn publish(&self, from: LogPosition, to: LogPosition, first: u32, events: Vec<StoredEvent>) {
+        for (index, event) in (first..).zip(events) {
             self.delivered.fetch_add(1, Ordering::Relaxed);
+            let place = Place { from, to, index };
             // No subscriber is not an error: the event is in the log for whoever comes later.
-            let _ = self.sender.send(Arc::new(event));
+            let _ = self.sender.send(Arc::new(FeedEvent { event, place }));
         }
     }
 }
 
-/// Follows the PostgreSQL log until the pool closes. `listen_with`: the connection options of a
-/// direct (session-capable) connection, since `LISTEN` outlives transactions.
+/// Follows the deployment's reader of the log (see `broadcast`) until the pool closes.
+/// `listen_with`: the connection options of a direct (session-capable) connection, since
+/// `LISTEN` outlives transactions. Gaps are read through `reads`.
 pub async fn follow_log(
     db: Database,
     reads: Reads,
@@ -198,48 +170,36 @@ pub async fn follow_log(
         .max_connections(1)
         .connect_lazy_with(listen_with);
     loop {
-        let mut listener = match PgListener::connect_with(&listener_pool).await {
+        let listening = match PgListener::connect_with(&listener_pool).await {
+            Ok(mut listener) => listener.listen(CHANNEL).await.map(|()| listener),
+            Err(error) => Err(error),
+        };
+        let mut listener = match listening {
             Ok(listener) => listener,
             Err(error) => {
-                tracing::warn!(%error, "live feed cannot connect its listener; polling");
-                catch_up(&db, &reads, &feed).await;
-                tokio::time::sleep(SAFETY_POLL).await;
+                tracing::warn!(%error, "live feed cannot LISTEN; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        if let Err(error) = listener.listen(CHANNEL).await {
-            tracing::warn!(%error, "live feed cannot LISTEN; polling");
-            catch_up(&db, &reads, &feed).await;
-            tokio::time::sleep(SAFETY_POLL).await;
-            continue;
+        if feed.handed_on().is_none() {
+            match log::end(&db).await {
+                Ok(end) => feed.anchor_at(end),
+                Err(error) => tracing::warn!(%error, "live feed cannot find the end of the log"),
+            }
         }
         feed.following.store(true, Ordering::Relaxed);
-        // Whatever committed while the listener was away.
-        catch_up(&db, &reads, &feed).await;
-        let mut trailing_reads = 0_u32;
+        let mut follower = Follower {
+            reads: &reads,
+            feed: &feed,
+            partial: None,
+        };
         loop {
-            let wait = if trailing_reads > 0 {
-                TRAILING_READ
-            } else {
-                SAFETY_POLL
-            };
-            match tokio::time::timeout(wait, listener.try_recv()).await {
-                Ok(Ok(Some(_))) => {
-                    // One read answers every wake-up queued so far.
-                    while listener.next_buffered().is_some() {}
-                    catch_up(&db, &reads, &feed).await;
-                    trailing_reads = TRAILING_READS;
-                }
-                // A trailing read, the safety poll, or a reconnected listener (which may have
-                // missed wake-ups).
-                Ok(Ok(None)) | Err(_) => {
-                    trailing_reads = match catch_up(&db, &reads, &feed).await {
-                        CatchUp::Read(0) => trailing_reads.saturating_sub(1),
-                        CatchUp::Read(_) => TRAILING_READS,
-                        CatchUp::Skipped | CatchUp::Failed => 0,
-                    };
-                }
-                Ok(Err(error)) => {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => follower.take(notification.payload()).await,
+                // The listener reconnected: whatever it missed shows as a gap.
+                Ok(None) => follower.partial = None,
+                Err(error) => {
                     tracing::warn!(%error, "live feed listener lost; reconnecting");
                     break;
                 }
@@ -253,72 +213,76 @@ pub async fn follow_log(
     }
 }
 
-/// What one catch-up did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CatchUp {
-    /// Published this many events (0: nothing was readable yet).
-    Read(u64),
-    /// Nobody subscribed: nothing read.
-    Skipped,
-    Failed,
+struct Follower<'a> {
+    reads: &'a Reads,
+    feed: &'a LiveFeed,
+    /// A stretch coming in several notifications, with the index of the next one expected.
+    partial: Option<Place>,
 }
 
-/// Reads and publishes everything readable after the anchor. With nobody subscribed it reads
-/// nothing and drops the anchor: whoever comes next starts at the end of the log.
-/// The log is read where `reads` says (the replica once it has replayed past where the primary
-/// stood when this catch-up began, so it holds everything the wake-up was about); the anchor, on
-/// the primary.
-async fn catch_up(db: &Database, reads: &Reads, feed: &LiveFeed) -> CatchUp {
-    let anchor = {
-        let mut cursor = feed.cursor();
-        if feed.sender.receiver_count() == 0 {
-            cursor.anchor = None;
-            return CatchUp::Skipped;
+impl Follower<'_> {
+    async fn take(&mut self, payload: &str) {
+        let Some(announcement) = Announcement::parse(payload) else {
+            tracing::warn!("live feed: an announcement it cannot read; the next one fills the gap");
+            return;
+        };
+        let Place { from, to, index } = announcement.place;
+        let handed_on = *self.feed.handed_on();
+        let continues = self.partial.take() == Some(announcement.place);
+        let in_order = match handed_on {
+            _ if continues => true,
+            None => true,
+            Some(last) if to <= last => return,
+            Some(last) => last == from && index == 0,
+        };
+        if !in_order {
+            let Some(last) = handed_on else { return };
+            // A gap, or an overlap with what was read: the log has it all.
+            return self.read_from_log(last, to, 0).await;
         }
-        cursor.anchor
-    };
-    let mut after = match anchor {
-        Some(anchor) => anchor,
-        // Joined without a hold: anchor here, as a hold would have.
-        None => match log::end(db).await {
-            Ok(end) => feed.anchor_at(end),
-            Err(error) => {
-                tracing::warn!(%error, "live feed cannot find the end of the log");
-                return CatchUp::Failed;
-            }
-        },
-    };
-    // Everything readable now is handed on at once, so a visit's events that straddle two reads
-    // are still put in order.
-    let source = reads.lag_tolerant().await;
-    let mut readable = Vec::new();
-    let outcome = loop {
-        match log::read_after(source, after, BATCH).await {
-            Ok(events) => {
-                let read = events.len() as u64;
-                if let Some(last) = events.last() {
-                    after = last.log_position();
-                }
-                readable.extend(events);
-                if read < BATCH {
-                    break CatchUp::Read(readable.len() as u64);
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "live feed cannot read the log");
-                break CatchUp::Failed;
-            }
+        if !self.feed.is_listened_to() {
+            // Nobody to hand it to: only keep up with where the log is. Whoever subscribes from
+            // now on wants events committed later, which a later stretch holds.
+            *self.feed.handed_on() = Some(to);
+            return;
         }
-    };
-    if !readable.is_empty() {
-        feed.publish(readable);
-        let mut cursor = feed.cursor();
-        // Only this reader moves an anchor it found set, and it only drops one with nobody
-        // listening; a subscriber who came meanwhile gets the next read from here.
-        cursor.anchor = Some(after);
-        cursor.passed = after;
+        let Some(events) = announcement.events() else {
+            // Not carried (or unreadable): the log has this and the rest of the stretch; read
+            // again, the stretch is the same, so the events keep their places.
+            return self.read_from_log(from, to, index).await;
+        };
+        let next = index.saturating_add(u32::try_from(events.len()).unwrap_or(u32::MAX));
+        self.feed.publish(from, to, index, events);
+        if next >= announcement.total {
+            *self.feed.handed_on() = Some(to);
+        } else {
+            self.partial = Some(Place {
+                from,
+                to,
+                index: next,
+            });
+        }
     }
-    outcome
+
+    /// Hands on the stretch `(from, to]` as read from the log, from index `first` on (only while
+    /// someone listens), and moves past it.
+    async fn read_from_log(&mut self, from: LogPosition, to: LogPosition, first: u32) {
+        if self.feed.is_listened_to() {
+            let source = self.reads.lag_tolerant().await;
+            match stretch::read(source, from, to).await {
+                Ok(events) => {
+                    let rest = events.into_iter().skip(first as usize).collect();
+                    self.feed.publish(from, to, first, rest);
+                }
+                Err(error) => {
+                    // The next announcement shows the same gap and tries again.
+                    tracing::warn!(%error, "live feed cannot read the log");
+                    return;
+                }
+            }
+        }
+        *self.feed.handed_on() = Some(to);
+    }
 }
 
 /// Follows the relay's JetStream stream with an ordered consumer of this instance's own (nothing
@@ -383,8 +347,17 @@ pub async fn follow_jetstream(client: async_nats::Client, replicas: usize, feed:
             if let Ok(info) = message.info() {
                 resume_after = Some(info.stream_sequence);
             }
+            let place = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(PLACE_HEADER))
+                .and_then(|place| Place::parse(place.as_str()));
             match serde_json::from_slice::<StoredEvent>(&message.payload) {
-                Ok(event) => feed.publish(vec![event]),
+                Ok(event) => {
+                    // The relay says where the event sits; from an older relay, on its own.
+                    let place = place.unwrap_or_else(|| Place::alone(event.log_position()));
+                    feed.publish(place.from, place.to, place.index, vec![event]);
+                }
                 Err(error) => tracing::warn!(%error, "live feed skipped an unreadable message"),
             }
         }

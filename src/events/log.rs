@@ -155,6 +155,32 @@ pub async fn read_after(
     rows.iter().map(StoredEvent::from_row).collect()
 }
 
+/// Every event after `after` up to and including `through`, in log order: a stretch read before
+/// (see `stretch`), all of it readable.
+pub async fn read_through(
+    conn: &impl ConnectionTrait,
+    after: LogPosition,
+    through: LogPosition,
+) -> Result<Vec<StoredEvent>, DbErr> {
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            format!(
+                "SELECT {COLUMNS} FROM outbox WHERE (outbox.txid, outbox.position) > ($1::text::xid8, $2) \
+                 AND (outbox.txid, outbox.position) <= ($3::text::xid8, $4) \
+                 ORDER BY outbox.txid, outbox.position"
+            ),
+            [
+                after.txid.to_string().into(),
+                after.position.into(),
+                through.txid.to_string().into(),
+                through.position.into(),
+            ],
+        ))
+        .await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}
+
 /// The readable rows after `$1` (txid) and `$2` (position), in log order, for `LIMIT $3`
 /// (see [`readable_after`]).
 const READABLE_AFTER: &str = if READS_BY_POSITION_ONLY {

@@ -1,13 +1,5 @@
 //! The writer: contexts record what happened in the outbox, inside the transaction that made the
 //! change, so an event exists exactly when its change was committed.
-use std::{
-    sync::{
-        OnceLock,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
-
 use sea_orm::{ConnectionTrait, Statement, Value};
 use uuid::Uuid;
 
@@ -19,51 +11,6 @@ use crate::{
     db::array,
     error::{AppError, Contention, violated_constraint},
 };
-
-/// At most one transaction per instance carries a `NOTIFY` this often. A `NOTIFY` serialises the
-/// commits that carry it (PostgreSQL holds one lock for its notification queue through the
-/// commit's flush, so they lose group commit): on every commit it cost pgbench's `request` script
-/// 43% (3,781-3,885 -> 2,150-2,235 tx/s, p50 9.4 -> 20 ms). Spaced, it wakes the feeds as often as
-/// they can use; what commits in between is found by their trailing reads (`feed`).
-pub const NOTIFY_SPACING: Duration = Duration::from_millis(10);
-
-static LAST_NOTIFY_MS: AtomicU64 = AtomicU64::new(0);
-
-/// This transaction carries the wake-up for its window.
-struct NotifyClaim {
-    claimed: u64,
-    previous: u64,
-}
-
-impl NotifyClaim {
-    /// Whether this transaction should carry the wake-up (and, if so, claims it).
-    fn take() -> Option<Self> {
-        static EPOCH: OnceLock<Instant> = OnceLock::new();
-        let now = u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis())
-            .unwrap_or(u64::MAX)
-            .saturating_add(1_000_000);
-        let last = LAST_NOTIFY_MS.load(Ordering::Relaxed);
-        let spacing = u64::try_from(NOTIFY_SPACING.as_millis()).unwrap_or(u64::MAX);
-        (now.saturating_sub(last) >= spacing
-            && LAST_NOTIFY_MS
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok())
-        .then_some(Self {
-            claimed: now,
-            previous: last,
-        })
-    }
-
-    /// The statement failed, so its NOTIFY will not be sent: let the next writer send one.
-    fn give_back(self) {
-        let _ = LAST_NOTIFY_MS.compare_exchange(
-            self.claimed,
-            self.previous,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-    }
-}
 
 /// An event ready to be recorded.
 #[derive(Debug, Clone)]
@@ -107,14 +54,11 @@ pub async fn record_all(
     } else {
         OutboxInsert::new(events, 1)
     };
-    // The wake-up for the live feeds rides in the same statement (no extra round trip) and is
-    // delivered at commit.
-    let sql = match insert.wake_up("recorded") {
-        Some(wake_up) => format!("WITH recorded AS ({}) {wake_up}", insert.sql(None)),
-        None => insert.sql(None),
-    };
-    let statement =
-        Statement::from_sql_and_values(conn.get_database_backend(), sql, insert.values.clone());
+    let statement = Statement::from_sql_and_values(
+        conn.get_database_backend(),
+        insert.sql(None),
+        insert.values.clone(),
+    );
     match conn.execute_raw(statement).await {
         Ok(_) => Ok(()),
         Err(error) => Err(insert.failed(error)),
@@ -139,7 +83,6 @@ pub struct OutboxInsert {
     rows: Option<Vec<String>>,
     /// Bound from placeholder `$first` on, in order.
     pub values: Vec<Value>,
-    claim: Option<NotifyClaim>,
 }
 
 /// The array form's statement. The order of the arrays is the order of the positions the rows
@@ -216,7 +159,6 @@ impl OutboxInsert {
         Self {
             rows: Some(rows),
             values,
-            claim: NotifyClaim::take(),
         }
     }
 
@@ -252,7 +194,6 @@ impl OutboxInsert {
                 trace::current().into(),
                 array(ArrayType::String, payloads),
             ],
-            claim: NotifyClaim::take(),
         }
     }
 
@@ -276,31 +217,8 @@ impl OutboxInsert {
         }
     }
 
-    /// When this statement carries the live feeds' wake-up: a `SELECT` that sends it if the rows
-    /// named `recorded` (the insert's CTE) went in. It is delivered at commit.
-    pub fn wake_up(&self, recorded: &str) -> Option<String> {
-        self.claim.as_ref().map(|_| {
-            format!(
-                "SELECT pg_notify('{}', '') FROM {recorded} LIMIT 1",
-                super::feed::CHANNEL
-            )
-        })
-    }
-
-    /// The statement ran but recorded nothing (its condition did not hold): its wake-up was not
-    /// sent either, so the next writer sends one.
-    pub fn not_recorded(self) {
-        if let Some(claim) = self.claim {
-            claim.give_back();
-        }
-    }
-
-    /// The statement failed: its wake-up was not sent (the next writer sends one), and what the
-    /// failure means.
+    /// What the statement's failure means.
     pub fn failed(self, error: sea_orm::DbErr) -> AppError {
-        if let Some(claim) = self.claim {
-            claim.give_back();
-        }
         match violated_constraint(&error).as_deref() {
             // Two writers of one aggregate without its lock; the retry numbers it right.
             Some("outbox_aggregate_version_key") => {

@@ -25,13 +25,14 @@ use async_nats::jetstream::{
     stream,
 };
 use chrono::{DateTime, Utc};
-use sea_orm::sqlx::{self, Connection, PgConnection, postgres::PgConnectOptions};
+use sea_orm::sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::{
-    broker,
-    log::{self, Lag, StoredEvent},
+    broker, leader,
+    log::{self, Lag, LogPosition, StoredEvent},
+    stretch::{PLACE_HEADER, Place},
 };
 
 /// The checkpoint's name in `event_checkpoints`.
@@ -139,8 +140,21 @@ pub async fn run(db: Database, settings: RelaySettings, status: Arc<RelayStatus>
     let jetstream = jetstream::ContextBuilder::new()
         .timeout(PUBLISH_TIMEOUT)
         .build(client.clone());
+    let options = match settings
+        .direct_url
+        .expose_secret()
+        .parse::<PgConnectOptions>()
+    {
+        Ok(options) => options,
+        Err(error) => {
+            tracing::error!(%error, "relay disabled: cannot use the database URL");
+            status.failed(error.to_string());
+            return;
+        }
+    };
     loop {
-        let Some(mut leader_connection) = become_leader(&settings.direct_url).await else {
+        let taken = leader::take(&options, LEADER_LOCK_KEY, "home-visits relay leader").await;
+        let Some(mut leader_connection) = taken else {
             tokio::time::sleep(LEADERSHIP_RETRY).await;
             continue;
         };
@@ -183,41 +197,6 @@ async fn connect_broker(
         }
     });
     broker::connect(servers, options).await
-}
-
-/// A connection holding the leader lock, or `None` if another instance leads (or the database
-/// cannot be reached).
-async fn become_leader(direct_url: &SecretString) -> Option<PgConnection> {
-    let options = direct_url
-        .expose_secret()
-        .parse::<PgConnectOptions>()
-        .map(|options| options.application_name("home-visits relay leader"));
-    let connected = match options {
-        Ok(options) => PgConnection::connect_with(&options).await,
-        Err(error) => Err(error),
-    };
-    let mut connection = match connected {
-        Ok(connection) => connection,
-        Err(error) => {
-            tracing::debug!(%error, "relay: cannot connect for the leader lock");
-            return None;
-        }
-    };
-    let locked: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(LEADER_LOCK_KEY)
-        .fetch_one(&mut connection)
-        .await;
-    match locked {
-        Ok(true) => Some(connection),
-        Ok(false) => {
-            let _ = connection.close().await;
-            None
-        }
-        Err(error) => {
-            tracing::debug!(%error, "relay: cannot take the leader lock");
-            None
-        }
-    }
 }
 
 /// Publishes while this instance leads; returns why it stopped.
@@ -265,7 +244,7 @@ async fn lead(
             };
             // After taking the checkpoint from the log's order: consumers see each visit in order.
             log::in_aggregate_order(&mut batch);
-            publish(jetstream, &batch, status).await?;
+            publish(jetstream, (from, last), &batch, status).await?;
             log::advance_checkpoint(db, CHECKPOINT, last)
                 .await
                 .map_err(|error| format!("advancing the checkpoint: {error}"))?;
@@ -334,17 +313,21 @@ const RESEND_PAUSE: Duration = Duration::from_millis(250);
 /// as it happens, whether the batch succeeds or not.
 async fn publish(
     jetstream: &jetstream::Context,
+    (from, to): (LogPosition, LogPosition),
     batch: &[StoredEvent],
     status: &RelayStatus,
 ) -> Result<(), String> {
-    let messages = batch
-        .iter()
-        .map(|event| {
+    let messages = (0..)
+        .zip(batch)
+        .map(|(index, event)| {
             let body = serde_json::to_vec(event)
                 .map_err(|error| format!("serialising event {}: {error}", event.id))?;
+            // Where it sits in the log, for the live feed's cursors (see `stretch`).
+            let place = Place { from, to, index };
             Ok(PublishMessage::build()
                 .payload(body.into())
-                .message_id(event.id.to_string()))
+                .message_id(event.id.to_string())
+                .header(PLACE_HEADER, place.to_string().as_str()))
         })
         .collect::<Result<Vec<_>, String>>()?;
     let mut from = 0;

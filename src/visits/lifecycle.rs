@@ -283,12 +283,9 @@ async fn change_status(
     });
     let insert = OutboxInsert::new(events_of(&after)?, values.len() + 1);
     values.extend(insert.values.iter().cloned());
-    let woke = insert
-        .wake_up("recorded")
-        .map_or_else(String::new, |wake_up| format!(", ({wake_up}) AS woke"));
     let sql = format!(
         "WITH {paid}changed AS (UPDATE visits SET status = $1, pal_id = $2, updated_at = $3 \
-         WHERE id = $4 RETURNING *), recorded AS ({}) SELECT changed.*{woke} FROM changed",
+         WHERE id = $4 RETURNING *), recorded AS ({}) SELECT changed.* FROM changed",
         insert.sql(None)
     );
     let statement = Statement::from_sql_and_values(conn.get_database_backend(), sql, values);
@@ -296,10 +293,7 @@ async fn change_status(
         Ok(Some(changed)) => Ok(changed),
         Ok(None) => Err(AppError::NotFound("visit")),
         Err(error) => match payment.and_then(|payment| payment.refusal(&error)) {
-            Some(refusal) => {
-                insert.not_recorded();
-                Err(refusal)
-            }
+            Some(refusal) => Err(refusal),
             None => Err(insert.failed(error)),
         },
     }

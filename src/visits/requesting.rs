@@ -177,11 +177,8 @@ WITH outstanding AS (
         task_count: request.tasks.len(),
     };
     let event = OutboxInsert::new(vec![NewEvent::of(&requested)?], 13);
-    let woke = event
-        .wake_up("recorded")
-        .map_or_else(String::new, |wake_up| format!(", ({wake_up}) AS woke"));
     let sql = format!(
-        "{BOOK}, recorded AS ({}) SELECT outstanding.minutes AS outstanding, booked.*{woke} \
+        "{BOOK}, recorded AS ({}) SELECT outstanding.minutes AS outstanding, booked.* \
          FROM outstanding LEFT JOIN booked ON true",
         event.sql(Some("EXISTS (SELECT 1 FROM booked)"))
     );
@@ -241,10 +238,7 @@ WITH outstanding AS (
     let booked: Option<Uuid> = row.try_get("", "id")?;
     let visit = match booked {
         Some(_) => Some(visit::Model::from_query_result(&row, "")?),
-        None => {
-            event.not_recorded();
-            None
-        }
+        None => None,
     };
     Ok(Booking {
         requested: Minutes(request.minutes),
