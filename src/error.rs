@@ -40,6 +40,10 @@ pub enum AppError {
     /// the transaction was rolled back, so the same call may be retried.
     #[error("the service is temporarily unavailable; retry")]
     Unavailable,
+    /// `CURSOR_EXPIRED`: a subscription's cursor points before what the log still keeps; refetch
+    /// by query and subscribe without one.
+    #[error("the cursor is older than the event log keeps: refetch, then subscribe without it")]
+    CursorExpired,
     /// `RATE_LIMITED`
     #[error("too many attempts; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
@@ -105,12 +109,13 @@ pub enum ErrorCode {
     InsufficientMinutes,
     NotFound,
     Conflict,
+    CursorExpired,
     RateLimited,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::BadRequest,
         Self::BadUserInput,
         Self::GraphqlParseFailed,
@@ -124,6 +129,7 @@ impl ErrorCode {
         Self::InsufficientMinutes,
         Self::NotFound,
         Self::Conflict,
+        Self::CursorExpired,
         Self::RateLimited,
         Self::Internal,
     ];
@@ -143,6 +149,7 @@ impl ErrorCode {
             Self::InsufficientMinutes => "INSUFFICIENT_MINUTES",
             Self::NotFound => "NOT_FOUND",
             Self::Conflict => "CONFLICT",
+            Self::CursorExpired => "CURSOR_EXPIRED",
             Self::RateLimited => "RATE_LIMITED",
             Self::Internal => "INTERNAL",
         }
@@ -170,6 +177,7 @@ impl AppError {
             Self::InsufficientMinutes { .. } => ErrorCode::InsufficientMinutes,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Conflict(_) | Self::Contention(_) => ErrorCode::Conflict,
+            Self::CursorExpired => ErrorCode::CursorExpired,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Internal(_) | Self::Unavailable => ErrorCode::Internal,
         }
@@ -383,11 +391,12 @@ mod tests {
             ErrorCode::InsufficientMinutes => 10,
             ErrorCode::NotFound => 11,
             ErrorCode::Conflict => 12,
-            ErrorCode::RateLimited => 13,
-            ErrorCode::Internal => 14,
+            ErrorCode::CursorExpired => 13,
+            ErrorCode::RateLimited => 14,
+            ErrorCode::Internal => 15,
         };
         let numbers: Vec<usize> = ErrorCode::ALL.into_iter().map(number).collect();
-        assert_eq!(numbers, (0..15).collect::<Vec<_>>());
+        assert_eq!(numbers, (0..16).collect::<Vec<_>>());
         for code in ErrorCode::ALL {
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
         }

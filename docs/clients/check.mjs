@@ -59,16 +59,26 @@ const bob = await register("bob");
 const session = {
   tokens: { access: ann.accessToken, refresh: ann.refreshToken },
   refreshes: 0,
+  inFlight: null,
+  // For a (re)connecting socket: a token that has not expired, refreshed first if it has.
   async accessToken() {
+    const { exp } = JSON.parse(Buffer.from(this.tokens.access.split(".")[1], "base64url").toString());
+    if (exp * 1000 <= Date.now() + 500) await this.refresh();
     return this.tokens.access;
   },
-  async refresh() {
-    const { data } = await anonymous.mutate({
-      mutation: gql`mutation ($input: RefreshSessionInput!) { refreshSession(input: $input) { accessToken refreshToken } }`,
-      variables: { input: { refreshToken: this.tokens.refresh } },
-    });
-    this.tokens = { access: data.refreshSession.accessToken, refresh: data.refreshSession.refreshToken };
-    this.refreshes += 1;
+  // One refresh at a time: a refresh token used twice ends the session.
+  refresh() {
+    this.inFlight ??= anonymous
+      .mutate({
+        mutation: gql`mutation ($input: RefreshSessionInput!) { refreshSession(input: $input) { accessToken refreshToken } }`,
+        variables: { input: { refreshToken: this.tokens.refresh } },
+      })
+      .then(({ data }) => {
+        this.tokens = { access: data.refreshSession.accessToken, refresh: data.refreshSession.refreshToken };
+        this.refreshes += 1;
+      })
+      .finally(() => (this.inFlight = null));
+    return this.inFlight;
   },
 };
 
@@ -107,13 +117,15 @@ const client = new ApolloClient({
 
 // 4. A live update: Ann watches her visits; Bob takes the one she requests.
 const seen = [];
+let lastCursor;
 const accepted = new Promise((resolve, reject) => {
   const subscription = client
-    .subscribe({ query: gql`subscription { myVisits { type visitId visit { id status } } }` })
+    .subscribe({ query: gql`subscription { myVisits { cursor type visitId visit { id status } } }` })
     .subscribe({
       next: ({ data, error }) => {
         if (error) return reject(error);
         seen.push(data.myVisits.type);
+        lastCursor = data.myVisits.cursor;
         if (data.myVisits.type === "ACCEPTED") {
           subscription.unsubscribe();
           resolve(data.myVisits);
@@ -138,6 +150,13 @@ const bobs = await fetch(`${base}/graphql`, {
 if (bobs.data?.acceptVisit?.status !== "ACCEPTED") fail(`Bob could not accept: ${JSON.stringify(bobs)}`);
 const event = await within(10_000, accepted, "myVisits");
 if (event.visitId !== booked.requestVisit.id || event.visit.status !== "ACCEPTED") fail(`wrong event ${JSON.stringify(event)}`);
+// Bob finishes the visit while Ann's app is not subscribed: step 6 resumes from her last cursor.
+const done = await fetch(`${base}/graphql`, {
+  method: "POST",
+  headers: { "content-type": "application/json", authorization: `Bearer ${bob.accessToken}` },
+  body: JSON.stringify({ query: "mutation ($id: ID!) { completeVisit(id: $id) { id } }", variables: { id: booked.requestVisit.id } }),
+}).then((response) => response.json());
+if (!done.data?.completeVisit?.id) fail(`Bob could not complete: ${JSON.stringify(done)}`);
 
 // 5. The refresh flow: once the access token has expired (3 s, plus the server's 5 s of leeway
 // for clock skew), a query refreshes and retries once.
@@ -146,9 +165,41 @@ const { data: me } = await client.query({ query: gql`{ me { id } }`, fetchPolicy
 if (me.me.id !== ann.user.id) fail(`me after the refresh: ${JSON.stringify(me)}`);
 if (session.refreshes !== 1) fail(`expected one refresh, saw ${session.refreshes}`);
 
+// 6. Resuming with plain graphql-ws: Bob finished the visit while nobody watched (above). The recipe
+// keeps the last cursor in the payload graphql-ws sends again on every reconnect.
+const resumed = [];
+const payload = {
+  query: "subscription ($after: String) { myVisits(after: $after) { cursor type visitId } }",
+  variables: { after: lastCursor },
+};
+let gotTwo;
+const two = new Promise((resolve) => (gotTwo = resolve));
+wsClient.subscribe(payload, {
+  next: ({ data }) => {
+    payload.variables.after = data.myVisits.cursor;
+    resumed.push(data.myVisits.type);
+    if (resumed.length === 2) gotTwo();
+  },
+  error: (error) => fail(`resumed myVisits: ${JSON.stringify(error)}`),
+  complete: () => {},
+});
+await within(10_000, new Promise((resolve) => { const poll = () => (resumed.length ? resolve() : setTimeout(poll, 50)); poll(); }), "the missed COMPLETED");
+// The server closes the socket when its token expires (4403, every 3 s here); graphql-ws reconnects
+// with a fresh one and sends the payload again, with the newest cursor. Ann books again while the
+// socket is down.
+await within(15_000, new Promise((resolve) => wsClient.on("closed", (event) => event.code === 4403 && resolve())), "the 4403 at the token's expiry");
+const { data: another } = await client.mutate({
+  mutation: gql`mutation ($input: RequestVisitInput!) { requestVisit(input: $input) { id } }`,
+  variables: { input: { date: tomorrow, minutes: 15, tasks: [{ name: "Reading" }] } },
+});
+await within(15_000, two, "the REQUESTED after the reconnect");
+await new Promise((resolve) => setTimeout(resolve, 1_000));
+if (resumed.join(",") !== "COMPLETED,REQUESTED") fail(`resumed myVisits saw ${resumed.join(", ")}`);
+if (!another.requestVisit.id) fail("no second visit");
+
 await wsClient.dispose();
 console.log(
   `client recipe: ok (codegen mapped Date and DateTime; myVisits saw ${seen.join(", ")}; ` +
-    `an expired token was refreshed once and the query retried)`,
+    `an expired token was refreshed once and the query retried; resumed from a cursor: ${resumed.join(", ")})`,
 );
 process.exit(0);

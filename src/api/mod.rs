@@ -1,6 +1,7 @@
 //! The GraphQL adapter: composes the contexts into one schema and serves it over axum.
 mod client_address;
 mod context;
+mod cursor;
 mod documents;
 mod errors;
 mod execution;

@@ -14,15 +14,18 @@ use uuid::Uuid;
 
 use super::{
     context::{ApiError, ApiResult, caller, state},
+    cursor::{CursorKey, Scope},
     loaders::{VisitKey, loader},
     objects::{Notification, Visit},
     scalars::parse_visit_id,
 };
 use crate::{
+    db::replica::Reads,
     domain::UserId,
     events::{
-        StoredEvent,
+        LogPosition, StoredEvent,
         feed::{self, FeedEvent},
+        stretch::{self, Place},
     },
     notifications,
     visits::{
@@ -60,31 +63,131 @@ impl SocketSignals {
     }
 }
 
-/// The feed's events from now on; ends (and signals the socket) if this subscriber falls behind.
-/// The socket took this subscription's place on the feed before it started it (`feed::Held`), so
-/// a change made after the socket handled the `subscribe` is seen (see `websocket`).
-fn events(ctx: &Context<'_>) -> ApiResult<impl Stream<Item = Arc<FeedEvent>> + use<>> {
+/// The events one subscription gets: with `after` (a cursor's place), first what the log holds
+/// after it, then the feed's, each event once; without, the feed's from now on. Ends (and signals
+/// the socket) if this subscriber falls behind. The socket took this subscription's place on the
+/// feed before it started it (`feed::Held`), so a change made after the socket handled the
+/// `subscribe` is seen (see `websocket`), and taking it before reading the log leaves no gap
+/// between the two.
+fn events(
+    ctx: &Context<'_>,
+    after: Option<Place>,
+) -> ApiResult<impl Stream<Item = Arc<FeedEvent>> + use<>> {
     let held = ctx.data_opt::<feed::Held>().and_then(feed::Held::take);
+    let state = state(ctx)?;
     let mut receiver: feed::Receiver = match held {
         Some(receiver) => receiver,
-        None => state(ctx)?.live.subscribe(),
+        None => state.live.subscribe(),
     };
     let signals = ctx.data_opt::<Arc<SocketSignals>>().cloned();
+    let fell_behind = move || {
+        if let Some(signals) = &signals {
+            signals.mark_fell_behind();
+        }
+    };
+    let reads = state.reads.clone();
     Ok(async_stream::stream! {
+        // With a cursor: the stretches up to here were handed on, and the one the feed is
+        // handing on now (whose events then come straight from it).
+        let mut claimed: Option<LogPosition> = None;
+        let mut current: Option<(LogPosition, LogPosition)> = None;
+        if let Some(place) = after {
+            // The rest of the cursor's stretch, then on, a stretch at a time, to the log's end.
+            let mut next = Some(place);
+            while let Some(place) = next.take() {
+                let read = catch_up(&reads, place).await;
+                let Ok((events, to)) = read.inspect_err(|error| {
+                    tracing::warn!(%error, "cannot read the log for a cursor; the client retries");
+                }) else {
+                    fell_behind();
+                    return;
+                };
+                for event in events {
+                    yield event;
+                }
+                claimed = Some(to);
+                // On from the end of what was read, until nothing more is readable.
+                if place.from < place.to || to != place.to {
+                    next = Some(Place::alone(to));
+                }
+            }
+        }
         loop {
-            match receiver.recv().await {
-                Ok(event) => yield event,
+            let item = match receiver.recv().await {
+                Ok(item) => item,
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "a subscriber fell behind the live feed");
-                    if let Some(signals) = &signals {
-                        signals.mark_fell_behind();
-                    }
+                    fell_behind();
                     break;
                 }
                 Err(RecvError::Closed) => break,
+            };
+            let Some(reached) = claimed else {
+                yield item;
+                continue;
+            };
+            let Place { from, to, index } = item.place;
+            if current == Some((from, to)) {
+                yield item;
+            } else if to <= reached {
+                // Read from the log already.
+            } else if from == reached && index == 0 {
+                current = Some((from, to));
+                claimed = Some(to);
+                yield item;
+            } else {
+                // The feed's stretch overlaps what the log gave, or this subscriber joined it
+                // midway: the log has the whole stretch.
+                let source = reads.lag_tolerant().await;
+                match stretch::read(source, reached, to).await {
+                    Ok(events) => {
+                        for (index, event) in (0..).zip(events) {
+                            let place = Place { from: reached, to, index };
+                            yield Arc::new(FeedEvent { event, place });
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read the log for a subscriber; the client retries");
+                        fell_behind();
+                        break;
+                    }
+                }
+                current = None;
+                claimed = Some(to);
             }
         }
     })
+}
+
+/// The events after `place` in its stretch, or, for a stretch of nothing (`from == to`), the
+/// next stretch readable after it; and where what was returned ends.
+async fn catch_up(
+    reads: &Reads,
+    place: Place,
+) -> Result<(Vec<Arc<FeedEvent>>, LogPosition), sea_orm::DbErr> {
+    const PAGE: u64 = 500;
+    const MOST: usize = 2_000;
+    let source = reads.lag_tolerant().await;
+    let (from, to, skip, events) = if place.from < place.to {
+        let events = stretch::read(source, place.from, place.to).await?;
+        (place.from, place.to, place.index as usize + 1, events)
+    } else {
+        match stretch::read_on(source, place.to, PAGE, MOST).await? {
+            Some((events, to)) => (place.to, to, 0, events),
+            None => return Ok((Vec::new(), place.to)),
+        }
+    };
+    let caught_up = (0..)
+        .zip(events)
+        .skip(skip)
+        .map(|(index, event)| {
+            Arc::new(FeedEvent {
+                event,
+                place: Place { from, to, index },
+            })
+        })
+        .collect();
+    Ok((caught_up, to))
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
@@ -121,10 +224,55 @@ pub struct VisitEvent {
     change: VisitChange,
     /// The subscriber may see the visit after the change (else `visit` is null: it left their view).
     visible: bool,
+    place: Place,
+    cursors: Arc<Cursors>,
+}
+
+/// What a subscription's cursors are made with.
+struct Cursors {
+    key: CursorKey,
+    scope: Scope,
+}
+
+impl Cursors {
+    /// Checks a client's `after` against what this subscription is (and the log keeps).
+    fn new(
+        ctx: &Context<'_>,
+        field: &str,
+        arguments: &[&str],
+        viewer: UserId,
+        after: Option<&str>,
+    ) -> ApiResult<(Arc<Self>, Option<Place>)> {
+        let state = state(ctx)?;
+        let cursors = Self {
+            key: CursorKey::from_secret(state.config.jwt_secret()),
+            scope: Scope::new(field, arguments, viewer.0),
+        };
+        let after = after
+            .map(|cursor| {
+                cursors.key.decode(
+                    cursor,
+                    &cursors.scope,
+                    state.config.events.outbox_retention,
+                    Utc::now(),
+                )
+            })
+            .transpose()?;
+        Ok((Arc::new(cursors), after))
+    }
 }
 
 #[Object]
 impl VisitEvent {
+    /// Where this event sits in the log. Pass the last one you received as `after` when you
+    /// subscribe again (after a reconnect, on any instance) to get what you missed first, in
+    /// order and once each.
+    async fn cursor(&self) -> String {
+        self.cursors
+            .key
+            .encode(&self.cursors.scope, self.place, self.change.occurred_at)
+    }
+
     /// The event's id: the same on every instance and in every subscription.
     async fn event_id(&self) -> ID {
         ID(self.change.event_id.to_string())
@@ -167,6 +315,7 @@ enum Pick {
 fn visit_events(
     events: impl Stream<Item = Arc<FeedEvent>> + Send + 'static,
     viewer: UserId,
+    cursors: Arc<Cursors>,
     mut pick: impl FnMut(&VisitChange) -> Pick + Send + 'static,
 ) -> impl Stream<Item = VisitEvent> + Send + 'static {
     async_stream::stream! {
@@ -178,7 +327,7 @@ fn visit_events(
                 Pick::SendLast => true,
             };
             let visible = change.is_visible_to(viewer);
-            yield VisitEvent { change, visible };
+            yield VisitEvent { change, visible, place: item.place, cursors: cursors.clone() };
             if last {
                 break;
             }
@@ -196,15 +345,25 @@ impl SubscriptionRoot {
     async fn visit_updated(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The visit's id.")] id: ID,
+        #[graphql(desc = "A `cursor` this subscription gave: start just after it.")] after: Option<
+            String,
+        >,
     ) -> Result<impl Stream<Item = VisitEvent> + use<>, ApiError> {
-        let events = events(ctx)?;
         let viewer = caller(ctx).await?.user_id;
         let visit_id = parse_visit_id(&id, "id")?;
+        let (cursors, after) = Cursors::new(
+            ctx,
+            "visitUpdated",
+            &[&visit_id.0.to_string()],
+            viewer,
+            after.as_deref(),
+        )?;
+        let events = events(ctx, after)?;
         // The same answer as `visit(id)` for a visit you may not see: it does not exist for you.
         let state = state(ctx)?;
         visits::find_visible(&state.db, viewer, visit_id, &state.deadlines()).await?;
-        Ok(visit_events(events, viewer, move |change| {
+        Ok(visit_events(events, viewer, cursors, move |change| {
             if change.visit_id != visit_id {
                 return Pick::Skip;
             }
@@ -220,10 +379,14 @@ impl SubscriptionRoot {
     async fn my_visits(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "A `cursor` this subscription gave: start just after it.")] after: Option<
+            String,
+        >,
     ) -> Result<impl Stream<Item = VisitEvent> + use<>, ApiError> {
-        let events = events(ctx)?;
         let viewer = caller(ctx).await?.user_id;
-        Ok(visit_events(events, viewer, move |change| {
+        let (cursors, after) = Cursors::new(ctx, "myVisits", &[], viewer, after.as_deref())?;
+        let events = events(ctx, after)?;
+        Ok(visit_events(events, viewer, cursors, move |change| {
             if change.concerns(viewer) {
                 Pick::Send
             } else {
@@ -237,10 +400,14 @@ impl SubscriptionRoot {
     async fn open_visits(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "A `cursor` this subscription gave: start just after it.")] after: Option<
+            String,
+        >,
     ) -> Result<impl Stream<Item = VisitEvent> + use<>, ApiError> {
-        let events = events(ctx)?;
         let viewer = caller(ctx).await?.user_id;
-        Ok(visit_events(events, viewer, move |change| {
+        let (cursors, after) = Cursors::new(ctx, "openVisits", &[], viewer, after.as_deref())?;
+        let events = events(ctx, after)?;
+        Ok(visit_events(events, viewer, cursors, move |change| {
             let (before, after) = change.open_list(viewer, Utc::now().date_naive());
             if before || after {
                 Pick::Send
@@ -255,7 +422,7 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
     ) -> Result<impl Stream<Item = Notification> + use<>, ApiError> {
-        let events = events(ctx)?;
+        let events = events(ctx, None)?;
         let recipient = caller(ctx).await?.user_id;
         let db = state(ctx)?.db.clone();
         Ok(async_stream::stream! {

@@ -20,6 +20,7 @@ mod proxies;
 mod races;
 mod relay;
 mod replica;
+mod resume;
 mod retries;
 mod schema;
 mod shutdown;
