@@ -9,11 +9,15 @@
 //! missed one (its listener reconnected, the leader changed) sees the gap and reads it from the
 //! log itself. An event too large for a notification is announced without its body: instances
 //! read that stretch from the log.
-use std::time::{Duration, Instant};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
 
 use sea_orm::sqlx::{self, Connection, PgConnection, postgres::PgConnectOptions};
 
 use super::{
+    feed::LiveFeed,
     leader,
     log::{self, LogPosition, StoredEvent},
     stretch::{self, Place},
@@ -37,17 +41,20 @@ const MOST: usize = 2_000;
 const PAYLOAD_LIMIT: usize = 7_900;
 
 /// Offers to lead until the task is aborted; leads while it holds the lock.
-pub async fn run(db: Database, options: PgConnectOptions) {
+pub async fn run(db: Database, options: PgConnectOptions, feed: Arc<LiveFeed>) {
     let name = format!("{} live feed leader", db::APPLICATION_NAME);
+    let mut candidate = leader::Candidate::new(&options, LOCK_KEY, &name);
     loop {
-        let Some(mut connection) = leader::take(&options, LOCK_KEY, &name).await else {
+        let Some(connection) = candidate.try_to_lead().await else {
             tokio::time::sleep(LEADERSHIP_RETRY).await;
             continue;
         };
         tracing::info!("live feed: leading, announcing the log to every instance");
-        let reason = lead(&db, &mut connection).await;
+        feed.leading.store(true, Ordering::Relaxed);
+        let reason = lead(&db, connection).await;
+        feed.leading.store(false, Ordering::Relaxed);
         tracing::warn!(%reason, "live feed: no longer leading");
-        let _ = connection.close().await;
+        candidate.resign().await;
         tokio::time::sleep(LEADERSHIP_RETRY).await;
     }
 }

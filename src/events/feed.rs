@@ -47,6 +47,8 @@ pub struct LiveFeed {
     /// starts from the stream's end by itself).
     reads_log: bool,
     delivered: AtomicU64,
+    /// This instance is the deployment's reader of the log (see `broadcast`).
+    pub(super) leading: AtomicBool,
     /// Everything up to here was handed on (or came before the feed started); `None` until the
     /// feed is anchored in the log.
     handed_on: std::sync::Mutex<Option<LogPosition>>,
@@ -83,6 +85,9 @@ pub struct FeedReport {
     /// Whether the feed is anchored in the PostgreSQL log. Always false when the feed follows
     /// JetStream, which has no anchor of this kind.
     pub reading: bool,
+    /// Whether this instance is the deployment's one reader of the log, announcing it to every
+    /// instance (without a broker; one instance at a time).
+    pub leading: bool,
 }
 
 impl LiveFeed {
@@ -95,6 +100,7 @@ impl LiveFeed {
             following: AtomicBool::new(false),
             reads_log,
             delivered: AtomicU64::new(0),
+            leading: AtomicBool::new(false),
             handed_on: std::sync::Mutex::default(),
         })
     }
@@ -138,6 +144,7 @@ impl LiveFeed {
             passed_txid: passed.txid,
             passed_position: passed.position,
             reading: self.reads_log && handed_on.is_some(),
+            leading: self.leading.load(Ordering::Relaxed),
         }
     }
 

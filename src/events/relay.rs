@@ -152,9 +152,10 @@ pub async fn run(db: Database, settings: RelaySettings, status: Arc<RelayStatus>
             return;
         }
     };
+    let mut candidate =
+        leader::Candidate::new(&options, LEADER_LOCK_KEY, "home-visits relay leader");
     loop {
-        let taken = leader::take(&options, LEADER_LOCK_KEY, "home-visits relay leader").await;
-        let Some(mut leader_connection) = taken else {
+        let Some(leader_connection) = candidate.try_to_lead().await else {
             tokio::time::sleep(LEADERSHIP_RETRY).await;
             continue;
         };
@@ -166,10 +167,11 @@ pub async fn run(db: Database, settings: RelaySettings, status: Arc<RelayStatus>
             &jetstream,
             &settings,
             &status,
-            &mut leader_connection,
+            leader_connection,
         )
         .await;
         status.leader.store(false, Ordering::Release);
+        candidate.resign().await;
         tracing::warn!(reason = %outcome, "relay: no longer leading");
         tokio::time::sleep(LEADERSHIP_RETRY).await;
     }
