@@ -71,6 +71,10 @@ struct SuiteArgs {
     /// With --spawn: drop and re-create the database of --database-url first.
     #[arg(long, requires = "spawn")]
     fresh_database: bool,
+    /// With --spawn: start no broker, so the instances run from PostgreSQL alone (the default
+    /// deployment); scenarios that need the broker then fail.
+    #[arg(long, requires = "spawn")]
+    without_broker: bool,
     /// Run without injected faults.
     #[arg(long)]
     no_faults: bool,
@@ -349,8 +353,8 @@ async fn run(mut cli: SuiteArgs) -> anyhow::Result<ExitCode> {
     let mut spawned = Vec::new();
     // With --spawn the harness runs the broker too, so the event-stream scenario can restart it.
     let mut nats = match &cli.spawn {
-        Some(_) => Some(NatsServer::start().await?),
-        None => None,
+        Some(_) if !cli.without_broker => Some(NatsServer::start().await?),
+        _ => None,
     };
     if let Some(binary) = &cli.spawn {
         let jwt_secret = format!("harness-{}-{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4());

@@ -248,6 +248,8 @@ impl Cursors {
             key: CursorKey::from_secret(state.config.jwt_secret()),
             scope: Scope::new(field, arguments, viewer.0),
         };
+        // See the `danger-ignore-cursor` feature: true only in a build made to prove the harness.
+        let after = after.filter(|_| !cfg!(feature = "danger-ignore-cursor"));
         let after = after
             .map(|cursor| {
                 cursors.key.decode(

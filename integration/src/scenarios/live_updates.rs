@@ -3,7 +3,11 @@
 //! across the instances. Afterwards each subscription is held against the outbox, with rules
 //! written here again rather than borrowed from the service: every visit event it should have
 //! had, none it should not, no event twice, each visit's events in version order, and the visit
-//! shown exactly when its subscriber may see it, in the state that event left it.
+//! shown exactly when its subscriber may see it, in the state that event left it. With instances
+//! of its own (`--spawn`) it kills one early in the run (the live feed's reader of the log, when
+//! there is no broker): that instance's subscribers reconnect to another with the last cursor of
+//! each subscription, and must still have every event once, in order. It is started again before
+//! the late commit.
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex},
@@ -16,16 +20,18 @@ use serde_json::{Value, json};
 
 use crate::{
     bench::stats::Measurement,
-    client::Session,
     harness::{Harness, Verdict},
     live::{Frame, LiveClient},
     scenarios::bank::{self, BankOptions},
     scenarios::late_commit,
 };
+use testkit::instances::SpawnedInstance;
 
 /// Workload users who also watch.
 const WATCHERS: usize = 3;
-const FIELDS: &str = "eventId type visitId occurredAt visit { id status }";
+const FIELDS: &str = "cursor eventId type visitId occurredAt visit { id status }";
+/// A subscriber whose socket ends reconnects at most this often in one run.
+const RECONNECTS: usize = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Feed {
@@ -58,11 +64,15 @@ struct Delivered {
     latency_ms: Option<f64>,
 }
 
-/// What one socket saw, and how it ended if it did.
+/// What one subscriber saw (over every socket it had), and how it ended if it did.
 #[derive(Default)]
 struct Seen {
     delivered: Vec<Delivered>,
     problems: Vec<String>,
+    /// The last cursor of each subscription, to resume from.
+    cursors: HashMap<Feed, String>,
+    /// Where it reconnected, in order.
+    reconnects: Vec<String>,
 }
 
 struct Subscriber {
@@ -128,24 +138,75 @@ impl Recorded {
     }
 }
 
-async fn watch(base_url: &str, session: &Session) -> Result<LiveClient, String> {
-    let mut socket = LiveClient::connect(base_url, &session.token)
+/// A socket to `base_url` with both subscriptions, each resuming after its cursor if it has one
+/// (then its replay may arrive before the confirmation, so none is waited for).
+async fn watch(
+    base_url: &str,
+    token: &str,
+    cursors: &HashMap<Feed, String>,
+) -> Result<LiveClient, String> {
+    let mut socket = LiveClient::connect(base_url, token)
         .await
         .map_err(|error| format!("socket to {base_url}: {error:#}"))?;
     for feed in [Feed::Mine, Feed::Open] {
-        let query = format!("subscription {{ {} {{ {FIELDS} }} }}", feed.field());
-        socket
-            .subscribe_confirmed(feed.id(), &query, json!({}))
-            .await
-            .map_err(|error| format!("on {base_url}: {error:#}"))?;
+        let query = format!(
+            "subscription($after: String) {{ {}(after: $after) {{ {FIELDS} }} }}",
+            feed.field()
+        );
+        let variables = json!({ "after": cursors.get(&feed) });
+        let subscribed = if cursors.is_empty() {
+            socket
+                .subscribe_confirmed(feed.id(), &query, variables)
+                .await
+        } else {
+            socket.subscribe(feed.id(), &query, variables).await
+        };
+        subscribed.map_err(|error| format!("on {base_url}: {error:#}"))?;
     }
     Ok(socket)
 }
 
-fn read_all(mut socket: LiveClient, seen: Arc<Mutex<Seen>>) -> tokio::task::JoinHandle<()> {
+/// Reads what the socket delivers; when it ends, reconnects (to `fallback`, the next instance)
+/// with the last cursors, as a client would.
+fn read_all(
+    mut socket: LiveClient,
+    token: String,
+    fallback: String,
+    seen: Arc<Mutex<Seen>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let frame = socket.next(Duration::from_secs(3600)).await;
+            let ended = match &frame {
+                Some(Frame::Closed { code, reason }) => Some(format!("closed {code} {reason}")),
+                None => Some("connection lost".to_string()),
+                Some(Frame::Message(_)) => None,
+            };
+            if let Some(ended) = ended {
+                let cursors = match seen.lock() {
+                    Ok(mut seen) if seen.reconnects.len() < RECONNECTS => {
+                        seen.reconnects.push(format!("{ended}; to {fallback}"));
+                        seen.cursors.clone()
+                    }
+                    Ok(mut seen) => {
+                        seen.problems.push(format!("{ended}, too often"));
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                match reconnect(&fallback, &token, &cursors).await {
+                    Ok(resumed) => {
+                        socket = resumed;
+                        continue;
+                    }
+                    Err(error) => {
+                        if let Ok(mut seen) = seen.lock() {
+                            seen.problems.push(format!("{ended}; {error}"));
+                        }
+                        return;
+                    }
+                }
+            }
             let Ok(mut seen) = seen.lock() else { return };
             match frame {
                 Some(Frame::Message(message)) if message["type"] == "next" => {
@@ -163,6 +224,9 @@ fn read_all(mut socket: LiveClient, seen: Arc<Mutex<Seen>>) -> tokio::task::Join
                         .as_str()
                         .and_then(|at| at.parse::<DateTime<Utc>>().ok())
                         .map(|at| (Utc::now() - at).num_microseconds().unwrap_or(0) as f64 / 1e3);
+                    if let Some(cursor) = event["cursor"].as_str() {
+                        seen.cursors.insert(feed, cursor.to_string());
+                    }
                     match event["eventId"].as_str() {
                         Some(event_id) => seen.delivered.push(Delivered {
                             feed,
@@ -173,21 +237,76 @@ fn read_all(mut socket: LiveClient, seen: Arc<Mutex<Seen>>) -> tokio::task::Join
                         None => seen.problems.push(format!("unreadable event: {message}")),
                     }
                 }
+                Some(Frame::Message(message)) if message["type"] == "pong" => {}
                 Some(Frame::Message(message)) => {
                     seen.problems.push(format!("unexpected message: {message}"));
                 }
-                Some(Frame::Closed { code, reason }) => {
-                    seen.problems
-                        .push(format!("closed by the server: {code} {reason}"));
-                    return;
-                }
-                None => {
-                    seen.problems.push("connection lost".into());
-                    return;
-                }
+                Some(Frame::Closed { .. }) | None => {}
             }
         }
     })
+}
+
+/// A new socket to `base_url` resuming both subscriptions, tried for a few seconds (the instance
+/// may be the one just restarted).
+async fn reconnect(
+    base_url: &str,
+    token: &str,
+    cursors: &HashMap<Feed, String>,
+) -> Result<LiveClient, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match watch(base_url, token, cursors).await {
+            Ok(socket) => return Ok(socket),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(format!("cannot reconnect: {error}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Kills an instance 15% of the way in (its subscribers reconnect elsewhere with their cursors)
+/// and starts it again at 35%, before the late commit (which goes through the first instance): the deployment's reader of the log when there is
+/// one (without a broker), so its leadership moves too; else the last.
+async fn kill_an_instance(
+    harness: &Harness,
+    instances: &mut [SpawnedInstance],
+    duration: Duration,
+) -> Result<Vec<String>, String> {
+    let started = Instant::now();
+    tokio::time::sleep_until((started + duration.mul_f64(0.15)).into()).await;
+    let mut leader = None;
+    for (index, client) in harness.clients.iter().enumerate() {
+        let Some(ready) = client.readiness().await else {
+            continue;
+        };
+        if ready["live"]["feed"]["leading"] == true {
+            leader = Some(index);
+        }
+    }
+    let last = instances.len().saturating_sub(1);
+    let Some(victim) = instances.get_mut(leader.unwrap_or(last)) else {
+        return Ok(Vec::new());
+    };
+    victim.kill().await.map_err(|error| error.to_string())?;
+    let mut log = vec![harness.progress.fault(format!(
+        "kill -9 {}{}: its subscribers resume elsewhere from their cursors",
+        victim.url(),
+        if leader.is_some() {
+            ", the live feed's reader"
+        } else {
+            ""
+        }
+    ))];
+    tokio::time::sleep_until((started + duration.mul_f64(0.35)).into()).await;
+    victim.restart().await.map_err(|error| error.to_string())?;
+    log.push(
+        harness
+            .progress
+            .fault(format!("restarted {}", victim.url())),
+    );
+    Ok(log)
 }
 
 async fn visit_events_after(harness: &Harness, position: i64) -> Result<Vec<Recorded>, String> {
@@ -320,20 +439,27 @@ fn expected_count(user: &str, events: &[Recorded], today: NaiveDate) -> usize {
         .sum()
 }
 
-pub async fn live_updates(harness: &Harness, options: &BankOptions) -> Verdict {
+pub async fn live_updates(
+    harness: &Harness,
+    instances: Option<&mut Vec<SpawnedInstance>>,
+    options: &BankOptions,
+) -> Verdict {
     let users = harness
         .new_users("live", options.users.max(WATCHERS))
         .await?;
     let mut subscribers = Vec::new();
+    let urls: Vec<String> = harness.clients.iter().map(|c| c.base_url.clone()).collect();
     for session in users.iter().take(WATCHERS) {
-        for client in &harness.clients {
-            let socket = watch(&client.base_url, session).await?;
+        for (index, url) in urls.iter().enumerate() {
+            let socket = watch(url, &session.token, &HashMap::new()).await?;
             let seen = Arc::new(Mutex::new(Seen::default()));
+            // Where its subscribers go if this one is killed.
+            let fallback = &urls[(index + 1) % urls.len()];
             subscribers.push(Subscriber {
                 user: session.user_id.clone(),
-                instance: client.base_url.clone(),
+                instance: url.clone(),
                 seen: seen.clone(),
-                reader: read_all(socket, seen),
+                reader: read_all(socket, session.token.clone(), fallback.clone(), seen),
             });
         }
     }
@@ -344,10 +470,20 @@ pub async fn live_updates(harness: &Harness, options: &BankOptions) -> Verdict {
         if !options.faults {
             return Ok(Vec::new());
         }
-        tokio::time::sleep(options.duration.mul_f64(0.4)).await;
-        Ok(vec![
-            late_commit::hold_a_request(harness, late_commit::hold_in(options.duration)).await?,
-        ])
+        let kill = async {
+            match instances {
+                Some(instances) => kill_an_instance(harness, instances, options.duration).await,
+                None => Ok(Vec::new()),
+            }
+        };
+        let late = async {
+            tokio::time::sleep(options.duration.mul_f64(0.4)).await;
+            late_commit::hold_a_request(harness, late_commit::hold_in(options.duration)).await
+        };
+        let (killed, late) = tokio::join!(kill, late);
+        let mut log = killed?;
+        log.push(late?);
+        Ok(log)
     };
     let workload = bank::run_workload(harness, options, &users, faults).await?;
 
@@ -383,6 +519,7 @@ pub async fn live_updates(harness: &Harness, options: &BankOptions) -> Verdict {
     let mut delivered = 0;
     let mut per_instance: BTreeMap<String, usize> = BTreeMap::new();
     let mut users_seen = HashSet::new();
+    let mut reconnects = 0;
     for subscriber in &subscribers {
         subscriber.reader.abort();
         let Ok(seen) = subscriber.seen.lock() else {
@@ -394,6 +531,7 @@ pub async fn live_updates(harness: &Harness, options: &BankOptions) -> Verdict {
             }
         }
         delivered += seen.delivered.len();
+        reconnects += seen.reconnects.len();
         *per_instance.entry(subscriber.instance.clone()).or_default() += seen.delivered.len();
         users_seen.insert(subscriber.user.clone());
         for problem in judge(&subscriber.user, &seen, &events, today) {
@@ -405,8 +543,8 @@ pub async fn live_updates(harness: &Harness, options: &BankOptions) -> Verdict {
         }
     }
     let detail = format!(
-        "{} sockets ({} watchers x {} instances), {} visit events, {delivered} deliveries {per_instance:?}, \
-         commit->subscriber p50 {:.0} ms p99 {:.0} ms; {workload}",
+        "{} subscribers ({} watchers x {} instances, {reconnects} reconnects with cursors), {} visit events, \
+         {delivered} deliveries {per_instance:?}, commit->subscriber p50 {:.0} ms p99 {:.0} ms; {workload}",
         subscribers.len(),
         users_seen.len(),
         harness.clients.len(),

@@ -129,7 +129,7 @@ impl Scenario {
             Self::NotificationsReplay => {
                 notifications_replay::notifications_replay(harness, nats.as_deref(), bank).await
             }
-            Self::LiveUpdates => live_updates::live_updates(harness, bank).await,
+            Self::LiveUpdates => live_updates::live_updates(harness, instances, bank).await,
             Self::Pooled => pooled::pooled(harness, binary_of(instances).as_deref(), bank).await,
             Self::BrokerCluster => {
                 broker_cluster::broker_cluster(harness, binary_of(instances).as_deref(), bank).await

@@ -57,8 +57,10 @@ pub async fn replica(suite: &Harness, binary: Option<&Path>, options: &BankOptio
                 tokio::join!(own_writes_until(harness, &writer, deadline), faults);
             Ok::<_, String>((own_writes, faults))
         };
-        let (live, alongside) =
-            tokio::join!(live_updates::live_updates(harness, options), alongside);
+        let (live, alongside) = tokio::join!(
+            live_updates::live_updates(harness, None, options),
+            alongside
+        );
         let (own_writes, faults) = alongside?;
         let faults = faults?;
         let own_writes = own_writes?;
