@@ -143,7 +143,7 @@ fn events(
                     Ok(events) => {
                         for (index, event) in (0..).zip(events) {
                             let place = Place { from: reached, to, index };
-                            yield Arc::new(FeedEvent { event, place });
+                            yield Arc::new(FeedEvent::new(event, place));
                         }
                     }
                     Err(error) => {
@@ -180,12 +180,7 @@ async fn catch_up(
     let caught_up = (0..)
         .zip(events)
         .skip(skip)
-        .map(|(index, event)| {
-            Arc::new(FeedEvent {
-                event,
-                place: Place { from, to, index },
-            })
-        })
+        .map(|(index, event)| Arc::new(FeedEvent::new(event, Place { from, to, index })))
         .collect();
     Ok((caught_up, to))
 }
@@ -322,7 +317,8 @@ fn visit_events(
 ) -> impl Stream<Item = VisitEvent> + Send + 'static {
     async_stream::stream! {
         for await item in events {
-            let Some(change) = VisitChange::from_event(&item.event) else { continue };
+            let Some(change) = item.read_as(VisitChange::from_event) else { continue };
+            let change = change.clone();
             let last = match pick(&change) {
                 Pick::Skip => continue,
                 Pick::Send => false,

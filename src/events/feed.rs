@@ -31,10 +31,35 @@ use super::{
 };
 
 /// An event as the feed hands it on.
-#[derive(Debug)]
 pub struct FeedEvent {
     pub event: StoredEvent,
     pub place: Place,
+    /// What the API layer reads the event as (a visit change, say), worked out by the first
+    /// subscriber that needs it and shared by the others: every subscriber sees every event.
+    pub reading: std::sync::OnceLock<Option<Box<dyn std::any::Any + Send + Sync>>>,
+}
+
+impl FeedEvent {
+    pub fn new(event: StoredEvent, place: Place) -> Self {
+        Self {
+            event,
+            place,
+            reading: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The event read as a `T` by `read`, once for all subscribers.
+    pub fn read_as<T: Send + Sync + 'static>(
+        &self,
+        read: impl FnOnce(&StoredEvent) -> Option<T>,
+    ) -> Option<&T> {
+        self.reading
+            .get_or_init(|| {
+                read(&self.event).map(|read| Box::new(read) as Box<dyn std::any::Any + Send + Sync>)
+            })
+            .as_ref()
+            .and_then(|reading| reading.downcast_ref())
+    }
 }
 
 pub type Receiver = broadcast::Receiver<Arc<FeedEvent>>;
@@ -158,7 +183,7 @@ impl LiveFeed {
             self.delivered.fetch_add(1, Ordering::Relaxed);
             let place = Place { from, to, index };
             // No subscriber is not an error: the event is in the log for whoever comes later.
-            let _ = self.sender.send(Arc::new(FeedEvent { event, place }));
+            let _ = self.sender.send(Arc::new(FeedEvent::new(event, place)));
         }
     }
 }

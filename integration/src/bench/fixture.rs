@@ -95,6 +95,20 @@ pub async fn load_fixture(
         ),
         "INSERT INTO visit_tasks (visit_id, position, name) SELECT id, 0, 'Company' FROM visits"
             .to_string(),
+        // The event log a running deployment has: its members' registrations and the requests
+        // of the visits booked. Without it, its statistics say the outbox is empty, and the plans
+        // that readers of the log cache at first stay the ones for an empty table.
+        format!(
+            "INSERT INTO outbox (id, type, version, aggregate_type, aggregate_id, aggregate_version, payload) \
+             SELECT gen_random_uuid(), 'user.registered', 1, 'user', {0}, 1, jsonb_build_object('userId', {0}) \
+             FROM generate_series(1, {MEMBERS}) n",
+            member("n")
+        ),
+        "INSERT INTO outbox (id, type, version, aggregate_type, aggregate_id, aggregate_version, payload) \
+         SELECT gen_random_uuid(), 'visit.requested', 1, 'visit', id, 1, jsonb_build_object(\
+           'visitId', id, 'memberId', member_id, 'palId', NULL, 'date', date::text, 'minutes', minutes, \
+           'status', 'REQUESTED', 'taskCount', 1) FROM visits"
+            .to_string(),
         "ANALYZE".to_string(),
     ];
     run_in_order(db, &statements, password_hash, "fixture").await

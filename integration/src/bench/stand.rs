@@ -113,6 +113,7 @@ impl Stand {
         load_fixture(&db, &password_hash, seconds_in_all).await?;
         let pgbench_conn = Database::connect(&pgbench_url).await?;
         load_fixture(&pgbench_conn, &password_hash, seconds_in_all).await?;
+        readers_caught_up(&db).await?;
         let meter = local_postmaster(&db).await.map(|postmaster| {
             Meter::new(
                 instances.iter().filter_map(SpawnedInstance::pid).collect(),
@@ -276,6 +277,70 @@ impl Stand {
         Ok(measured)
     }
 
+    /// The live feed and its deliveries alone: synthetic events committed at a steady rate (so
+    /// that the subscribers get about 20,000 deliveries a second in all) for `seconds`, and what
+    /// the instances and PostgreSQL spent meanwhile, until the last delivery arrived. `None`
+    /// without CPU meters.
+    pub async fn probe_deliveries(
+        &self,
+        subscribers: &live::Subscribers,
+        seconds: u64,
+    ) -> anyhow::Result<Option<String>> {
+        const EVERY: Duration = Duration::from_millis(10);
+        let Some(meter) = &self.meter else {
+            return Ok(None);
+        };
+        let per_second = (20_000 / subscribers.count().max(1)).clamp(20, 1_000) as u32;
+        let per_commit = (per_second / 100).max(1);
+        let commits = (seconds * 1000 / EVERY.as_millis() as u64).max(1);
+        let commits = if per_second < 100 {
+            // Fewer than one event per 10 ms: one every so often instead.
+            seconds * u64::from(per_second)
+        } else {
+            commits
+        };
+        let spacing = Duration::from_secs(seconds).div_f64(commits as f64);
+        subscribers.take();
+        let before = meter.read();
+        let started = std::time::Instant::now();
+        let mut ticks = tokio::time::interval(spacing);
+        for _ in 0..commits {
+            ticks.tick().await;
+            live::commit_synthetic_requests(&self.db, per_commit).await?;
+        }
+        let events = commits * u64::from(per_commit);
+        let expected = events * subscribers.count() as u64;
+        let mut delivered = Measurement::default();
+        let mut quiet_since = std::time::Instant::now();
+        while delivered.successes() < expected
+            && quiet_since.elapsed() < Duration::from_secs(5)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let more = subscribers.take();
+            if more.successes() > 0 {
+                quiet_since = std::time::Instant::now();
+            }
+            delivered.merge(&more);
+        }
+        let took = started.elapsed();
+        let spent = meter.read() - before;
+        let count = delivered.successes().max(1) as f64;
+        Ok(Some(format!(
+            "live deliveries alone ({events} synthetic events over {seconds} s to {} openVisits \
+             subscribers): {} of {expected} delivered, {:.0} deliveries/s; instances' CPU {:.2} µs per \
+             delivery ({:.1} per event); PostgreSQL {:.1} µs per event; commit -> subscriber p50 \
+             {:.1} ms p99 {:.1} ms",
+            subscribers.count(),
+            delivered.successes(),
+            count / took.as_secs_f64(),
+            spent.instances.as_secs_f64() * 1e6 / count,
+            spent.instances.as_secs_f64() * 1e6 / events as f64,
+            spent.server.as_secs_f64() * 1e6 / events as f64,
+            delivered.percentile(0.5).as_secs_f64() * 1e3,
+            delivered.percentile(0.99).as_secs_f64() * 1e3,
+        )))
+    }
+
     /// Prints what was measured, with the idle sockets' memory, each instance's peak RSS and the
     /// books' invariants; stops the instances; writes the charts. `true` when the books hold.
     pub async fn report(
@@ -286,7 +351,8 @@ impl Stand {
         let idle = if options.idle_subscriptions > 0 {
             Some(
                 live::idle_cost(
-                    &self.instances[0],
+                    &self.instances,
+                    &self.db,
                     &self.fixture.tokens[3..],
                     options.idle_subscriptions,
                 )
@@ -337,17 +403,16 @@ impl Stand {
             for line in &findings.live_lines {
                 println!("{line}");
             }
+            println!("live deliveries per second during the workloads:");
+            for line in &findings.delivery_rate_lines {
+                println!("{line}");
+            }
         }
-        if let Some((before, after)) = idle {
-            let per_thousand = after.saturating_sub(before) as f64 / 1_048_576.0 * 1000.0
-                / options.idle_subscriptions as f64;
-            println!(
-                "idle subscriptions: {} on {} took RSS {:.1} -> {:.1} MB: {per_thousand:.1} MB per 1,000",
-                options.idle_subscriptions,
-                self.instances[0].url(),
-                before as f64 / 1_048_576.0,
-                after as f64 / 1_048_576.0,
-            );
+        if let Some(line) = &findings.probe_line {
+            println!("{line}");
+        }
+        if let Some(idle) = idle {
+            println!("{}", idle.line());
         }
         for line in &findings.scale_lines {
             println!("{line}");
@@ -373,6 +438,31 @@ impl Stand {
             charts::write(dir, &findings.record)?;
         }
         Ok(violations.is_clean())
+    }
+}
+
+/// Waits until every reader with a checkpoint (the notifications consumer, the relay) has passed
+/// the fixture's events, so that no round measures their catching up.
+async fn readers_caught_up(db: &DatabaseConnection) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT count(*) AS behind FROM event_checkpoints c \
+                 WHERE EXISTS (SELECT 1 FROM outbox o WHERE (o.txid, o.position) > (c.txid, c.position))",
+            ))
+            .await?
+            .context("no row")?;
+        let behind: i64 = row.try_get("", "behind")?;
+        if behind == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the event readers did not catch up with the fixture's events in 180 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -407,5 +497,13 @@ fn instance_env(options: &BenchOptions) -> Vec<(String, String)> {
     if let Some(consumers) = &options.consumers {
         env.push(("CONSUMERS".to_string(), consumers.clone()));
     }
+    // Room for each instance's share of the idle subscriptions, beside the live subscribers.
+    let sockets = (options.idle_subscriptions + options.subscribers)
+        .div_ceil(options.instance_ports.len().max(1))
+        + 1_000;
+    env.push((
+        "WS_MAX_CONNECTIONS".to_string(),
+        sockets.max(10_000).to_string(),
+    ));
     env
 }
