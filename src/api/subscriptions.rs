@@ -95,7 +95,9 @@ fn events(
             // The rest of the cursor's stretch, then on, a stretch at a time, to the log's end.
             let mut next = Some(place);
             while let Some(place) = next.take() {
-                let read = catch_up(&reads, place).await;
+                // Boxed, as below: a database read's future held in place would make every
+                // subscription's stream (and an idle socket's memory) several kilobytes larger.
+                let read = Box::pin(catch_up(&reads, place)).await;
                 let Ok((events, to)) = read.inspect_err(|error| {
                     tracing::warn!(%error, "cannot read the log for a cursor; the client retries");
                 }) else {
@@ -138,8 +140,10 @@ fn events(
             } else {
                 // The feed's stretch overlaps what the log gave, or this subscriber joined it
                 // midway: the log has the whole stretch.
-                let source = reads.lag_tolerant().await;
-                match stretch::read(source, reached, to).await {
+                let read = Box::pin(async {
+                    stretch::read(reads.lag_tolerant().await, reached, to).await
+                });
+                match read.await {
                     Ok(events) => {
                         for (index, event) in (0..).zip(events) {
                             let place = Place { from: reached, to, index };
