@@ -145,7 +145,8 @@ struct BenchArgs {
     /// `openVisits` subscribers during the workloads (0: none).
     #[arg(long, default_value_t = 20)]
     subscribers: usize,
-    /// Idle subscriptions opened on the first instance at the end, to measure their memory.
+    /// Idle subscriptions opened at the end, one per socket, spread over the instances, to measure
+    /// their memory (over several local addresses past 20,000 per instance).
     #[arg(long, default_value_t = 1000)]
     idle_subscriptions: usize,
     /// Write bench.json and bench.html (charts) into this directory (created if missing).

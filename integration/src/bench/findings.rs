@@ -28,6 +28,10 @@ pub struct Measured {
 pub struct Findings {
     pub(super) record: charts::BenchRecord,
     pub(super) live_lines: Vec<String>,
+    /// Deliveries per second in each workload.
+    pub(super) delivery_rate_lines: Vec<String>,
+    /// The live feed and its deliveries measured alone (see `Stand::probe_deliveries`).
+    pub(super) probe_line: Option<String>,
     pub(super) cpu_lines: Vec<String>,
     pub(super) session_lines: Vec<String>,
     /// The standby's and the pooler's CPU per call, when the stand has them.
@@ -51,6 +55,8 @@ impl Findings {
                 workloads: Vec::new(),
             },
             live_lines: Vec::new(),
+            delivery_rate_lines: Vec::new(),
+            probe_line: None,
             cpu_lines: Vec::new(),
             session_lines: Vec::new(),
             side_lines: Vec::new(),
@@ -126,6 +132,12 @@ impl Findings {
                 delivered.successes(),
                 delivered.percentile(0.5).as_secs_f64() * 1e3,
                 delivered.percentile(0.99).as_secs_f64() * 1e3,
+            ));
+            let seconds = options.duration.as_secs_f64() * service_rounds.len().max(1) as f64;
+            self.delivery_rate_lines.push(format!(
+                "  {:<14} {:>8.0} deliveries/s",
+                workload.name(),
+                delivered.successes() as f64 / seconds,
             ));
         }
         Ok(())

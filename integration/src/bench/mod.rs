@@ -68,6 +68,23 @@ async fn local_postmaster(db: &DatabaseConnection) -> Option<u32> {
     postmaster_pid(&directory)
 }
 
+/// Raises this process's open-file limit (soft and, if it must, hard) to at least `wanted`.
+fn raise_open_files(wanted: usize) -> anyhow::Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let wanted = u64::try_from(wanted).unwrap_or(u64::MAX);
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft >= wanted {
+        return Ok(());
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, wanted, hard.max(wanted)).map_err(|error| {
+        anyhow::anyhow!(
+            "--idle-subscriptions and --subscribers need {wanted} open files in the bench and in each \
+             instance, and the hard limit here is {hard} ({error}: raising it needs root with \
+             CAP_SYS_RESOURCE, or `ulimit -Hn` set higher by whoever starts the bench)"
+        )
+    })
+}
+
 /// Time for one Argon2id verification with the service's parameters, on this machine.
 fn argon2_verify_time() -> anyhow::Result<Duration> {
     use argon2::{
@@ -90,6 +107,8 @@ fn argon2_verify_time() -> anyhow::Result<Duration> {
 /// the stand is set up ([`Stand::set_up`]), each workload is measured round by round
 /// ([`Stand::measure`]), and what was measured is reported ([`Stand::report`]).
 pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
+    // Every socket is a file on both ends; the instances inherit the limit.
+    raise_open_files(options.idle_subscriptions + options.subscribers + 1_000)?;
     let stand = Stand::set_up(&options).await?;
     stand.print_header(&options);
     let subscribers = stand.subscribers(&options)?;
@@ -109,7 +128,9 @@ pub async fn run_bench(options: BenchOptions) -> anyhow::Result<bool> {
         findings.add(&options, workload, measured, stand.metered())?;
     }
     if let Some(subscribers) = subscribers {
-        subscribers.stop();
+        findings.probe_line = stand
+            .probe_deliveries(subscribers, options.duration.as_secs().clamp(2, 6))
+            .await?;
     }
     stand.report(&options, findings).await
 }

@@ -22,6 +22,17 @@ pub enum Frame {
     Closed { code: u16, reason: String },
 }
 
+/// `/graphql` of `base_url` as a WebSocket URL.
+fn graphql_ws_url(base_url: &str) -> String {
+    format!(
+        "{}/graphql",
+        base_url
+            .trim_end_matches('/')
+            .replacen("http://", "ws://", 1)
+            .replacen("https://", "wss://", 1)
+    )
+}
+
 pub struct LiveClient {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
@@ -34,13 +45,7 @@ impl LiveClient {
 
     /// Opens the socket offering `protocol` (none: no `Sec-WebSocket-Protocol` header).
     pub async fn open_offering(base_url: &str, protocol: Option<&str>) -> anyhow::Result<Self> {
-        let url = format!(
-            "{}/graphql",
-            base_url
-                .trim_end_matches('/')
-                .replacen("http://", "ws://", 1)
-                .replacen("https://", "wss://", 1)
-        );
+        let url = graphql_ws_url(base_url);
         let mut request = url.as_str().into_client_request()?;
         if let Some(protocol) = protocol {
             request
@@ -55,12 +60,59 @@ impl LiveClient {
 
     /// Opens a socket and has `token` accepted (`connection_ack`).
     pub async fn connect(base_url: &str, token: &str) -> anyhow::Result<Self> {
-        let mut client = Self::open(base_url).await?;
+        let client = Self::open(base_url).await?;
+        client.accepted(token).await
+    }
+
+    /// As [`connect`](Self::connect), from the local address `source` (one address reaches a
+    /// server's port over some 28,000 ephemeral ports; all of 127.0.0.0/8 is loopback) and with
+    /// small buffers: what a load generator holding many idle sockets needs.
+    pub async fn connect_lean(
+        base_url: &str,
+        token: &str,
+        source: std::net::IpAddr,
+    ) -> anyhow::Result<Self> {
+        use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+        let url = graphql_ws_url(base_url);
+        let mut request = url.as_str().into_client_request()?;
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(PROTOCOL));
+        let host = request.uri().host().context("no host")?.to_string();
+        let port = request.uri().port_u16().unwrap_or(80);
+        let server = tokio::net::lookup_host((host.as_str(), port))
+            .await?
+            .next()
+            .context("the host has no address")?;
+        let socket = match source {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(std::net::SocketAddr::new(source, 0))?;
+        let stream = socket
+            .connect(server)
+            .await
+            .with_context(|| format!("TCP from {source} to {server}"))?;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (socket, _) = tokio_tungstenite::client_async_with_config(
+            request,
+            MaybeTlsStream::Plain(stream),
+            Some(config),
+        )
+        .await
+        .with_context(|| format!("WebSocket to {url}"))?;
+        Self { socket }.accepted(token).await
+    }
+
+    async fn accepted(mut self, token: &str) -> anyhow::Result<Self> {
+        let client = &mut self;
         client
             .send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }))
             .await?;
         match client.next(Duration::from_secs(10)).await {
-            Some(Frame::Message(message)) if message["type"] == "connection_ack" => Ok(client),
+            Some(Frame::Message(message)) if message["type"] == "connection_ack" => Ok(self),
             other => bail!("no connection_ack: {other:?}"),
         }
     }
