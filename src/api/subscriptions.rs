@@ -88,9 +88,9 @@ fn events(
     let reads = state.reads.clone();
     Ok(async_stream::stream! {
         // With a cursor: the stretches up to here were handed on, and the one the feed is
-        // handing on now (whose events then come straight from it).
+        // handing on now (whose events then come straight from it), with the last index yielded.
         let mut claimed: Option<LogPosition> = None;
-        let mut current: Option<(LogPosition, LogPosition)> = None;
+        let mut current: Option<Place> = None;
         if let Some(place) = after {
             // The rest of the cursor's stretch, then on, a stretch at a time, to the log's end.
             let mut next = Some(place);
@@ -129,34 +129,44 @@ fn events(
                 continue;
             };
             let Place { from, to, index } = item.place;
-            if current == Some((from, to)) {
+            if current.is_some_and(|current| (current.from, current.to) == (from, to)) {
+                current = Some(item.place);
                 yield item;
             } else if to <= reached {
                 // Read from the log already.
             } else if from == reached && index == 0 {
-                current = Some((from, to));
+                current = Some(item.place);
                 claimed = Some(to);
                 yield item;
             } else {
-                // The feed's stretch overlaps what the log gave, or this subscriber joined it
-                // midway: the log has the whole stretch.
-                let read = Box::pin(async {
-                    stretch::read(reads.lag_tolerant().await, reached, to).await
-                });
-                match read.await {
-                    Ok(events) => {
-                        for (index, event) in (0..).zip(events) {
-                            let place = Place { from: reached, to, index };
-                            yield Arc::new(FeedEvent::new(event, place));
+                // The feed's stretch overlaps what this subscriber has, or it joined one midway:
+                // the log has it all. First the rest of the stretch it was taking from the feed
+                // (a relay that published again after a failure may have cut it short), then on.
+                let mut rest = Vec::new();
+                if let Some(current) = current.take() {
+                    rest.push(current);
+                }
+                rest.push(Place { from: reached, to, index: 0 });
+                for part in rest {
+                    let read = Box::pin(async {
+                        let source = reads.lag_tolerant().await;
+                        stretch::read(source, part.from, part.to).await
+                    });
+                    let skip = if part.from == reached && part.to == to { 0 } else { part.index as usize + 1 };
+                    match read.await {
+                        Ok(events) => {
+                            for (index, event) in (0..).zip(events).skip(skip) {
+                                let place = Place { index, ..part };
+                                yield Arc::new(FeedEvent::new(event, place));
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot read the log for a subscriber; the client retries");
+                            fell_behind();
+                            return;
                         }
                     }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot read the log for a subscriber; the client retries");
-                        fell_behind();
-                        break;
-                    }
                 }
-                current = None;
                 claimed = Some(to);
             }
         }

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sea_orm::sqlx::{self, Connection, PgConnection, postgres::PgConnectOptions};
+use sea_orm::sqlx::{self, PgConnection, postgres::PgConnectOptions};
 
 use super::{
     feed::LiveFeed,
@@ -29,11 +29,13 @@ pub const CHANNEL: &str = "home_visits_log";
 const LOCK_KEY: i64 = 0x686f_6d65_6c69_7665;
 const LEADERSHIP_RETRY: Duration = Duration::from_secs(1);
 /// How soon the leader reads again after finding events; doubled on every read that finds none,
-/// up to [`IDLE_POLL`]. A commit waits at most this long to reach subscribers.
+/// up to [`IDLE_POLL`]: a commit waits at most that long to be read.
 const BUSY_POLL: Duration = Duration::from_millis(10);
 const IDLE_POLL: Duration = Duration::from_millis(100);
-/// How often an idle leader checks its connection (and so its lock) is still there.
-const IDLE_PING: Duration = Duration::from_secs(1);
+/// How often an idle leader announces where the log is (an empty stretch): an instance that
+/// missed something sees the gap within this, and the leader learns its connection (and so its
+/// lock) is still there.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 const PAGE: u64 = 500;
 /// Events read and announced in one go at most; a backlog goes out in rounds of this size.
 const MOST: usize = 2_000;
@@ -74,18 +76,16 @@ async fn lead(db: &Database, connection: &mut PgConnection) -> String {
         Err(error) => return format!("cannot find the end of the log: {error}"),
     };
     let mut pause = BUSY_POLL;
+    // Where the log is, at once: instances behind what the last leader sent catch up now.
+    if let Err(error) = announce(connection, &[heartbeat(after)]).await {
+        return format!("cannot announce: {error}");
+    }
     let mut last_sent = Instant::now();
     loop {
         match stretch::read_on(db, after, PAGE, MOST).await {
             Ok(Some((events, to))) => {
                 let messages = announcements(after, to, &events);
-                if let Err(error) =
-                    sqlx::query("SELECT pg_notify($1, message) FROM unnest($2::text[]) AS message")
-                        .bind(CHANNEL)
-                        .bind(&messages)
-                        .execute(&mut *connection)
-                        .await
-                {
+                if let Err(error) = announce(connection, &messages).await {
                     return format!("cannot announce: {error}");
                 }
                 after = to;
@@ -96,8 +96,10 @@ async fn lead(db: &Database, connection: &mut PgConnection) -> String {
                 }
             }
             Ok(None) => {
-                if last_sent.elapsed() >= IDLE_PING {
-                    match tokio::time::timeout(Duration::from_secs(5), connection.ping()).await {
+                if last_sent.elapsed() >= HEARTBEAT {
+                    let beat = [heartbeat(after)];
+                    let sent = announce(connection, &beat);
+                    match tokio::time::timeout(Duration::from_secs(5), sent).await {
                         Ok(Ok(())) => last_sent = Instant::now(),
                         Ok(Err(error)) => return format!("leader connection lost: {error}"),
                         Err(_) => return "leader connection did not answer in 5 s".into(),
@@ -112,6 +114,25 @@ async fn lead(db: &Database, connection: &mut PgConnection) -> String {
             }
         }
     }
+}
+
+async fn announce(connection: &mut PgConnection, messages: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, message) FROM unnest($2::text[]) AS message")
+        .bind(CHANNEL)
+        .bind(messages)
+        .execute(&mut *connection)
+        .await
+        .map(drop)
+}
+
+/// An empty stretch at `at`: where the log is, for instances to check they have everything.
+fn heartbeat(at: LogPosition) -> String {
+    let place = Place {
+        from: at,
+        to: at,
+        index: 0,
+    };
+    format!("{place} 0")
 }
 
 /// The notifications for the stretch `(from, to]` holding `events` (in the order handed on):
@@ -238,6 +259,20 @@ mod tests {
             read_back.extend(announcement.events().unwrap_or_default());
         }
         assert_eq!(read_back, events, "every event once, in order, txids kept");
+    }
+
+    #[test]
+    fn a_heartbeat_is_an_empty_stretch_at_the_end_of_the_log() {
+        let beat = heartbeat(at(77, 12));
+        let Some(announcement) = Announcement::parse(&beat) else {
+            panic!("unreadable: {beat}");
+        };
+        assert_eq!(
+            (announcement.place.from, announcement.place.to),
+            (at(77, 12), at(77, 12))
+        );
+        assert_eq!(announcement.total, 0);
+        assert!(announcement.events().is_none());
     }
 
     #[test]

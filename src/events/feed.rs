@@ -6,7 +6,8 @@
 //! and subscribers there are. Each notification names the stretch of the log it belongs to; one
 //! that does not follow on from what this instance handed on last (a listener that reconnected, a
 //! new leader) makes the instance read the gap from the log itself, so a lost notification costs
-//! latency and never an event. With `NATS_URL` set it reads the JetStream stream the relay fills
+//! latency (at most about a second: the leader announces where the log is every second even when
+//! nothing happens) and never an event. With `NATS_URL` set it reads the JetStream stream the relay fills
 //! instead. Every event is handed on with its [`Place`], which a subscription's cursor is made of.
 use std::{
     sync::{
@@ -201,6 +202,12 @@ pub async fn follow_log(
     let listener_pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_lazy_with(listen_with);
+    // Kept across reconnects: a stretch left halfway is finished from the log.
+    let mut follower = Follower {
+        reads: &reads,
+        feed: &feed,
+        partial: None,
+    };
     loop {
         let listening = match PgListener::connect_with(&listener_pool).await {
             Ok(mut listener) => listener.listen(CHANNEL).await.map(|()| listener),
@@ -221,16 +228,11 @@ pub async fn follow_log(
             }
         }
         feed.following.store(true, Ordering::Relaxed);
-        let mut follower = Follower {
-            reads: &reads,
-            feed: &feed,
-            partial: None,
-        };
         loop {
             match listener.try_recv().await {
                 Ok(Some(notification)) => follower.take(notification.payload()).await,
                 // The listener reconnected: whatever it missed shows as a gap.
-                Ok(None) => follower.partial = None,
+                Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(%error, "live feed listener lost; reconnecting");
                     break;
@@ -259,6 +261,20 @@ impl Follower<'_> {
             return;
         };
         let Place { from, to, index } = announcement.place;
+        // A stretch left halfway (one of its notifications was missed): finished from the log
+        // first, so its events keep their places and none is handed on twice.
+        if let Some(partial) = self
+            .partial
+            .filter(|partial| *partial != announcement.place)
+        {
+            if !self
+                .read_from_log(partial.from, partial.to, partial.index)
+                .await
+            {
+                return;
+            }
+            self.partial = None;
+        }
         let handed_on = *self.feed.handed_on();
         let continues = self.partial.take() == Some(announcement.place);
         let in_order = match handed_on {
@@ -270,7 +286,8 @@ impl Follower<'_> {
         if !in_order {
             let Some(last) = handed_on else { return };
             // A gap, or an overlap with what was read: the log has it all.
-            return self.read_from_log(last, to, 0).await;
+            self.read_from_log(last, to, 0).await;
+            return;
         }
         if !self.feed.is_listened_to() {
             // Nobody to hand it to: only keep up with where the log is. Whoever subscribes from
@@ -281,7 +298,10 @@ impl Follower<'_> {
         let Some(events) = announcement.events() else {
             // Not carried (or unreadable): the log has this and the rest of the stretch; read
             // again, the stretch is the same, so the events keep their places.
-            return self.read_from_log(from, to, index).await;
+            if !self.read_from_log(from, to, index).await {
+                self.partial = Some(announcement.place);
+            }
+            return;
         };
         let next = index.saturating_add(u32::try_from(events.len()).unwrap_or(u32::MAX));
         self.feed.publish(from, to, index, events);
@@ -297,8 +317,9 @@ impl Follower<'_> {
     }
 
     /// Hands on the stretch `(from, to]` as read from the log, from index `first` on (only while
-    /// someone listens), and moves past it.
-    async fn read_from_log(&mut self, from: LogPosition, to: LogPosition, first: u32) {
+    /// someone listens), and moves past it. `false` if it could not be read: nothing moved, and
+    /// the next announcement (the leader sends one every second at least) tries again.
+    async fn read_from_log(&mut self, from: LogPosition, to: LogPosition, first: u32) -> bool {
         if self.feed.is_listened_to() {
             let source = self.reads.lag_tolerant().await;
             match stretch::read(source, from, to).await {
@@ -307,13 +328,13 @@ impl Follower<'_> {
                     self.feed.publish(from, to, first, rest);
                 }
                 Err(error) => {
-                    // The next announcement shows the same gap and tries again.
                     tracing::warn!(%error, "live feed cannot read the log");
-                    return;
+                    return false;
                 }
             }
         }
         *self.feed.handed_on() = Some(to);
+        true
     }
 }
 

@@ -262,6 +262,7 @@ impl Connection {
                             started.insert(id.clone(), (false, slot));
                             if let Some(item) = first {
                                 self.deliver(id, item.flatten(), &mut operations, &mut started, &signals).await?;
+                                self.flush().await?;
                             }
                         }
                         ClientMessage::Complete { id } => {
