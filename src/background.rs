@@ -229,7 +229,7 @@ async fn follow_live_feed(state: Arc<AppState>) {
 async fn announce_the_log(state: Arc<AppState>) {
     let leader_with = listen_options(&state, "live feed");
     let reader = own_connection(&state, "live feed leader").await;
-    broadcast::run(reader, leader_with, state.live.clone()).await;
+    broadcast::run(reader, leader_with, state.live.leadership()).await;
 }
 
 /// The notifications read model, from the broker when there is one, else from the log.

@@ -25,6 +25,7 @@ mod routes;
 mod scalars;
 mod schema;
 mod state;
+mod subscription_events;
 mod subscriptions;
 mod trusted;
 mod variables;

@@ -10,14 +10,16 @@
 //! log itself. An event too large for a notification is announced without its body: instances
 //! read that stretch from the log.
 use std::{
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use sea_orm::sqlx::{self, PgConnection, postgres::PgConnectOptions};
 
 use super::{
-    feed::LiveFeed,
     leader,
     log::{self, LogPosition, StoredEvent},
     stretch::{self, Place},
@@ -43,7 +45,8 @@ const MOST: usize = 2_000;
 const PAYLOAD_LIMIT: usize = 7_900;
 
 /// Offers to lead until the task is aborted; leads while it holds the lock.
-pub async fn run(db: Database, options: PgConnectOptions, feed: Arc<LiveFeed>) {
+/// `leading` is raised while this instance leads (for `/readyz`).
+pub async fn run(db: Database, options: PgConnectOptions, leading: Arc<AtomicBool>) {
     let name = format!("{} live feed leader", db::APPLICATION_NAME);
     let mut candidate = leader::Candidate::new(&options, LOCK_KEY, &name);
     loop {
@@ -52,9 +55,9 @@ pub async fn run(db: Database, options: PgConnectOptions, feed: Arc<LiveFeed>) {
             continue;
         };
         tracing::info!("live feed: leading, announcing the log to every instance");
-        feed.leading.store(true, Ordering::Relaxed);
+        leading.store(true, Ordering::Relaxed);
         let reason = lead(&db, connection).await;
-        feed.leading.store(false, Ordering::Relaxed);
+        leading.store(false, Ordering::Relaxed);
         tracing::warn!(%reason, "live feed: no longer leading");
         candidate.resign().await;
         tokio::time::sleep(LEADERSHIP_RETRY).await;

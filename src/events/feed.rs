@@ -73,8 +73,8 @@ pub struct LiveFeed {
     /// starts from the stream's end by itself).
     reads_log: bool,
     delivered: AtomicU64,
-    /// This instance is the deployment's reader of the log (see `broadcast`).
-    pub(super) leading: AtomicBool,
+    /// This instance is the deployment's reader of the log (see `broadcast`, which sets it).
+    leading: Arc<AtomicBool>,
     /// Everything up to here was handed on (or came before the feed started); `None` until the
     /// feed is anchored in the log.
     handed_on: std::sync::Mutex<Option<LogPosition>>,
@@ -126,7 +126,7 @@ impl LiveFeed {
             following: AtomicBool::new(false),
             reads_log,
             delivered: AtomicU64::new(0),
-            leading: AtomicBool::new(false),
+            leading: Arc::default(),
             handed_on: std::sync::Mutex::default(),
         })
     }
@@ -172,6 +172,11 @@ impl LiveFeed {
             reading: self.reads_log && handed_on.is_some(),
             leading: self.leading.load(Ordering::Relaxed),
         }
+    }
+
+    /// The flag the deployment's reader of the log raises while this instance leads.
+    pub fn leadership(&self) -> Arc<AtomicBool> {
+        self.leading.clone()
     }
 
     fn is_listened_to(&self) -> bool {

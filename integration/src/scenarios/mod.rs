@@ -3,6 +3,7 @@ pub mod bank;
 pub mod broker_cluster;
 pub mod event_stream;
 pub mod late_commit;
+pub mod live_subscribers;
 pub mod live_updates;
 pub mod notifications_replay;
 pub mod own_stand;

@@ -10,6 +10,7 @@
 mod close;
 mod limits;
 mod messages;
+mod sending;
 mod session;
 
 use std::{
@@ -22,7 +23,7 @@ use std::{
 };
 
 use async_graphql::Response;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use chrono::{DateTime, Utc};
 use futures::{FutureExt, SinkExt, Stream, StreamExt, stream::SplitSink};
 use serde_json::{Value, json};
@@ -41,7 +42,7 @@ use super::{
     persisted::{self, PersistedQueries},
     request_data,
     schema::AppSchema,
-    subscriptions::SocketSignals,
+    subscription_events::SocketSignals,
     variables,
 };
 use crate::{error::AppError, events::feed, state::AppState};
@@ -415,57 +416,6 @@ impl Connection {
             .map(Some)
             .chain(futures::stream::once(async { None }));
         Box::pin(stream)
-    }
-
-    /// Sends one message; `Err` (the socket is gone, or the client stopped reading) ends it.
-    async fn send(&mut self, message: Value) -> Result<(), Ending> {
-        self.queue(message.to_string()).await?;
-        self.flush().await
-    }
-
-    /// Queues one message, written at the next [`flush`](Self::flush) (or sooner, when the
-    /// socket's write buffer fills).
-    async fn queue(&mut self, text: String) -> Result<(), Ending> {
-        Self::in_time(
-            tokio::time::timeout(SEND_TIMEOUT, self.sink.feed(Message::Text(text.into()))).await,
-        )
-    }
-
-    async fn flush(&mut self) -> Result<(), Ending> {
-        Self::in_time(tokio::time::timeout(SEND_TIMEOUT, self.sink.flush()).await)
-    }
-
-    /// A write's outcome: `Err` when the socket is gone, or the client stopped reading.
-    fn in_time<E>(
-        outcome: Result<Result<(), E>, tokio::time::error::Elapsed>,
-    ) -> Result<(), Ending> {
-        match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Ending::Gone),
-            Err(_) => Err(Ending::Close(
-                CloseCode::TryAgainLater,
-                "not reading; reconnect".into(),
-            )),
-        }
-    }
-
-    async fn close(&mut self, code: CloseCode, reason: &str) {
-        // A reason is at most 123 bytes on the wire.
-        let mut reason = reason.to_string();
-        while reason.len() > 123 {
-            reason.pop();
-        }
-        let frame = CloseFrame {
-            code: code.number(),
-            reason: reason.into(),
-        };
-        // One deadline for the frame and the close: a peer that stops reading cannot hold the
-        // socket (and its task) open.
-        let _ = tokio::time::timeout(SEND_TIMEOUT, async {
-            let _ = self.sink.send(Message::Close(Some(frame))).await;
-            let _ = self.sink.close().await;
-        })
-        .await;
     }
 }
 
